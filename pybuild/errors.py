@@ -1,0 +1,119 @@
+"""The errors a user can act on.
+
+Every failure pybuild expects is a :class:`PybuildError`. The CLI prints ``error: <message>`` on one
+line, then each hint on its own line, and exits 1 with no traceback (``PYBUILD_DEBUG=1`` shows it).
+Errors from other libraries are translated into these where they enter pybuild; anything else that
+escapes is a bug and keeps its traceback.
+
+The message names what failed and the object it failed on, for example
+``blob sha256:ab12... in oci:/x is corrupt: size 10, expected 12``.
+
+This module imports nothing from pybuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class PybuildError(Exception):
+    """Base of every error pybuild reports to a user."""
+
+    def __init__(self, message: str, *, hints: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hints: list[str] = list(hints)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(PybuildError):
+    """A flag, argument or reference the user gave is malformed."""
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+
+class LayoutError(PybuildError):
+    """An OCI image layout, a document in it, or a blob is missing, invalid or corrupt."""
+
+
+class InvalidDigest(LayoutError):
+    """A string is not a digest pybuild accepts."""
+
+
+class InvalidDocument(LayoutError):
+    """A JSON document (descriptor, manifest, index, config, oci-layout) breaks the spec."""
+
+
+class BlobNotFound(LayoutError):
+    """A blob that a document references is not in the blob store."""
+
+
+class DigestMismatch(LayoutError):
+    """A blob's content does not match its digest or size."""
+
+
+class ImageNotFound(LayoutError):
+    """No image answers to a reference."""
+
+
+class LockTimeout(LayoutError):
+    """Another process kept the layout's lock for too long."""
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+
+class LayerError(PybuildError):
+    """A layer tar stream or a changeset is invalid, corrupt or hostile."""
+
+
+class UnsafeLayer(LayerError):
+    """A layer entry tries to leave or replace the root it is applied to."""
+
+
+# --- containerfile ----------------------------------------------------------------------------
+
+
+class ContainerfileError(PybuildError):
+    """A Containerfile cannot be parsed or built. The message starts with ``FILE:LINE:``."""
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, hints: Iterable[str] = ()
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.reason = message
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        super().__init__(f"{where}{message}", hints=hints)
+
+
+# --- run / bundle / remote --------------------------------------------------------------------
+
+
+class RunError(PybuildError):
+    """A container could not be set up or run (user namespace, mounts, process)."""
+
+
+class StepFailed(RunError):
+    """A command ran and exited non-zero."""
+
+    def __init__(self, message: str, *, exit_status: int, hints: Iterable[str] = ()) -> None:
+        super().__init__(message, hints=hints)
+        self.exit_status = exit_status
+
+
+class BundleError(PybuildError):
+    """A runtime bundle cannot be written or read."""
+
+
+class RegistryError(PybuildError):
+    """A registry or archive transport failed or answered something invalid."""
+
+
+class AuthError(RegistryError):
+    """A registry refused the credentials, or none were found."""

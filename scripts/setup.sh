@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything pybuild and its test suite need on a Debian machine, then checks it.
+# Idempotent and quick when nothing is missing. Run as root (CI) or a user with sudo.
+#   - Debian packages: the rootless tools and the peers the tests compare against
+#   - .venv: pybuild (editable) with its test dependencies, on Debian's python3 so that the
+#     unprivileged test user can run it too (a python under /root is not readable by others)
+#   - the unprivileged test user `pybuild-test` with /etc/subuid and /etc/subgid ranges
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+APT_PACKAGES=(
+  python3 python3-venv python3-pip
+  uidmap busybox-static fuse-overlayfs iproute2 procps util-linux
+  umoci skopeo runc oci-image-tool docker-registry buildah jq apache2-utils
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=/usr/bin/python3
+if [ ! -x .venv/bin/python ] || [ ! -f .venv/.stamp ] || [ pyproject.toml -nt .venv/.stamp ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  touch .venv/.stamp
+fi
+
+# The unprivileged user the rootless tests run as.
+TEST_USER=pybuild-test
+if ! id -u "$TEST_USER" >/dev/null 2>&1; then
+  $SUDO useradd --create-home --shell /bin/sh "$TEST_USER"
+fi
+if ! grep -q "^$TEST_USER:" /etc/subuid 2>/dev/null; then
+  $SUDO usermod --add-subuids 200000-265535 "$TEST_USER"
+fi
+if ! grep -q "^$TEST_USER:" /etc/subgid 2>/dev/null; then
+  $SUDO usermod --add-subgids 200000-265535 "$TEST_USER"
+fi

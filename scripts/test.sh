@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: setup (idempotent), lint, types, then every test, slow ones included.
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/layout -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/ruff check pybuild tests bench scripts
+.venv/bin/ruff format --check pybuild tests bench scripts
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"
