@@ -2,20 +2,66 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import typer
 
+try:  # Typer >= 0.26 carries its own copy of click
+    from typer.exceptions import TyperException as CliException
+except ImportError:  # pragma: no cover - older Typer on click
+    from click.exceptions import ClickException as CliException  # type: ignore[no-redef,unused-ignore]
+
 from . import __version__
-from .errors import PybuildError
+from .errors import PybuildError, UsageError
+from .layout import (
+    Descriptor,
+    Image,
+    ImageConfig,
+    ImageStore,
+    Layout,
+    check_layout,
+    commit_image,
+    copy_blobs,
+    gc,
+    load_image,
+    parse_reference,
+    referenced_blobs,
+)
+from .layout.imagestore import default_store_path
 
 app = typer.Typer(
     name="pybuild",
-    help="Rootless OCI container image toolchain.",
+    help="Rootless OCI container image toolchain: build, unpack, repack and move images.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@dataclass
+class State:
+    store_path: Path
+    _store: ImageStore | None = None
+
+    @property
+    def store(self) -> ImageStore:
+        if self._store is None:
+            self._store = ImageStore.at(self.store_path)
+        return self._store
+
+
+def _state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, State)
+    return obj
 
 
 def _version(value: bool) -> None:
@@ -26,19 +72,434 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    ctx: typer.Context,
+    store: Path | None = typer.Option(
+        None, "--store", envvar="PYBUILD_STORE", help="The image store (default $XDG_DATA_HOME/pybuild)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """Rootless OCI container image toolchain."""
+    ctx.obj = State(store_path=store or default_store_path())
+
+
+# --- resolving references ----------------------------------------------------------------------
+
+
+@dataclass
+class Located:
+    layout: Layout
+    descriptor: Descriptor
+    name: str | None  # the tag it was found under
+
+
+def locate(state: State, text: str) -> Located:
+    ref = parse_reference(text)
+    if ref.transport == "oci":
+        assert ref.path is not None
+        layout = Layout.open(ref.path, label=f"oci:{ref.path}")
+        return Located(layout, layout.resolve(ref.name), ref.name)
+    tag, desc = state.store.lookup(text)
+    return Located(state.store, desc, tag)
+
+
+def destination(state: State, text: str) -> tuple[Layout, str]:
+    """The layout a reference writes into and the tag to write."""
+    ref = parse_reference(text)
+    if ref.transport == "oci":
+        assert ref.path is not None
+        return Layout.create(ref.path, label=f"oci:{ref.path}"), ref.name
+    return state.store, ref.name
+
+
+def store_image(src: Layout, descriptor: Descriptor, dst: Layout, tag: str) -> int:
+    """Copy an image's blobs (if the layouts differ) and tag it in ``dst``. Returns blobs copied."""
+    with dst.writing():
+        copied = 0 if src.root == dst.root else copy_blobs(src, dst, descriptor)
+        dst.set_tag(tag, Descriptor(descriptor.media_type, descriptor.digest, descriptor.size))
+    return copied
+
+
+# --- output helpers ------------------------------------------------------------------------------
+
+
+def echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+        for row in [headers, *rows]:
+            typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return
+    table = Table(box=None, header_style="bold")
+    for h in headers:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+def image_summary(image: Image, name: str | None) -> dict[str, Any]:
+    config = image.config
+    return {
+        "name": name,
+        "digest": str(image.descriptor.digest),
+        "mediaType": image.descriptor.media_type,
+        "id": image.manifest.config.digest.encoded,
+        "config": str(image.manifest.config.digest),
+        "created": config.created,
+        "author": config.author,
+        "architecture": config.architecture,
+        "os": config.os,
+        "size": sum(layer.size for layer in image.layers),
+        "layers": [
+            {"digest": str(layer.digest), "size": layer.size, "mediaType": layer.media_type}
+            for layer in image.layers
+        ],
+        "diff_ids": [str(d) for d in config.diff_ids],
+        "runtime": config.runtime,
+        "history": config.history,
+        "annotations": image.manifest.annotations,
+    }
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+@app.command()
+def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the images in the store."""
+    store = _state(ctx).store
+    out = []
+    for tag, desc in store.tags():
+        image = load_image(store, desc)
+        out.append(image_summary(image, tag))
+    if as_json:
+        echo_json(
+            [
+                {k: v for k, v in s.items() if k in ("name", "id", "digest", "created", "size", "mediaType")}
+                for s in out
+            ]
+        )
+        return
+    rows = []
+    for s in out:
+        repo, _, tag = s["name"].rpartition(":")
+        rows.append(
+            [repo, tag, s["id"][:12], (s["created"] or "")[:19].replace("T", " "), human_size(s["size"])]
+        )
+    print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME[:TAG], an image ID, or oci:DIR[:TAG]."),
+    raw: bool = typer.Option(False, "--raw", help="Print the manifest exactly as stored."),
+    config: bool = typer.Option(False, "--config", help="With --raw: print the config instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show an image's manifest and config."""
+    found = locate(_state(ctx), ref)
+    image = load_image(found.layout, found.descriptor)
+    if raw:
+        data = image.config.to_bytes() if config else image.manifest.to_bytes()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    summary = image_summary(image, found.name)
+    if as_json:
+        echo_json(summary)
+        return
+    runtime = summary["runtime"]
+    lines = [
+        f"Name:         {summary['name']}",
+        f"Digest:       {summary['digest']}",
+        f"Media type:   {summary['mediaType']}",
+        f"Image ID:     {summary['id']}",
+        f"Created:      {summary['created'] or '-'}",
+        f"Author:       {summary['author'] or '-'}",
+        f"Platform:     {summary['os']}/{summary['architecture']}",
+    ]
+    for key in ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "StopSignal"):
+        if runtime.get(key):
+            lines.append(f"{key + ':':<14}{json.dumps(runtime[key])}")
+    for key in ("Labels", "ExposedPorts", "Volumes"):
+        if runtime.get(key):
+            lines.append(f"{key + ':':<14}{', '.join(sorted(runtime[key]))}")
+    lines.append(f"Layers:       {len(summary['layers'])} ({human_size(summary['size'])})")
+    for layer in summary["layers"]:
+        lines.append(f"  {layer['digest']}  {human_size(layer['size']):>9}  {layer['mediaType']}")
+    lines.append(f"History:      {len(summary['history'])} entries")
+    for entry in summary["history"]:
+        mark = " (empty)" if entry.get("empty_layer") else ""
+        lines.append(f"  {entry.get('created_by', '')}{mark}")
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def tag(
+    ctx: typer.Context,
+    src: str = typer.Argument(..., help="An image in the store, or oci:DIR[:TAG] (its blobs are copied in)."),
+    dst: str = typer.Argument(..., help="The new name, in the store or oci:DIR[:TAG]."),
+) -> None:
+    """Give an image another name."""
+    state = _state(ctx)
+    found = locate(state, src)
+    layout, name = destination(state, dst)
+    store_image(found.layout, found.descriptor, layout, name)
+
+
+@app.command()
+def copy(
+    ctx: typer.Context,
+    src: str = typer.Argument(..., help="Source: store name or oci:DIR[:TAG]."),
+    dst: str = typer.Argument(..., help="Destination: store name or oci:DIR[:TAG]."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing."),
+) -> None:
+    """Copy an image between the store and OCI layouts (blobs shared, never recompressed)."""
+    state = _state(ctx)
+    found = locate(state, src)
+    layout, name = destination(state, dst)
+    copied = store_image(found.layout, found.descriptor, layout, name)
+    if not quiet:
+        total = len({d.digest for d in referenced_blobs(found.layout, found.descriptor)})
+        typer.echo(f"copied {copied} of {total} blobs; {dst} is {found.descriptor.digest}")
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    refs: list[str] = typer.Argument(..., help="Names to remove (blobs go at the next gc)."),
+) -> None:
+    """Remove image names from the store or an OCI layout."""
+    state = _state(ctx)
+    for text in refs:
+        ref = parse_reference(text)
+        if ref.transport == "oci":
+            assert ref.path is not None
+            Layout.open(ref.path, label=f"oci:{ref.path}").remove_tag(ref.name)
+        else:
+            name, _ = state.store.lookup(text)
+            if name is None:
+                raise UsageError(f"{text!r} names no tag in {state.store.label}")
+            state.store.remove_tag(name)
+        typer.echo(f"removed {text}")
+
+
+@app.command(name="gc")
+def gc_command(
+    ctx: typer.Context,
+    layout: str | None = typer.Argument(None, help="oci:DIR to collect instead of the store."),
+) -> None:
+    """Remove blobs no image references, and stale temp files."""
+    target = _layout_argument(_state(ctx), layout)
+    result = gc(target)
+    typer.echo(
+        f"removed {len(result.removed)} blobs ({human_size(result.freed)}) "
+        f"and {result.temp_files} temp files from {target.label}"
+    )
+
+
+def _layout_argument(state: State, text: str | None) -> Layout:
+    if text is None:
+        return state.store
+    if not text.startswith("oci:"):
+        raise UsageError(f"expected oci:DIR, not {text!r}")
+    return Layout.open(text[4:], label=text)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    ref: str | None = typer.Argument(
+        None, help="An image (NAME or oci:DIR:TAG), or oci:DIR for a whole layout."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Verify digests, sizes, media types and diff_ids; report every problem found."""
+    state = _state(ctx)
+    layout: Layout
+    roots: list[Descriptor] | None
+    if ref is None:
+        layout, roots = state.store, None
+    elif ref.startswith("oci:") and ":" not in ref[4:]:
+        layout, roots = Layout.open(ref[4:], label=ref), None
+    else:
+        found = locate(state, ref)
+        layout, roots = found.layout, [found.descriptor]
+    problems = check_layout(layout, roots)
+    if as_json:
+        echo_json({"layout": layout.label, "ok": not problems, "problems": problems})
+    else:
+        for problem in problems:
+            typer.echo(f"problem: {problem}")
+        if not problems:
+            typer.echo(f"{layout.label}: ok")
+    if problems:
+        raise typer.Exit(1)
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
+        out[key] = val
+    return out
+
+
+def now_rfc3339() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            when = datetime.fromtimestamp(int(epoch), UTC)
+        except (ValueError, OverflowError):
+            raise UsageError(f"SOURCE_DATE_EPOCH {epoch!r} is not a number of seconds") from None
+    else:
+        when = datetime.now(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if not epoch else when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+CLEARABLE = {
+    "cmd": "Cmd",
+    "entrypoint": "Entrypoint",
+    "env": "Env",
+    "labels": "Labels",
+    "volumes": "Volumes",
+    "exposedports": "ExposedPorts",
+}
+
+
+@app.command()
+def config(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="The image to change."),
+    tag_: str | None = typer.Option(None, "-t", "--tag", help="Name for the new image (default: REF)."),
+    cmd: list[str] = typer.Option([], "--cmd", help="Cmd (repeat for each argument)."),
+    entrypoint: list[str] = typer.Option([], "--entrypoint", help="Entrypoint (repeat for each argument)."),
+    env: list[str] = typer.Option([], "--env", help="K=V: set an environment variable."),
+    workdir: str | None = typer.Option(None, "--workdir", help="Working directory."),
+    user: str | None = typer.Option(None, "--user", help="User (name or uid[:gid])."),
+    label: list[str] = typer.Option([], "--label", help="K=V: set a label."),
+    volume: list[str] = typer.Option([], "--volume", help="Add a volume path."),
+    expose: list[str] = typer.Option([], "--expose", help="Expose a port (PORT[/PROTO])."),
+    stopsignal: str | None = typer.Option(None, "--stopsignal", help="Stop signal."),
+    author: str | None = typer.Option(None, "--author", help="Image author."),
+    clear: list[str] = typer.Option([], "--clear", help=f"Clear a field first: {', '.join(CLEARABLE)}."),
+) -> None:
+    """Change an image's config (like `umoci config`): a new config and manifest, layers shared."""
+    state = _state(ctx)
+    found = locate(state, ref)
+    image = load_image(found.layout, found.descriptor)
+    for field in clear:
+        if field.lower() not in CLEARABLE:
+            raise UsageError(f"--clear {field!r}: expected one of {', '.join(CLEARABLE)}")
+    env_pairs = _pairs(env, "--env")
+    label_pairs = _pairs(label, "--label")
+    ports = []
+    for port in expose:
+        number, _, proto = port.partition("/")
+        if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("", "tcp", "udp", "sctp"):
+            raise UsageError(f"--expose {port!r}: expected PORT[/tcp|udp|sctp]")
+        ports.append(f"{int(number)}/{proto or 'tcp'}")
+    for path in volume:
+        if not path.startswith("/"):
+            raise UsageError(f"--volume {path!r}: expected an absolute path")
+    created = now_rfc3339()
+    command = "pybuild config " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+
+    def change(doc: dict[str, Any]) -> None:
+        runtime = doc.setdefault("config", {}) or {}
+        doc["config"] = runtime
+        for field in clear:
+            runtime.pop(CLEARABLE[field.lower()], None)
+        if cmd:
+            runtime["Cmd"] = list(cmd)
+        if entrypoint:
+            runtime["Entrypoint"] = list(entrypoint)
+        if env_pairs:
+            current = [e for e in runtime.get("Env") or [] if e.partition("=")[0] not in env_pairs]
+            runtime["Env"] = current + [f"{k}={v}" for k, v in env_pairs.items()]
+        if workdir is not None:
+            runtime["WorkingDir"] = workdir
+        if user is not None:
+            runtime["User"] = user
+        if label_pairs:
+            runtime["Labels"] = {**(runtime.get("Labels") or {}), **label_pairs}
+        for path in volume:
+            runtime.setdefault("Volumes", {})
+            runtime["Volumes"] = runtime["Volumes"] or {}
+            runtime["Volumes"][path] = {}
+        for port in ports:
+            runtime["ExposedPorts"] = runtime.get("ExposedPorts") or {}
+            runtime["ExposedPorts"][port] = {}
+        if stopsignal is not None:
+            runtime["StopSignal"] = stopsignal
+        if author is not None:
+            doc["author"] = author
+        doc["created"] = created
+        doc.setdefault("history", []).append({"created": created, "created_by": command, "empty_layer": True})
+
+    new_config: ImageConfig = image.config.changed(change)
+    layout, name = destination(state, tag_ or ref) if tag_ or found.name else (found.layout, "")
+    if not name:
+        raise UsageError(f"{ref!r} has no name to update: give one with -t")
+    with layout.writing():
+        if layout.root != found.layout.root:
+            copy_blobs(found.layout, layout, found.descriptor)
+        desc = commit_image(
+            layout,
+            new_config,
+            image.layers,
+            docker=image.is_docker,
+            annotations=image.manifest.annotations or None,
+        )
+        layout.set_tag(name, desc)
+    typer.echo(str(desc.digest))
 
 
 def main() -> None:
-    """Console entry point: run the app, turning PybuildError into one line and exit status 1."""
+    """Console entry point: one line per error, exit status 1 (2 for usage errors), no traceback."""
+    debug = os.environ.get("PYBUILD_DEBUG") == "1"
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
     except PybuildError as exc:
-        if os.environ.get("PYBUILD_DEBUG") == "1":
+        if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         for hint in exc.hints:
             print(f"hint: {hint}", file=sys.stderr)
         sys.exit(1)
+    except CliException as exc:
+        if debug:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        print(f"error: {where}{exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

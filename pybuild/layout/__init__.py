@@ -1,1 +1,66 @@
+"""OCI image layouts: digests, descriptors, documents, the blob store, index.json, images, check, gc.
 
+Knows nothing of tar, processes or Containerfiles.
+"""
+
+from . import mediatype
+from .check import GcResult, check_layout, gc, reachable
+from .descriptor import REF_NAME, Descriptor, Platform
+from .digest import Digest
+from .document import Document, ImageConfig, Index, Manifest, OciLayoutFile, dump_json, load_json
+from .image import (
+    Image,
+    commit_image,
+    copy_blobs,
+    host_platform,
+    load_image,
+    parse_platform,
+    read_config,
+    read_index,
+    read_manifest,
+    referenced_blobs,
+    select_manifest,
+)
+from .imagelayout import Layout
+from .imagestore import ImageStore, default_store_path
+from .reference import ImageName, Reference, parse_name, parse_reference
+from .store import BlobStore, BlobWriter
+
+__all__ = [
+    "REF_NAME",
+    "BlobStore",
+    "BlobWriter",
+    "Descriptor",
+    "Digest",
+    "Document",
+    "GcResult",
+    "Image",
+    "ImageConfig",
+    "ImageName",
+    "ImageStore",
+    "Index",
+    "Layout",
+    "Manifest",
+    "OciLayoutFile",
+    "Platform",
+    "Reference",
+    "check_layout",
+    "commit_image",
+    "copy_blobs",
+    "default_store_path",
+    "dump_json",
+    "gc",
+    "host_platform",
+    "load_image",
+    "load_json",
+    "mediatype",
+    "parse_name",
+    "parse_platform",
+    "parse_reference",
+    "reachable",
+    "read_config",
+    "read_index",
+    "read_manifest",
+    "referenced_blobs",
+    "select_manifest",
+]

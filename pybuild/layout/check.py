@@ -1,0 +1,206 @@
+"""``check`` walks a layout and reports every problem; ``gc`` sweeps what nothing references."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from ..errors import LayoutError, PybuildError
+from . import mediatype
+from .descriptor import Descriptor
+from .digest import Digest
+from .document import ImageConfig, Index, Manifest
+from .imagelayout import Layout
+from .store import TMP_DIR
+
+
+def _read_doc(layout: Layout, desc: Descriptor, problems: list[str]) -> bytes | None:
+    try:
+        return layout.blobs.read(desc.digest, desc.size)
+    except PybuildError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def check_layout(layout: Layout, roots: list[Descriptor] | None = None) -> list[str]:
+    """Every problem found under ``roots`` (index.json's manifests by default); [] when clean.
+
+    Checks that each blob is present with the right size and digest, that documents parse with the
+    media type their descriptor claims, and that each config has one diff_id per layer.
+    """
+    problems: list[str] = []
+    if roots is None:
+        try:
+            roots = list(layout.read_index().manifests)
+        except PybuildError as exc:
+            return [str(exc)]
+    seen: set[Digest] = set()
+
+    def walk(desc: Descriptor, where: str, depth: int) -> None:
+        if depth > 8:
+            problems.append(f"{where}: indexes nest too deeply")
+            return
+        if not desc.digest.registered:
+            problems.append(f"{where}: unsupported digest {desc.digest}")
+            return
+        key = desc.digest
+        if key in seen:
+            return
+        seen.add(key)
+        media = desc.media_type
+        if media in mediatype.INDEXES:
+            raw = _read_doc(layout, desc, problems)
+            if raw is None:
+                return
+            try:
+                index = Index.parse(raw, f"index {desc.digest} in {layout.label}")
+            except PybuildError as exc:
+                problems.append(str(exc))
+                return
+            if index.media_type != media and "mediaType" in index.to_dict():
+                problems.append(
+                    f"index {desc.digest} in {layout.label}: mediaType {index.media_type} != {media}"
+                )
+            for child in index.manifests:
+                walk(child, f"index {desc.digest}", depth + 1)
+        elif media in mediatype.MANIFESTS:
+            raw = _read_doc(layout, desc, problems)
+            if raw is None:
+                return
+            try:
+                manifest = Manifest.parse(raw, f"manifest {desc.digest} in {layout.label}")
+            except PybuildError as exc:
+                problems.append(str(exc))
+                return
+            if "mediaType" in manifest.to_dict() and manifest.media_type != media:
+                problems.append(
+                    f"manifest {desc.digest} in {layout.label}: mediaType {manifest.media_type} != {media}"
+                )
+            check_manifest(manifest, desc)
+        else:
+            verify(desc)
+
+    def verify(desc: Descriptor) -> None:
+        if desc.digest in verified:
+            return
+        verified.add(desc.digest)
+        try:
+            layout.blobs.verify(desc.digest, desc.size)
+        except PybuildError as exc:
+            problems.append(str(exc))
+
+    def check_manifest(manifest: Manifest, desc: Descriptor) -> None:
+        name = f"manifest {desc.digest} in {layout.label}"
+        config_desc = manifest.config
+        image_layers = [layer for layer in manifest.layers if layer.media_type in mediatype.LAYERS]
+        if config_desc.media_type in mediatype.CONFIGS:
+            raw = _read_doc(layout, config_desc, problems)
+            if raw is not None:
+                try:
+                    config = ImageConfig.parse(raw, f"config {config_desc.digest} in {layout.label}")
+                except PybuildError as exc:
+                    problems.append(str(exc))
+                else:
+                    if len(config.diff_ids) != len(image_layers):
+                        problems.append(
+                            f"{name}: {len(image_layers)} layers but its config has "
+                            f"{len(config.diff_ids)} diff_ids"
+                        )
+            for layer in manifest.layers:
+                if layer.media_type not in mediatype.LAYERS:
+                    problems.append(f"{name}: layer {layer.digest} has unknown media type {layer.media_type}")
+        else:
+            verify(config_desc)
+        for layer in manifest.layers:
+            if layer.urls and not layout.blobs.exists(layer.digest):
+                continue  # foreign layer: lives at its URLs
+            verify(layer)
+
+    verified: set[Digest] = set()
+    for i, root in enumerate(roots):
+        label = root.ref_name or f"index.json manifests[{i}]"
+        walk(root, label, 0)
+    return problems
+
+
+@dataclass
+class GcResult:
+    removed: list[Digest] = field(default_factory=list)
+    freed: int = 0
+    temp_files: int = 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reachable(layout: Layout) -> set[Digest]:
+    """Every blob index.json reaches. Raises when a referenced document cannot be read."""
+    found: set[Digest] = set()
+    stack = [(d, 0) for d in layout.read_index().manifests]
+    while stack:
+        desc, depth = stack.pop()
+        if desc.digest in found or depth > 8:
+            continue
+        found.add(desc.digest)
+        if desc.media_type in mediatype.INDEXES or desc.media_type in mediatype.MANIFESTS:
+            if not layout.blobs.exists(desc.digest):
+                continue
+            try:
+                raw = layout.blobs.read(desc.digest, desc.size)
+                if desc.media_type in mediatype.INDEXES:
+                    stack.extend((c, depth + 1) for c in Index.parse(raw).manifests)
+                else:
+                    manifest = Manifest.parse(raw)
+                    stack.append((manifest.config, depth + 1))
+                    stack.extend((layer, depth + 1) for layer in manifest.layers)
+                    if manifest.subject is not None:
+                        stack.append((manifest.subject, depth + 1))
+            except PybuildError as exc:
+                raise LayoutError(
+                    f"gc stopped: cannot read {desc.digest} in {layout.label}: {exc}",
+                    hints=[
+                        "run `pybuild check` to see every problem; gc removes nothing while one is unreadable"
+                    ],
+                ) from None
+    return found
+
+
+def gc(layout: Layout, *, temp_age: float = 3600.0) -> GcResult:
+    """Remove blobs index.json does not reach, and temp files of dead processes (or older than temp_age)."""
+    result = GcResult()
+    with layout.exclusive():
+        keep = reachable(layout)
+        for digest in list(layout.blobs.digests()):
+            if digest in keep:
+                continue
+            try:
+                result.freed += layout.blobs.size(digest)
+            except PybuildError:
+                continue
+            layout.blobs.remove(digest)
+            result.removed.append(digest)
+        tmp = layout.root / TMP_DIR
+        if tmp.is_dir():
+            now = time.time()
+            for entry in os.scandir(tmp):
+                parts = entry.name.rsplit("-", 2)
+                pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+                try:
+                    old = now - entry.stat(follow_symlinks=False).st_mtime > temp_age
+                except FileNotFoundError:
+                    continue
+                if pid is None or not _pid_alive(pid) or old:
+                    try:
+                        os.unlink(entry.path)
+                        result.temp_files += 1
+                    except OSError:
+                        pass
+    return result

@@ -1,0 +1,238 @@
+"""The blob store of an OCI image layout: ``blobs/<algorithm>/<encoded>``.
+
+``put`` computes the digest itself while streaming into a temp file inside the layout, fsyncs and
+renames: a blob is either absent or whole. Reads are verified: the reader checks size and digest at
+EOF and raises ``DigestMismatch``. Callers never name blob paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from ..errors import BlobNotFound, DigestMismatch, InvalidDigest, LayoutError
+from .digest import Digest
+
+CHUNK = 1 << 20
+TMP_DIR = ".pybuild/tmp"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_file(root: Path, prefix: str) -> tuple[Path, BinaryIO]:
+    """A new temp file in the layout's temp dir, named with our pid so gc can tell stale ones."""
+    tmp = root / TMP_DIR
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        path = tmp / f"{prefix}-{os.getpid()}-{secrets.token_hex(6)}"
+        return path, open(path, "xb")
+    except OSError as exc:
+        raise LayoutError(f"cannot write into layout {root}: {exc.strerror or exc}") from None
+
+
+class VerifyingReader(io.RawIOBase):
+    """Reads a blob and checks its size and digest at EOF."""
+
+    def __init__(self, fileobj: IO[bytes], digest: Digest, size: int, name: str) -> None:
+        self._f = fileobj
+        self._digest = digest
+        self._size = size
+        self._name = name
+        self._hasher = digest.hasher()
+        self._seen = 0
+        self._checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._hasher.update(memoryview(buffer)[:n])
+            self._seen += n
+            if self._seen > self._size:
+                raise DigestMismatch(f"{self._name} is corrupt: larger than its size {self._size}")
+        elif not self._checked:
+            self._checked = True
+            if self._seen != self._size:
+                raise DigestMismatch(f"{self._name} is corrupt: size {self._seen}, expected {self._size}")
+            actual = Digest.from_hasher(self._hasher)
+            if actual != self._digest:
+                raise DigestMismatch(f"{self._name} is corrupt: content has digest {actual}")
+        return n or 0
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class BlobStore:
+    """Content-addressed blobs under ``<layout>/blobs``."""
+
+    def __init__(self, root: Path, label: str | None = None) -> None:
+        self.root = Path(root)
+        self.label = label or f"oci:{self.root}"
+
+    def _path(self, digest: Digest) -> Path:
+        if not isinstance(digest, Digest):
+            raise TypeError("BlobStore takes Digest values")
+        if not digest.registered:
+            raise InvalidDigest(
+                f"unsupported digest {digest} in {self.label}: pybuild stores sha256 and sha512"
+            )
+        return self.root / "blobs" / digest.algorithm / digest.encoded
+
+    def name(self, digest: Digest) -> str:
+        return f"blob {digest} in {self.label}"
+
+    def exists(self, digest: Digest) -> bool:
+        return self._path(digest).is_file()
+
+    def size(self, digest: Digest) -> int:
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(f"{self.name(digest)} is missing") from None
+
+    def digests(self) -> Iterator[Digest]:
+        """Every blob present (files whose names are not digests are skipped)."""
+        for algorithm in ("sha256", "sha512"):
+            folder = self.root / "blobs" / algorithm
+            if not folder.is_dir():
+                continue
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        yield Digest(algorithm, entry.name)
+                    except InvalidDigest:
+                        continue
+
+    @contextlib.contextmanager
+    def open(self, digest: Digest, size: int | None = None) -> Iterator[BinaryIO]:
+        """A reader of the blob that raises DigestMismatch at EOF if size or digest are wrong."""
+        path = self._path(digest)
+        try:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115
+        except FileNotFoundError:
+            raise BlobNotFound(f"{self.name(digest)} is missing") from None
+        except OSError as exc:
+            raise LayoutError(f"cannot read {self.name(digest)}: {exc.strerror or exc}") from None
+        expected = size if size is not None else os.fstat(f.fileno()).st_size
+        reader = io.BufferedReader(VerifyingReader(f, digest, expected, self.name(digest)), CHUNK)
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    def read(self, digest: Digest, size: int | None = None, *, limit: int = 64 << 20) -> bytes:
+        """A small blob's bytes, verified. Refuses blobs larger than ``limit`` before reading."""
+        actual = self.size(digest)
+        if size is not None and actual != size:
+            raise DigestMismatch(f"{self.name(digest)} is corrupt: size {actual}, expected {size}")
+        if actual > limit:
+            raise LayoutError(f"{self.name(digest)} is too large to read as a document ({actual} bytes)")
+        with self.open(digest, size) as f:
+            data = f.read()
+            f.read()  # reaching EOF again is harmless; the check ran on the first EOF
+        return data
+
+    def verify(self, digest: Digest, size: int | None = None) -> None:
+        """Stream the whole blob, raising BlobNotFound or DigestMismatch."""
+        with self.open(digest, size) as f:
+            while f.read(CHUNK):
+                pass
+
+    def put(self, source: bytes | IO[bytes], algorithm: str = "sha256") -> tuple[Digest, int]:
+        """Store bytes or a stream; returns (digest, size). Idempotent."""
+        with self.writer(algorithm) as w:
+            if isinstance(source, bytes | bytearray | memoryview):
+                w.write(bytes(source))
+            else:
+                while chunk := source.read(CHUNK):
+                    w.write(chunk)
+        assert w.digest is not None
+        return w.digest, w.size
+
+    def writer(self, algorithm: str = "sha256", expected: Digest | None = None) -> BlobWriter:
+        """A file-like writer; on close the blob is committed under the digest it hashes to."""
+        return BlobWriter(self, algorithm, expected)
+
+    def remove(self, digest: Digest) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(digest).unlink()
+
+
+class BlobWriter:
+    """Streams into a temp file, hashing; ``commit`` (or leaving the with block) fsyncs and renames."""
+
+    def __init__(self, store: BlobStore, algorithm: str, expected: Digest | None) -> None:
+        if algorithm not in ("sha256", "sha512"):
+            raise InvalidDigest(f"unsupported digest algorithm {algorithm!r}")
+        self.store = store
+        self.expected = expected
+        self._hasher = hashlib.new(algorithm)
+        self._path, self._f = temp_file(store.root, "blob")
+        self.size = 0
+        self.digest: Digest | None = None
+
+    def write(self, data: bytes) -> int:
+        self._hasher.update(data)
+        self._f.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def commit(self) -> Digest:
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            digest = Digest.from_hasher(self._hasher)
+            if self.expected is not None and digest != self.expected:
+                raise DigestMismatch(
+                    f"{self.store.name(self.expected)} is corrupt: content has digest {digest}"
+                )
+            final = self.store._path(digest)
+            if final.exists():
+                # Idempotent: keep the existing blob, refresh its mtime.
+                os.utime(final)
+                self._path.unlink()
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(self._path, 0o644)
+                os.rename(self._path, final)
+                fsync_dir(final.parent)
+        except OSError as exc:
+            self.abort()
+            raise LayoutError(f"cannot write a blob into {self.store.label}: {exc.strerror or exc}") from None
+        except BaseException:
+            self.abort()
+            raise
+        self.digest = digest
+        return digest
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._f.close()
+        with contextlib.suppress(OSError):
+            self._path.unlink()
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
