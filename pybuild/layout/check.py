@@ -69,7 +69,7 @@ def check_layout(layout: Layout, roots: list[Descriptor] | None = None) -> list[
             if raw is None:
                 return
             try:
-                manifest = Manifest.parse(raw, f"manifest {desc.digest} in {layout.label}")
+                manifest = Manifest.parse(raw, f"manifest {desc.digest} in {layout.label}", lenient=True)
             except PybuildError as exc:
                 problems.append(str(exc))
                 return
@@ -158,7 +158,7 @@ def reachable(layout: Layout) -> set[Digest]:
                 if desc.media_type in mediatype.INDEXES:
                     stack.extend((c, depth + 1) for c in Index.parse(raw).manifests)
                 else:
-                    manifest = Manifest.parse(raw)
+                    manifest = Manifest.parse(raw, lenient=True)
                     stack.append((manifest.config, depth + 1))
                     stack.extend((layer, depth + 1) for layer in manifest.layers)
                     if manifest.subject is not None:

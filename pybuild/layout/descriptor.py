@@ -90,6 +90,8 @@ class Descriptor:
     artifact_type: str | None = None
     data: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # An explicit empty "annotations": {} is kept as it was read.
+    empty_annotations: bool = field(default=False, compare=False, hash=False, repr=False)
 
     @classmethod
     def from_dict(cls, doc: Any, what: str = "descriptor") -> Descriptor:
@@ -138,13 +140,14 @@ class Descriptor:
             artifact_type=artifact_type,
             data=data,
             extra={k: v for k, v in doc.items() if k not in _KNOWN},
+            empty_annotations=doc.get("annotations") == {},
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
         if self.urls:
             out["urls"] = list(self.urls)
-        if self.annotations:
+        if self.annotations or self.empty_annotations:
             out["annotations"] = dict(self.annotations)
         if self.platform is not None:
             out["platform"] = self.platform.to_dict()
@@ -156,7 +159,7 @@ class Descriptor:
         return out
 
     def with_annotations(self, annotations: Mapping[str, str]) -> Descriptor:
-        return replace(self, annotations=dict(annotations))
+        return replace(self, annotations=dict(annotations), empty_annotations=False)
 
     @property
     def ref_name(self) -> str | None:

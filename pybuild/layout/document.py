@@ -38,19 +38,22 @@ class Document:
 
     kind = "document"
 
-    def __init__(self, doc: dict[str, Any], raw: bytes | None, what: str) -> None:
+    def __init__(self, doc: dict[str, Any], raw: bytes | None, what: str, *, lenient: bool = False) -> None:
         self._doc = doc
         self._raw = raw
         self.what = what
+        self.lenient = lenient
         self._validate()
 
     @classmethod
-    def parse(cls: type[D], raw: bytes, what: str | None = None) -> D:
+    def parse(cls: type[D], raw: bytes, what: str | None = None, *, lenient: bool = False) -> D:
+        """Parse and validate. ``lenient`` relaxes the SHOULD-level rules that real tools break
+        (a manifest with no layers, as ``umoci new`` writes); the schema's other rules always hold."""
         what = what or cls.kind
         doc = load_json(raw, what)
         if not isinstance(doc, dict):
             raise InvalidDocument(f"{what}: must be a JSON object")
-        return cls(doc, bytes(raw), what)
+        return cls(doc, bytes(raw), what, lenient=lenient)
 
     @classmethod
     def new(cls: type[D], doc: dict[str, Any]) -> D:
@@ -87,7 +90,7 @@ class Document:
         """A new document: a copy of this one's JSON passed through ``change``, then validated."""
         doc = self.to_dict()
         change(doc)
-        return type(self)(doc, None, self.what)
+        return type(self)(doc, None, self.what, lenient=self.lenient)
 
     def _descriptor(self, value: Any, what: str) -> Descriptor:
         return Descriptor.from_dict(value, f"{self.what}: {what}")
@@ -129,7 +132,7 @@ class Manifest(Document):
         layers = raw.get("layers")
         if not isinstance(layers, list):
             raise self._fail("layers must be an array")
-        if not layers:
+        if not layers and not self.lenient:
             raise self._fail("layers must have at least one entry")
         self.layers = [self._descriptor(d, f"layers[{i}]") for i, d in enumerate(layers)]
         self.subject = self._descriptor(raw["subject"], "subject") if "subject" in raw else None
