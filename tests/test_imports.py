@@ -25,6 +25,10 @@ def part_of(path: Path) -> str:
     return rel.parts[0].removesuffix(".py") if rel.parts[0] != "__init__.py" else "__init__"
 
 
+def _is_part(name: str) -> bool:
+    return (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file()
+
+
 def imported_parts(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     pkg_parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -46,7 +50,8 @@ def imported_parts(path: Path) -> set[str]:
                 names = [node.module or ""]
         for name in names:
             parts = name.split(".")
-            if parts[0] == "pybuild" and len(parts) > 1:
+            # only submodules count: `from . import __version__` names an attribute of the package
+            if parts[0] == "pybuild" and len(parts) > 1 and _is_part(parts[1]):
                 found.add(parts[1])
     return found
 
