@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# End to end on a fresh Debian machine: installs what is needed, makes a busybox base image locally
+# (no internet), puts it in a private store, changes its config, checks it, and hands the result to
+# umoci and skopeo to show other tools read it. Everything goes under ./demo (removed first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+DEMO="$PWD/demo"
+rm -rf "$DEMO" && mkdir -p "$DEMO"
+export PYBUILD_STORE="$DEMO/store"
+PB=".venv/bin/pybuild"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "make a busybox-static base image as an OCI layout"
+.venv/bin/python -m tests.fixtures.images "$DEMO/base" latest
+
+step "copy it into the store and list it"
+$PB copy "oci:$DEMO/base:latest" busybox
+$PB images
+
+step "a new image with a different config (layers shared)"
+$PB config busybox -t localhost/hello --entrypoint /bin/echo --cmd "hello from pybuild" --label demo=yes
+$PB inspect localhost/hello
+
+step "check the store, copy the image out, and let other tools read it"
+$PB check
+$PB copy localhost/hello "oci:$DEMO/out:hello"
+oci-image-tool validate --type image --ref name=hello "$DEMO/out"
+umoci unpack --image "$DEMO/out:hello" "$DEMO/bundle" >/dev/null
+skopeo inspect "oci:$DEMO/out:hello" | jq '{Digest, Labels, Layers}'
+"$DEMO/bundle/rootfs/bin/busybox" echo "umoci unpacked the rootfs: $(ls "$DEMO/bundle/rootfs" | tr '\n' ' ')"
