@@ -1,0 +1,203 @@
+"""Image config -> OCI runtime config.json (image-spec conversion.md, runtime-spec config.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError
+from ..layout import ImageConfig
+from .securejoin import read_text_in_root
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    additional_gids: list[int] = field(default_factory=list)
+
+
+def _entries(text: str | None) -> list[list[str]]:
+    if not text:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_user(rootfs: Path, spec: str) -> User:
+    """``user``, ``uid``, ``user:group``, ``uid:gid`` (any mix), through the rootfs's passwd and group."""
+    spec = spec.strip()
+    if not spec:
+        return User(0, 0)
+    user_part, _, group_part = spec.partition(":")
+    passwd = [e for e in _entries(read_text_in_root(rootfs, "/etc/passwd")) if len(e) >= 4]
+    groups = [e for e in _entries(read_text_in_root(rootfs, "/etc/group")) if len(e) >= 3]
+    name: str | None = None
+    primary = 0
+    if user_part.isdigit():
+        uid = int(user_part)
+        for entry in passwd:
+            if entry[2] == user_part:
+                name = entry[0]
+                primary = int(entry[3]) if entry[3].isdigit() else 0
+                break
+    else:
+        for entry in passwd:
+            if entry[0] == user_part and entry[2].isdigit():
+                name, uid = user_part, int(entry[2])
+                primary = int(entry[3]) if entry[3].isdigit() else 0
+                break
+        else:
+            raise BundleError(f"user {user_part!r} is not in the image's /etc/passwd")
+    if group_part:
+        if group_part.isdigit():
+            gid = int(group_part)
+        else:
+            for entry in groups:
+                if entry[0] == group_part and entry[2].isdigit():
+                    gid = int(entry[2])
+                    break
+            else:
+                raise BundleError(f"group {group_part!r} is not in the image's /etc/group")
+        return User(uid, gid)
+    additional = []
+    if name is not None:
+        for entry in groups:
+            members = entry[3].split(",") if len(entry) > 3 else []
+            if name in members and entry[2].isdigit() and int(entry[2]) != primary:
+                additional.append(int(entry[2]))
+    return User(uid, primary, sorted(set(additional)))
+
+
+def _annotations(config: ImageConfig) -> dict[str, str]:
+    runtime = config.runtime
+    out: dict[str, str] = dict(runtime.get("Labels") or {})
+    out["org.opencontainers.image.os"] = config.os
+    out["org.opencontainers.image.architecture"] = config.architecture
+    variant = config.platform.variant
+    if variant:
+        out["org.opencontainers.image.variant"] = variant
+    if config.author:
+        out["org.opencontainers.image.author"] = config.author
+    if config.created:
+        out["org.opencontainers.image.created"] = config.created
+    if runtime.get("StopSignal"):
+        out["org.opencontainers.image.stopSignal"] = runtime["StopSignal"]
+    if runtime.get("ExposedPorts"):
+        out["org.opencontainers.image.exposedPorts"] = ",".join(sorted(runtime["ExposedPorts"]))
+    return out
+
+
+def make_runtime_config(
+    config: ImageConfig,
+    rootfs: Path,
+    *,
+    rootless: bool,
+    host_uid: int | None = None,
+    host_gid: int | None = None,
+    extra_annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The config.json for a bundle whose rootfs is ``rootfs``.
+
+    Rootless bundles get a user namespace mapping container root to the calling user (as
+    ``runc spec --rootless`` does), share the host network and bind /sys.
+    """
+    runtime = config.runtime
+    args = list(runtime.get("Entrypoint") or []) + list(runtime.get("Cmd") or [])
+    if not args:
+        args = ["/bin/sh"]
+    env = list(runtime.get("Env") or [])
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, DEFAULT_PATH)
+    user = resolve_user(rootfs, runtime.get("User") or "")
+    process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
+    if user.additional_gids:
+        process_user["additionalGids"] = user.additional_gids
+    caps = list(DEFAULT_CAPS)
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+            + ([] if rootless else ["gid=5"]),
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+    ]
+    if rootless:
+        mounts.append(
+            {
+                "destination": "/sys",
+                "type": "none",
+                "source": "/sys",
+                "options": ["rbind", "nosuid", "noexec", "nodev", "ro"],
+            }
+        )
+    else:
+        mounts.append(
+            {
+                "destination": "/sys",
+                "type": "sysfs",
+                "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"],
+            }
+        )
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        "maskedPaths": [
+            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+        ],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    }  # fmt: skip
+    if rootless:
+        namespaces.append({"type": "user"})
+        uid = os.getuid() if host_uid is None else host_uid
+        gid = os.getgid() if host_gid is None else host_gid
+        linux["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}]
+    else:
+        namespaces.append({"type": "network"})
+    annotations = _annotations(config)
+    annotations.update(extra_annotations or {})
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": process_user,
+            "args": args,
+            "env": env,
+            "cwd": runtime.get("WorkingDir") or "/",
+            "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": "pybuild",
+        "mounts": mounts,
+        "annotations": annotations,
+        "linux": linux,
+    }
