@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 APT_PACKAGES=(
   python3 python3-venv python3-pip
   uidmap busybox-static fuse-overlayfs iproute2 procps util-linux
-  umoci skopeo runc oci-image-tool docker-registry buildah jq apache2-utils
+  umoci skopeo runc oci-image-tool docker-registry buildah jq apache2-utils debootstrap
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

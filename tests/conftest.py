@@ -67,3 +67,15 @@ def pybuild_cli(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     run.store = store  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture(scope="session")
+def debian_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI layout with a debootstrap'd Debian image tagged `latest` (slow the first time)."""
+    from pybuild.layout import Layout
+    from tests.fixtures.debian import debian_rootfs
+    from tests.fixtures.images import make_image, tar_tree
+
+    path = tmp_path_factory.mktemp("debian-layout") / "oci"
+    make_image(Layout.create(path), [tar_tree(debian_rootfs(), keep_owners=True)], "latest")
+    return path
