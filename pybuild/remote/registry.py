@@ -44,8 +44,8 @@ _DROPPED = (
     socket.timeout,
 )
 
-#: progress(event, descriptor, bytes_done): event is "start", "advance" (bytes since last call),
-#: "skip" (already there) or "done".
+#: progress(event, descriptor, n), called from worker threads: event is "start", "advance" (n bytes
+#: more; negative when a dropped download restarts), "skip" (already there; n = size) or "done".
 Progress = Callable[[str, Descriptor, int], None]
 
 
@@ -221,8 +221,8 @@ class Registry:
             if not self.tls_verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=context)
-        return http.client.HTTPConnection(netloc, timeout=self.timeout)
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=context, blocksize=CHUNK)
+        return http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=CHUNK)
 
     @property
     def base(self) -> str:
@@ -393,7 +393,7 @@ def _reason(exc: BaseException) -> str:
 # --- pull ------------------------------------------------------------------------------------------
 
 
-def _pick(index: Index, platform: Platform | None, host: str, what: str) -> Descriptor:
+def pick_manifest(index: Index, platform: Platform | None, host: str, what: str) -> Descriptor:
     want = platform or host_platform()
     found = [
         m
@@ -471,7 +471,7 @@ def pull(
     desc, raw = registry.get_manifest(ref, what)
     if desc.media_type in mediatype.INDEXES:
         index = Index.parse(raw, f"registry {registry.host}: {what}: index")
-        chosen = _pick(index, platform, registry.host, what)
+        chosen = pick_manifest(index, platform, registry.host, what)
         desc, raw = registry.get_manifest(ref.with_digest(chosen.digest), what)
         if desc.media_type not in mediatype.MANIFESTS:
             raise RegistryError(f"registry {registry.host}: {what}: {chosen.digest} is not an image manifest")

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import RegistryError, UsageError
+from ..errors import DigestMismatch, RegistryError, UsageError
 from ..layout import (
     Descriptor,
     ImageStore,
@@ -27,7 +27,7 @@ from ..layout import (
 from .archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
 from .auth import Credentials
 from .reference import RegistryReference, parse_registry_reference
-from .registry import Progress, Registry, _pick, pull, push
+from .registry import Progress, Registry, pick_manifest, pull, push
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def inspect_remote(
     what = f"inspecting {ref.short}"
     desc, raw = registry.get_manifest(ref, what)
     if desc.media_type in mediatype.INDEXES:
-        chosen = _pick(
+        chosen = pick_manifest(
             Index.parse(raw, f"registry {ref.registry}: {what}: index"), platform, ref.registry, what
         )
         desc, raw = registry.get_manifest(ref.with_digest(chosen.digest), what)
@@ -215,14 +215,8 @@ def inspect_remote(
     config = manifest.config
     with registry.open_blob(ref.repository, config.digest, what) as resp:
         data = resp.read(limit=max(config.size, 1))
-    if len(data) != config.size or config.digest.hasher() is None:
-        raise RegistryError(
-            f"registry {ref.registry}: {what}: config is {len(data)} bytes, expected {config.size}"
-        )
     hasher = config.digest.hasher()
     hasher.update(data)
-    if hasher.hexdigest() != config.digest.encoded:
-        from ..errors import DigestMismatch
-
+    if len(data) != config.size or hasher.hexdigest() != config.digest.encoded:
         raise DigestMismatch(f"registry {ref.registry}: {what}: config {config.digest} is corrupt")
     return raw, data

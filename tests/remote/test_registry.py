@@ -281,3 +281,29 @@ def test_skopeo_is_installed() -> None:
     result = skopeo("--version")
     assert "skopeo" in result.stdout
     assert subprocess.run(["docker-registry", "--version"], capture_output=True).returncode == 0
+
+
+def test_copy_image_registry_to_registry_and_store(registry: RegistryServer, tmp_path: Path) -> None:
+    from pybuild.layout import ImageStore
+    from pybuild.remote import copy_image
+
+    store = ImageStore.at(tmp_path / "store")
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    assert (
+        copy_image(f"oci:{src.root}:v1", f"docker://{registry.host}/a/app:v1", store=store).digest
+        == desc.digest
+    )
+    events: list[str] = []
+    got = copy_image(
+        f"docker://{registry.host}/a/app:v1",
+        f"docker://{registry.host}/b/app:v2",
+        store=store,
+        progress=lambda event, d, n: events.append(event),
+    )
+    assert got.digest == desc.digest
+    manifest, _ = inspect_remote(f"docker://{registry.host}/b/app:v2")
+    assert manifest == src.blobs.read(desc.digest)
+    got = copy_image(f"docker://{registry.host}/b/app:v2", f"{registry.host}/b/app:v2", store=store)
+    assert store.lookup(f"{registry.host}/b/app:v2")[1].digest == desc.digest
+    check(store.root, f"{registry.host}/b/app:v2")
