@@ -3,7 +3,8 @@
 ``bearer=True``: every /v2/ request needs ``Authorization: Bearer <token>``; the proxy answers 401
 with a ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` challenge and serves tokens at
 /token to ``alice:s3cret``. ``drop_blobs=N``: the first N blob GETs send their headers and half the
-body, then the connection is closed.
+body, then the connection is closed. ``tamper_manifests``: manifest GETs get a space appended (the
+Docker-Content-Digest header still names the original). ``requests`` records (method, path).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from typing import Any
 
 
 class Proxy:
-    def __init__(self, upstream: str, *, bearer: bool = False, drop_blobs: int = 0) -> None:
+    def __init__(
+        self, upstream: str, *, bearer: bool = False, drop_blobs: int = 0, tamper_manifests: bool = False
+    ) -> None:
         self.upstream = upstream
+        self.tamper_manifests = tamper_manifests
+        self.requests: list[tuple[str, str]] = []
         self.bearer = bearer
         self.drop_blobs = drop_blobs
         self.dropped = 0
@@ -93,6 +98,8 @@ class Proxy:
                 return False
 
             def _forward(self) -> None:
+                with proxy.lock:
+                    proxy.requests.append((self.command, self.path))
                 if self.path.startswith("/token"):
                     self._token()
                     return
@@ -107,6 +114,8 @@ class Proxy:
                 data = resp.read()
                 conn.close()
                 drop = False
+                if proxy.tamper_manifests and "/manifests/" in self.path and self.command == "GET":
+                    data += b" "
                 if self.command == "GET" and "/blobs/" in self.path and resp.status == 200:
                     with proxy.lock:
                         if proxy.dropped < proxy.drop_blobs:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fixtures.images import make_busybox_image
 
-from pybuild.errors import AuthError, RegistryError
+from pybuild.errors import AuthError, DigestMismatch, RegistryError
 from pybuild.layout import Layout, load_image
 from pybuild.remote import parse_registry_reference, pull, push
 from pybuild.remote.registry import Registry
@@ -70,3 +70,43 @@ def test_drops_beyond_the_retry_limit_leave_the_store_consistent(
         proxy.drop_blobs = 0
         assert pull(target, out, "v1").digest == desc.digest
         check(out.root, "v1")
+
+
+def test_tampered_manifest_is_rejected(registry: RegistryServer, tmp_path: Path) -> None:
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    push(src, desc, parse_registry_reference(f"{registry.host}/app:v1"))
+    with Proxy(registry.host, tamper_manifests=True) as proxy:
+        out = Layout.create(tmp_path / "out")
+        before = (out.root / "index.json").read_bytes()
+        with pytest.raises(
+            DigestMismatch, match=f"registry {proxy.host}: pulling app:v1: manifest has digest"
+        ):
+            pull(parse_registry_reference(f"{proxy.host}/app:v1"), out, "v1")
+        with pytest.raises(DigestMismatch, match=f"expected {desc.digest}"):
+            pull(parse_registry_reference(f"{proxy.host}/app@{desc.digest}"), out, "v1")
+        assert (out.root / "index.json").read_bytes() == before
+        assert not any(out.blobs.digests())
+
+
+def test_chunked_upload_uses_patch_and_pull_skips_present_blobs(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    layer = load_image(src, desc).layers[0]
+    with Proxy(registry.host) as proxy:
+        target = parse_registry_reference(f"{proxy.host}/app:v1")
+        push(src, desc, target, chunked_threshold=layer.size, chunk_size=256 << 10)
+        patches = [p for m, p in proxy.requests if m == "PATCH"]
+        assert len(patches) == -(-layer.size // (256 << 10))  # the layer only, in 256 KiB chunks
+        puts = [p for m, p in proxy.requests if m == "PUT" and "/blobs/uploads/" in p]
+        assert len(puts) == 2  # config monolithic, layer closing the chunked upload
+        out = Layout.create(tmp_path / "out")
+        pull(target, out, "v1")
+        proxy.requests.clear()
+        events: list[str] = []
+        assert pull(target, out, "v2", progress=lambda e, d, n: events.append(e)).digest == desc.digest
+        assert set(events) == {"skip"}
+        assert not [p for m, p in proxy.requests if "/blobs/" in p]
+        check(out.root, "v2")
