@@ -14,6 +14,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,8 @@ WORKERS = 4
 ATTEMPTS = 3
 CHUNKED_THRESHOLD = 64 << 20
 MANIFEST_LIMIT = 4 << 20
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 ACCEPT = ", ".join(
     [mediatype.OCI_MANIFEST, mediatype.OCI_INDEX, mediatype.DOCKER_MANIFEST, mediatype.DOCKER_MANIFEST_LIST]
 )
@@ -184,8 +187,8 @@ class Registry:
         query: list[tuple[str, str]] = []
         if params.get("service"):
             query.append(("service", params["service"]))
-        if scope:
-            query.append(("scope", scope))
+        # A mount needs two scopes: each goes in its own scope parameter.
+        query.extend(("scope", one) for one in scope.split(" ") if one)
         path = (
             (url.path or "/") + "?" + urllib.parse.urlencode(query) + (("&" + url.query) if url.query else "")
         )
@@ -247,12 +250,18 @@ class Registry:
         """
         if url.startswith("/"):
             url = self.base + url
-        parts = urllib.parse.urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        start = url
         for attempt in range(1, self.attempts + 1):
-            for _auth_round in range(3):
+            if attempt > 1:
+                time.sleep(0.1 * attempt)
+            url = start
+            redirects = 0
+            for _auth_round in range(3 + MAX_REDIRECTS):
+                parts = urllib.parse.urlsplit(url)
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                foreign = parts.netloc != urllib.parse.urlsplit(self.base).netloc
                 send = dict(headers or {})
-                auth = self._auth_header(scope)
+                auth = None if foreign else self._auth_header(scope)
                 if auth:
                     send["Authorization"] = auth
                 conn = self._connect(parts.scheme, parts.netloc)
@@ -280,7 +289,17 @@ class Registry:
                     conn.close()
                     raise RegistryError(f"cannot reach registry {self.host}: {_reason(exc)}") from None
                 resp = Response(raw.status, raw.headers, conn, raw)
-                if resp.status == 401:
+                if resp.status in _REDIRECTS and method in ("GET", "HEAD") and resp.header("Location"):
+                    # Blob storage elsewhere (S3, a CDN): follow, without our credentials when it
+                    # is another host.
+                    location = resp.header("Location") or ""
+                    resp.close()
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise RegistryError(f"registry {self.host}: {what}: too many redirects")
+                    url = urllib.parse.urljoin(url, location)
+                    continue
+                if resp.status == 401 and not foreign:
                     challenge = resp.header("WWW-Authenticate")
                     with contextlib.suppress(Exception):
                         resp.read()

@@ -5,6 +5,7 @@ with a ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` challenge an
 /token to ``alice:s3cret``. ``drop_blobs=N``: the first N blob GETs send their headers and half the
 body, then the connection is closed. ``tamper_manifests``: manifest GETs get a space appended (the
 Docker-Content-Digest header still names the original). ``requests`` records (method, path).
+``redirect_blobs`` (set after start): blob GETs answer 307 to the registry itself, another host.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Proxy:
     ) -> None:
         self.upstream = upstream
         self.tamper_manifests = tamper_manifests
+        self.redirect_blobs = False
         self.requests: list[tuple[str, str]] = []
         self.bearer = bearer
         self.drop_blobs = drop_blobs
@@ -104,6 +106,9 @@ class Proxy:
                     self._token()
                     return
                 if proxy.bearer and not self._allowed():
+                    return
+                if proxy.redirect_blobs and self.command == "GET" and "/blobs/sha" in self.path:
+                    self._send(307, b"", {"Location": f"http://{proxy.upstream}{self.path}"})
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None

@@ -110,3 +110,15 @@ def test_chunked_upload_uses_patch_and_pull_skips_present_blobs(
         assert set(events) == {"skip"}
         assert not [p for m, p in proxy.requests if "/blobs/" in p]
         check(out.root, "v2")
+
+
+def test_blob_redirects_are_followed_without_credentials(registry: RegistryServer, tmp_path: Path) -> None:
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    with Proxy(registry.host, bearer=True) as proxy:
+        target = parse_registry_reference(f"{proxy.host}/app:v1")
+        push(src, desc, target, creds="alice:s3cret")
+        proxy.redirect_blobs = True
+        out = Layout.create(tmp_path / "out")
+        assert pull(target, out, "v1", creds="alice:s3cret").digest == desc.digest
+        check(out.root, "v1")
