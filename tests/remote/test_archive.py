@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from fixtures.images import make_busybox_image
 
 from pybuild.errors import DigestMismatch
-from pybuild.layout import ImageStore, Layout, load_image, mediatype
+from pybuild.layout import Digest, ImageStore, Layout, load_image, mediatype
 from pybuild.remote import (
     ArchiveReference,
     LayoutReference,
@@ -103,7 +104,7 @@ def test_docker_archive_with_wrong_diff_id_is_refused(tmp_path: Path) -> None:
             if info.name.endswith(".tar"):
                 data = gzip.compress(data + b"\0" * 512)
                 info.size = len(data)
-            tout.addfile(info, __import__("io").BytesIO(data))
+            tout.addfile(info, io.BytesIO(data))
     out = Layout.create(tmp_path / "out")
     before = (out.root / "index.json").read_bytes()
     with pytest.raises(DigestMismatch, match="diff_id"):
@@ -146,3 +147,37 @@ def test_copy_image_between_transports(tmp_path: Path) -> None:
     check(tmp_path / "final", "done")
     final = load_image(Layout.open(tmp_path / "final"), got)
     assert final.manifest.config.digest == load_image(src, desc).manifest.config.digest
+
+
+def test_docker_archive_from_zstd_and_plain_layers(tmp_path: Path) -> None:
+    import zstandard
+    from fixtures.images import make_config, put_layer, tar_tree
+    from fixtures.rootfs import make_busybox_rootfs
+
+    from pybuild.layout import Descriptor, commit_image
+
+    src = Layout.create(tmp_path / "src")
+    tree = tar_tree(make_busybox_rootfs(tmp_path / "rootfs"))
+    extra = io.BytesIO()
+    with tarfile.open(fileobj=extra, mode="w") as t:
+        info = tarfile.TarInfo("hello")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"hi"))
+    with src.writing():
+        plain, plain_id = put_layer(src, tree, "none")
+        data = zstandard.ZstdCompressor().compress(extra.getvalue())
+        digest, size = src.blobs.put(data)
+        zstd = Descriptor(mediatype.OCI_LAYER_ZSTD, digest, size)
+        zstd_id = Digest.of_bytes(extra.getvalue())
+        desc = commit_image(src, make_config([plain_id, zstd_id]), [plain, zstd])
+        src.set_tag("v1", desc)
+    archive = tmp_path / "image.tar"
+    write_docker_archive(src, desc, archive, ["app:v1"])
+    out = tmp_path / "out"
+    skopeo("copy", f"docker-archive:{archive}", f"oci:{out}:t")
+    check(out, "t")
+    back = Layout.create(tmp_path / "back")
+    got = load_image(back, read_docker_archive(archive, back, "v1"))
+    assert got.diff_ids == [plain_id, zstd_id]
+    assert [layer.digest for layer in got.layers] == [plain_id, zstd_id]
+    check(back.root, "v1")

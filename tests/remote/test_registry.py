@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 from fixtures.images import make_busybox_image, make_image
 
 from pybuild.errors import AuthError, DigestMismatch, RegistryError
-from pybuild.layout import Descriptor, Index, Layout, Platform, mediatype
+from pybuild.layout import Descriptor, Index, Layout, Platform, check_layout, load_image, mediatype
 from pybuild.remote import (
     Credentials,
     find_credentials,
@@ -86,8 +89,7 @@ def test_skopeo_push_then_pybuild_pull(registry: RegistryServer, tmp_path: Path)
     assert out.resolve("v2").digest == desc.digest
     assert (
         sum(n for event, n in seen if event == "advance")
-        == sum(d.size for d in [*__import__("pybuild.layout").layout.load_image(src, desc).layers])
-        + __import__("pybuild.layout").layout.load_image(src, desc).manifest.config.size
+        == sum(d.size for d in [*load_image(src, desc).layers]) + load_image(src, desc).manifest.config.size
     )
     for blob in src.blobs.digests():
         assert out.blobs.exists(blob)
@@ -124,10 +126,8 @@ def test_chunked_push_and_mount(registry: RegistryServer, tmp_path: Path) -> Non
 
 def test_index_selects_platform(registry: RegistryServer, tmp_path: Path) -> None:
     src = Layout.create(tmp_path / "src")
-    tar = b""  # layers differ by content so each manifest differs
-    import io
-    import tarfile
 
+    # layers differ by content so each manifest differs
     def layer(text: str) -> bytes:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as t:
@@ -137,7 +137,6 @@ def test_index_selects_platform(registry: RegistryServer, tmp_path: Path) -> Non
             t.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
-    del tar
     amd = make_image(src, [layer("amd64")])
     arm_manifest = _image_for(src, layer("arm64"), "arm64")
     index = Index.build(
@@ -210,8 +209,6 @@ def test_corrupt_blob_is_rejected_and_nothing_committed(registry: RegistryServer
     src = Layout.create(tmp_path / "src")
     desc = make_busybox_image(src, "v1")
     push(src, desc, parse_registry_reference(f"{registry.host}/app:v1"))
-    from pybuild.layout import load_image
-
     layer = load_image(src, desc).layers[0]
     data = bytearray(registry.blob_path(str(layer.digest)).read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -223,7 +220,7 @@ def test_corrupt_blob_is_rejected_and_nothing_committed(registry: RegistryServer
     assert (out.root / "index.json").read_bytes() == before
     assert not out.blobs.exists(layer.digest)
     assert not out.blobs.exists(desc.digest)
-    assert __import__("pybuild.layout").layout.check_layout(out) == []
+    assert check_layout(out) == []
 
 
 def test_basic_auth_login_logout(auth_registry: RegistryServer, tmp_path: Path, isolated_auth: Path) -> None:
@@ -264,13 +261,7 @@ def test_docker_config_json_is_read(isolated_auth: Path) -> None:
     docker.mkdir()
     (docker / "config.json").write_text(
         json.dumps(
-            {
-                "auths": {
-                    "https://reg.example:5000/v1/": {
-                        "auth": __import__("base64").b64encode(b"bob:pw").decode()
-                    }
-                }
-            }
+            {"auths": {"https://reg.example:5000/v1/": {"auth": base64.b64encode(b"bob:pw").decode()}}}
         )
     )
     assert find_credentials("reg.example:5000") == Credentials("bob", "pw")
