@@ -48,7 +48,8 @@ _DROPPED = (
 )
 
 #: progress(event, descriptor, n), called from worker threads: event is "start", "advance" (n bytes
-#: more; negative when a dropped download restarts), "skip" (already there; n = size) or "done".
+#: more; negative when a dropped download restarts), "restart" (a dropped upload starts over: reset
+#: the blob's bar), "skip" (already there; n = size) or "done".
 Progress = Callable[[str, Descriptor, int], None]
 
 
@@ -58,6 +59,10 @@ def _no_progress(event: str, desc: Descriptor, n: int) -> None:
 
 class _Retry(Exception):
     """A connection dropped where the request may safely be repeated."""
+
+
+class ConnectionDropped(RegistryError):
+    """The registry closed the connection before it answered (after any retries)."""
 
 
 @dataclass
@@ -282,7 +287,7 @@ class Registry:
                     conn.close()
                     if retry and attempt < self.attempts:
                         break
-                    raise RegistryError(
+                    raise ConnectionDropped(
                         f"registry {self.host}: {what}: connection dropped ({_reason(exc)})"
                     ) from None
                 except OSError as exc:
@@ -529,6 +534,31 @@ def _children(layout: Layout, desc: Descriptor) -> list[Descriptor]:
 
 
 def _upload(
+    registry: Registry,
+    layout: Layout,
+    repository: str,
+    desc: Descriptor,
+    what: str,
+    progress: Progress,
+    mount_from: str | None,
+    chunk_size: int,
+    chunked_threshold: int,
+) -> None:
+    """Upload one blob; a connection dropped mid-upload starts a new upload session (limited)."""
+    for attempt in range(1, registry.attempts + 1):
+        try:
+            _upload_once(
+                registry, layout, repository, desc, what, progress, mount_from, chunk_size, chunked_threshold
+            )
+            return
+        except ConnectionDropped:
+            if attempt == registry.attempts:
+                raise
+            progress("restart", desc, 0)
+            time.sleep(0.1 * attempt)
+
+
+def _upload_once(
     registry: Registry,
     layout: Layout,
     repository: str,

@@ -5,7 +5,9 @@ with a ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` challenge an
 /token to ``alice:s3cret``. ``drop_blobs=N``: the first N blob GETs send their headers and half the
 body, then the connection is closed. ``tamper_manifests``: manifest GETs get a space appended (the
 Docker-Content-Digest header still names the original). ``requests`` records (method, path).
-``redirect_blobs`` (set after start): blob GETs answer 307 to the registry itself, another host.
+``drop_uploads=N`` (set after start): the first N blob-upload PUTs are read, then the connection
+is closed unanswered. ``redirect_blobs`` (set after start): blob GETs answer 307 to the registry
+itself, which is another host.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Proxy:
         self.upstream = upstream
         self.tamper_manifests = tamper_manifests
         self.redirect_blobs = False
+        self.drop_uploads = 0
         self.requests: list[tuple[str, str]] = []
         self.bearer = bearer
         self.drop_blobs = drop_blobs
@@ -112,6 +115,13 @@ class Proxy:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if self.command == "PUT" and "/blobs/uploads/" in self.path:
+                    with proxy.lock:
+                        drop_upload = proxy.drop_uploads > 0
+                        proxy.drop_uploads -= drop_upload
+                    if drop_upload:  # read the upload, then hang up without an answer
+                        self.close_connection = True
+                        return
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
                 conn.request(self.command, self.path, body=body, headers=headers)

@@ -122,3 +122,23 @@ def test_blob_redirects_are_followed_without_credentials(registry: RegistryServe
         out = Layout.create(tmp_path / "out")
         assert pull(target, out, "v1", creds="alice:s3cret").digest == desc.digest
         check(out.root, "v1")
+
+
+def test_dropped_upload_starts_a_new_session(registry: RegistryServer, tmp_path: Path) -> None:
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    with Proxy(registry.host) as proxy:
+        proxy.drop_uploads = 1
+        events: list[str] = []
+        target = parse_registry_reference(f"{proxy.host}/app:v1")
+        assert push(src, desc, target, progress=lambda e, d, n: events.append(e), workers=1) == desc.digest
+        assert proxy.drop_uploads == 0
+        assert "restart" in events
+        proxy.drop_uploads = 100
+        with pytest.raises(RegistryError, match="connection dropped"):
+            push(src, desc, parse_registry_reference(f"{proxy.host}/other:v1"), mount_from=None)
+    out = tmp_path / "out"
+    from .conftest import skopeo
+
+    skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/app:v1", f"oci:{out}:t")
+    check(out, "t")
