@@ -118,7 +118,7 @@ class Registry:
         *,
         creds: Credentials | str | None = None,
         tls_verify: bool = True,
-        insecure_http: bool | None = None,
+        plain_http: bool | None = None,
         attempts: int = ATTEMPTS,
         timeout: float = 60.0,
     ) -> None:
@@ -130,7 +130,7 @@ class Registry:
         self._creds_looked_up = creds is not None
         self.tls_verify = tls_verify
         hostname = self.api_host.rsplit(":", 1)[0] if not self.api_host.endswith("]") else self.api_host
-        self.plain_http = insecure_http if insecure_http is not None else hostname in _LOCAL
+        self.plain_http = plain_http if plain_http is not None else hostname in _LOCAL
         self.attempts = max(1, attempts)
         self.timeout = timeout
         self._lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -42,7 +43,9 @@ class RegistryServer:
         return self.storage / "docker/registry/v2/blobs" / algorithm / encoded[:2] / encoded / "data"
 
 
-def start_registry(tmp: Path, htpasswd: Path | None = None) -> RegistryServer:
+def start_registry(
+    tmp: Path, htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None
+) -> RegistryServer:
     binary = require("docker-registry")
     port = free_port()
     storage = tmp / "storage"
@@ -57,15 +60,19 @@ def start_registry(tmp: Path, htpasswd: Path | None = None) -> RegistryServer:
         "storage:\n"
         f"  filesystem:\n    rootdirectory: {storage}\n"
         "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + auth
     )
     log = tmp / "registry.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
+    context = ssl._create_unverified_context()
+    scheme = "https" if tls else "http"
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/v2/", timeout=1, context=context)
             break
         except urllib.error.HTTPError:
             break  # 401: up, with auth
@@ -99,6 +106,38 @@ def auth_registry(tmp_path: Path) -> Iterator[RegistryServer]:
     htpasswd = tmp_path / "htpasswd"
     subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "alice", "s3cret"], check=True, capture_output=True)
     server = start_registry(tmp_path / "registry", htpasswd)
+    yield server
+    stop_registry(server)
+
+
+@pytest.fixture
+def tls_registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A registry on https with a self-signed certificate made by openssl."""
+    openssl = require("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = start_registry(tmp_path / "registry", tls=(cert, key))
     yield server
     stop_registry(server)
 

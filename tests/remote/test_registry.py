@@ -298,3 +298,19 @@ def test_copy_image_registry_to_registry_and_store(registry: RegistryServer, tmp
     got = copy_image(f"docker://{registry.host}/b/app:v2", f"{registry.host}/b/app:v2", store=store)
     assert store.lookup(f"{registry.host}/b/app:v2")[1].digest == desc.digest
     check(store.root, f"{registry.host}/b/app:v2")
+
+
+def test_tls_verify(tls_registry: RegistryServer, tmp_path: Path) -> None:
+    from pybuild.remote import Registry
+
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    target = parse_registry_reference(f"{tls_registry.host}/app:v1")
+    with pytest.raises(RegistryError, match=f"cannot reach registry {tls_registry.host}: TLS") as info:
+        push(src, desc, target, registry=Registry(tls_registry.host, plain_http=False))
+    assert "--tls-verify=false" in info.value.hints[0]
+    insecure = Registry(tls_registry.host, plain_http=False, tls_verify=False)
+    assert push(src, desc, target, registry=insecure) == desc.digest
+    out = Layout.create(tmp_path / "out")
+    assert pull(target, out, "v1", registry=insecure).digest == desc.digest
+    check(out.root, "v1")
