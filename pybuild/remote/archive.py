@@ -96,6 +96,15 @@ def _decompressor(head: bytes, f: Any) -> tuple[str, Any]:
 # --- docker-archive ----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """tarfile, gzip and zstandard errors from a damaged archive, as RegistryError."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, OSError) as exc:
+        raise RegistryError(f"{what}: corrupt archive: {exc}") from None
+
+
 def read_docker_archive(
     path: Path | str, layout: Layout, tag: str | None = None, name: str | None = None
 ) -> Descriptor:
@@ -103,7 +112,11 @@ def read_docker_archive(
 
     Returns the generated manifest's descriptor; ``tag`` is set in ``layout`` when given.
     """
-    path = Path(path)
+    with _translated(f"docker-archive:{path}"):
+        return _read_docker_archive(Path(path), layout, tag, name)
+
+
+def _read_docker_archive(path: Path, layout: Layout, tag: str | None, name: str | None) -> Descriptor:
     what = f"docker-archive:{path}"
     with _open_tar(path, what) as tar:
         members = _members(tar, what)
@@ -315,7 +328,11 @@ def read_oci_archive(
     path: Path | str, layout: Layout, tag: str | None = None, dst_tag: str | None = None
 ) -> Descriptor:
     """Copy the image tagged ``tag`` (the only one when None) from an oci-archive into ``layout``."""
-    path = Path(path)
+    with _translated(f"oci-archive:{path}"):
+        return _read_oci_archive(Path(path), layout, tag, dst_tag)
+
+
+def _read_oci_archive(path: Path, layout: Layout, tag: str | None, dst_tag: str | None) -> Descriptor:
     what = f"oci-archive:{path}"
     with tempfile.TemporaryDirectory() as tmpdir:
         staging = Layout.create(Path(tmpdir) / "layout", label=what)

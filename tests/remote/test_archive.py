@@ -13,7 +13,7 @@ import pytest
 from fixtures.images import make_busybox_image
 
 from pybuild.errors import DigestMismatch
-from pybuild.layout import Digest, ImageStore, Layout, load_image, mediatype
+from pybuild.layout import Digest, ImageStore, Layout, check_layout, load_image, mediatype
 from pybuild.remote import (
     ArchiveReference,
     LayoutReference,
@@ -181,3 +181,24 @@ def test_docker_archive_from_zstd_and_plain_layers(tmp_path: Path) -> None:
     assert got.diff_ids == [plain_id, zstd_id]
     assert [layer.digest for layer in got.layers] == [plain_id, zstd_id]
     check(back.root, "v1")
+
+
+def test_truncated_archives_are_refused(tmp_path: Path) -> None:
+    from pybuild.errors import RegistryError
+
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    for kind, write, read in (
+        ("docker-archive", write_docker_archive, read_docker_archive),
+        ("oci-archive", write_oci_archive, read_oci_archive),
+    ):
+        archive = tmp_path / f"{kind}.tar"
+        write(src, desc, archive, ["app:v1"] if kind == "docker-archive" else "v1")  # type: ignore[operator]
+        data = archive.read_bytes()
+        archive.write_bytes(data[: len(data) // 2])
+        out = Layout.create(tmp_path / f"out-{kind}")
+        before = (out.root / "index.json").read_bytes()
+        with pytest.raises(RegistryError, match=f"{kind}:{archive}"):
+            read(archive, out, "v1")  # type: ignore[operator]
+        assert (out.root / "index.json").read_bytes() == before
+        assert check_layout(out) == []
