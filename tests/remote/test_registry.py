@@ -165,6 +165,9 @@ def test_index_selects_platform(registry: RegistryServer, tmp_path: Path) -> Non
     assert got.digest == amd.digest
     check(out.root, "arm")
     check(out.root, "amd")
+    manifest, config = inspect_remote(f"{registry.host}/multi:v1", platform=Platform("arm64", "linux"))
+    assert manifest == src.blobs.read(arm_manifest.digest)
+    assert json.loads(config)["architecture"] == "arm64"
     with pytest.raises(Exception, match="no image for linux/s390x"):
         pull(
             parse_registry_reference(f"{registry.host}/multi:v1"),
@@ -298,6 +301,11 @@ def test_copy_image_registry_to_registry_and_store(registry: RegistryServer, tmp
     got = copy_image(f"docker://{registry.host}/b/app:v2", f"{registry.host}/b/app:v2", store=store)
     assert store.lookup(f"{registry.host}/b/app:v2")[1].digest == desc.digest
     check(store.root, f"{registry.host}/b/app:v2")
+    archive = tmp_path / "d.tar"
+    copy_image(f"docker://{registry.host}/b/app:v2", f"docker-archive:{archive}:app:v2", store=store)
+    sk = tmp_path / "sk"
+    skopeo("copy", f"docker-archive:{archive}", f"oci:{sk}:t")
+    check(sk, "t")
 
 
 def test_tls_verify(tls_registry: RegistryServer, tmp_path: Path) -> None:
