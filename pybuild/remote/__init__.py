@@ -6,7 +6,7 @@ Depends on pybuild.layout; prints nothing (progress goes to a callback).
 from .archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
 from .auth import Credentials, auth_files, find_credentials, remove_credentials, store_credentials
 from .reference import RegistryReference, parse_registry_reference
-from .registry import Progress, Registry, login, logout, pull, push
+from .registry import ConnectionDropped, Progress, Registry, login, logout, pick_manifest, pull, push
 from .transport import (
     ArchiveReference,
     ImageReference,
@@ -18,6 +18,7 @@ from .transport import (
 
 __all__ = [
     "ArchiveReference",
+    "ConnectionDropped",
     "Credentials",
     "ImageReference",
     "LayoutReference",
@@ -32,6 +33,7 @@ __all__ = [
     "logout",
     "parse_image_reference",
     "parse_registry_reference",
+    "pick_manifest",
     "pull",
     "push",
     "read_docker_archive",

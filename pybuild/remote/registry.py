@@ -19,7 +19,8 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from pathlib import Path
+from typing import IO
 
 from ..errors import AuthError, DigestMismatch, ImageNotFound, PybuildError, RegistryError
 from ..layout import Descriptor, Digest, Index, Layout, Manifest, Platform, host_platform, mediatype
@@ -803,7 +804,7 @@ def login(
     password: str,
     *,
     tls_verify: bool = True,
-    auth_file: Any = None,
+    auth_file: Path | None = None,
     verify: bool = True,
 ) -> None:
     """Check ``username``/``password`` against ``registry`` (unless ``verify`` is False) and store them."""
@@ -815,7 +816,7 @@ def login(
     store_credentials(registry, creds, auth_file)
 
 
-def logout(registry: str, *, auth_file: Any = None) -> bool:
+def logout(registry: str, *, auth_file: Path | None = None) -> bool:
     """Forget the credentials stored for ``registry``; False when there were none."""
     from .auth import remove_credentials
 
