@@ -17,6 +17,8 @@ import pytest
 
 from pybuild.layout import Layout, check_layout
 
+from .tokenserver import ISSUER, SERVICE, TokenServer
+
 
 def require(tool: str) -> str:
     path = shutil.which(tool)
@@ -44,13 +46,12 @@ class RegistryServer:
 
 
 def start_registry(
-    tmp: Path, htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None
+    tmp: Path, htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None, auth: str = ""
 ) -> RegistryServer:
     binary = require("docker-registry")
     port = free_port()
     storage = tmp / "storage"
     storage.mkdir(parents=True)
-    auth = ""
     if htpasswd is not None:
         auth = f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {htpasswd}\n"
     config = tmp / "config.yml"
@@ -140,6 +141,20 @@ def tls_registry(tmp_path: Path) -> Iterator[RegistryServer]:
     server = start_registry(tmp_path / "registry", tls=(cert, key))
     yield server
     stop_registry(server)
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[tuple[RegistryServer, TokenServer]]:
+    """docker-registry in ``auth: token:`` mode, trusting the test's TokenServer."""
+    with TokenServer(require("openssl"), tmp_path) as tokens:
+        auth = (
+            "auth:\n  token:\n"
+            f"    realm: {tokens.realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
+            f"    rootcertbundle: {tokens.cert}\n"
+        )
+        server = start_registry(tmp_path / "registry", auth=auth)
+        yield server, tokens
+        stop_registry(server)
 
 
 @pytest.fixture(autouse=True)

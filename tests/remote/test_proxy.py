@@ -1,7 +1,5 @@
-"""Bearer tokens and dropped connections, through a small proxy in front of the real registry.
-
-The real registry's ``auth: token:`` mode needs a signing certificate bundle; the bearer flow is
-tested against this proxy instead, which issues a 401 Bearer challenge and checks the token.
+"""Bearer tokens and dropped connections: a small proxy in front of the real registry, and the real
+registry's own ``auth: token:`` mode trusting a test token server (tokenserver.py).
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from pybuild.remote.registry import Registry
 
 from .conftest import RegistryServer, check
 from .proxy import Proxy
+from .tokenserver import SERVICE, TokenServer
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +141,31 @@ def test_dropped_upload_starts_a_new_session(registry: RegistryServer, tmp_path:
 
     skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/app:v1", f"oci:{out}:t")
     check(out, "t")
+
+
+def test_token_auth_with_the_real_registry(
+    token_registry: tuple[RegistryServer, TokenServer], tmp_path: Path
+) -> None:
+    server, tokens = token_registry
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    target = parse_registry_reference(f"{server.host}/team/app:v1")
+    with pytest.raises(AuthError, match="token server refused"):
+        push(src, desc, target, creds="alice:wrong")
+    assert push(src, desc, target, creds="alice:s3cret") == desc.digest
+    assert ["repository:team/app:pull,push"] in [q.get("scope") for q in tokens.requests]
+    assert all(q.get("service") == [SERVICE] for q in tokens.requests)
+    out = Layout.create(tmp_path / "out")
+    assert pull(target, out, "v1", creds="alice:s3cret").digest == desc.digest
+    check(out.root, "v1")
+    # a cross-repository mount asks for both scopes
+    push(
+        src,
+        desc,
+        parse_registry_reference(f"{server.host}/team/copy:v1"),
+        creds="alice:s3cret",
+        mount_from="team/app",
+    )
+    assert ["repository:team/copy:pull,push", "repository:team/app:pull"] in [
+        q.get("scope") for q in tokens.requests
+    ]
