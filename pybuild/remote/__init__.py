@@ -1,1 +1,45 @@
+"""Registries and archives: pull, push, copy between transports, inspect, login/logout.
 
+Depends on pybuild.layout; prints nothing (progress goes to a callback).
+"""
+
+from .archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
+from .auth import Credentials, auth_files, find_credentials, remove_credentials, store_credentials
+from .reference import RegistryReference, parse_registry_reference
+from .registry import ConnectionDropped, Progress, Registry, login, logout, pick_manifest, pull, push
+from .transport import (
+    ArchiveReference,
+    ImageReference,
+    LayoutReference,
+    copy_image,
+    inspect_remote,
+    parse_image_reference,
+)
+
+__all__ = [
+    "ArchiveReference",
+    "ConnectionDropped",
+    "Credentials",
+    "ImageReference",
+    "LayoutReference",
+    "Progress",
+    "Registry",
+    "RegistryReference",
+    "auth_files",
+    "copy_image",
+    "find_credentials",
+    "inspect_remote",
+    "login",
+    "logout",
+    "parse_image_reference",
+    "parse_registry_reference",
+    "pick_manifest",
+    "pull",
+    "push",
+    "read_docker_archive",
+    "read_oci_archive",
+    "remove_credentials",
+    "store_credentials",
+    "write_docker_archive",
+    "write_oci_archive",
+]
