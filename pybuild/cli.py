@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from .layout import (
     copy_blobs,
     gc,
     load_image,
+    parse_name,
     parse_reference,
     referenced_blobs,
 )
@@ -82,6 +85,11 @@ def main_options(
 ) -> None:
     """Rootless OCI container image toolchain."""
     ctx.obj = State(store_path=store or default_store_path())
+
+
+CredsOption = typer.Option(None, "--creds", help="USER:PASSWORD for the registry.")
+TlsOption = typer.Option(True, "--tls-verify/--no-tls-verify", help="Verify the registry's TLS certificate.")
+PlatformOption = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT] to pick from an index.")
 
 
 # --- resolving references ----------------------------------------------------------------------
@@ -207,6 +215,20 @@ def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
 
 
+def _remote_image(ref: str, creds: str | None, tls_verify: bool) -> tuple[Image, str]:
+    """An Image view of a registry image, held in a throwaway layout (manifest and config only)."""
+    import tempfile
+
+    from .layout import ImageConfig, Manifest
+    from .remote import inspect_remote
+
+    manifest_raw, config_raw = inspect_remote(ref, creds=creds, tls_verify=tls_verify)
+    manifest = Manifest.parse(manifest_raw, f"{ref}: manifest", lenient=True)
+    config = ImageConfig.parse(config_raw, f"{ref}: config")
+    scratch = Layout(Path(tempfile.gettempdir()), label=ref)
+    return Image(scratch, manifest.descriptor(), manifest, config), ref
+
+
 @app.command()
 def inspect(
     ctx: typer.Context,
@@ -214,16 +236,22 @@ def inspect(
     raw: bool = typer.Option(False, "--raw", help="Print the manifest exactly as stored."),
     config: bool = typer.Option(False, "--config", help="With --raw: print the config instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    creds: str | None = CredsOption,
+    tls_verify: bool = TlsOption,
 ) -> None:
-    """Show an image's manifest and config."""
-    found = locate(_state(ctx), ref)
-    image = load_image(found.layout, found.descriptor)
+    """Show an image's manifest and config (docker:// references are read without pulling layers)."""
+    name: str | None
+    if ref.startswith("docker://"):
+        image, name = _remote_image(ref, creds, tls_verify)
+    else:
+        found = locate(_state(ctx), ref)
+        image, name = load_image(found.layout, found.descriptor), found.name
     if raw:
         data = image.config.to_bytes() if config else image.manifest.to_bytes()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    summary = image_summary(image, found.name)
+    summary = image_summary(image, name)
     if as_json:
         echo_json(summary)
         return
@@ -253,6 +281,87 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
+REMOTE_PREFIXES = ("docker://", "docker-archive:", "oci-archive:")
+
+
+def _is_remote(text: str) -> bool:
+    return text.startswith(REMOTE_PREFIXES)
+
+
+@contextlib.contextmanager
+def transfer_progress(quiet: bool) -> Iterator[Any]:
+    """A rich progress display for blob transfers on a terminal; nothing otherwise. Thread-safe."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    bars: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        console=console,
+    ) as progress:  # fmt: skip
+
+        def update(event: str, desc: Descriptor, n: int) -> None:
+            key = str(desc.digest)
+            if key not in bars:
+                bars[key] = progress.add_task(f"blob {desc.digest.short}", total=desc.size)
+            task = bars[key]
+            if event == "advance":
+                progress.advance(task, n)
+            elif event == "restart":
+                progress.reset(task, total=desc.size)
+            elif event in ("skip", "done"):
+                label = "exists" if event == "skip" else "done"
+                progress.update(task, completed=desc.size, description=f"blob {desc.digest.short} {label}")
+
+        yield update
+
+
+def transfer(
+    state: State,
+    src: str,
+    dst: str,
+    *,
+    quiet: bool = False,
+    platform: str | None = None,
+    creds: str | None = None,
+    src_creds: str | None = None,
+    dest_creds: str | None = None,
+    tls_verify: bool = True,
+    digestfile: Path | None = None,
+) -> tuple[Descriptor, str]:
+    """Copy an image between any two transports; returns (descriptor written, a summary line)."""
+    from .layout import parse_platform
+
+    wanted = parse_platform(platform) if platform else None
+    if not _is_remote(src) and not _is_remote(dst) and wanted is None:
+        found = locate(state, src)
+        layout, name = destination(state, dst)
+        copied = store_image(found.layout, found.descriptor, layout, name)
+        total = len({d.digest for d in referenced_blobs(found.layout, found.descriptor)})
+        if digestfile is not None:
+            _write_digestfile(digestfile, found.descriptor)
+        return found.descriptor, f"copied {copied} of {total} blobs; {dst} is {found.descriptor.digest}"
+    from .remote import copy_image
+
+    with transfer_progress(quiet) as progress:
+        desc = copy_image(
+            src, dst, store=state.store, platform=wanted, creds=creds, src_creds=src_creds,
+            dest_creds=dest_creds, tls_verify=tls_verify, progress=progress, digestfile=digestfile,
+        )  # fmt: skip
+    return desc, f"{dst} is {desc.digest}"
+
+
+def _write_digestfile(path: Path, desc: Descriptor) -> None:
+    try:
+        path.write_text(f"{desc.digest}\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write digest file {path}: {exc.strerror or exc}") from None
+
+
 @app.command()
 def tag(
     ctx: typer.Context,
@@ -260,27 +369,113 @@ def tag(
     dst: str = typer.Argument(..., help="The new name, in the store or oci:DIR[:TAG]."),
 ) -> None:
     """Give an image another name."""
-    state = _state(ctx)
-    found = locate(state, src)
-    layout, name = destination(state, dst)
-    store_image(found.layout, found.descriptor, layout, name)
+    transfer(_state(ctx), src, dst, quiet=True)
 
 
 @app.command()
 def copy(
     ctx: typer.Context,
-    src: str = typer.Argument(..., help="Source: store name or oci:DIR[:TAG]."),
-    dst: str = typer.Argument(..., help="Destination: store name or oci:DIR[:TAG]."),
+    src: str = typer.Argument(
+        ..., help="Store name, oci:DIR[:TAG], docker://REF, docker-archive:F, oci-archive:F."
+    ),
+    dst: str = typer.Argument(..., help="Destination, any of the same transports."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing."),
+    platform: str | None = PlatformOption,
+    creds: str | None = CredsOption,
+    src_creds: str | None = typer.Option(None, "--src-creds", help="USER:PASSWORD for the source registry."),
+    dest_creds: str | None = typer.Option(None, "--dest-creds", help="USER:PASSWORD for the destination."),
+    tls_verify: bool = TlsOption,
+    digestfile: Path | None = typer.Option(
+        None, "--digestfile", help="Write the copied manifest's digest here."
+    ),
 ) -> None:
-    """Copy an image between the store and OCI layouts (blobs shared, never recompressed)."""
-    state = _state(ctx)
-    found = locate(state, src)
-    layout, name = destination(state, dst)
-    copied = store_image(found.layout, found.descriptor, layout, name)
+    """Copy an image between the store, OCI layouts, archives and registries (blobs never recompressed)."""
+    _, summary = transfer(
+        _state(ctx), src, dst, quiet=quiet, platform=platform, creds=creds, src_creds=src_creds,
+        dest_creds=dest_creds, tls_verify=tls_verify, digestfile=digestfile,
+    )  # fmt: skip
     if not quiet:
-        total = len({d.digest for d in referenced_blobs(found.layout, found.descriptor)})
-        typer.echo(f"copied {copied} of {total} blobs; {dst} is {found.descriptor.digest}")
+        typer.echo(summary)
+
+
+@app.command()
+def pull(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="docker://HOST/REPO[:TAG|@DIGEST], or a name such as alpine."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image digest."),
+    platform: str | None = PlatformOption,
+    creds: str | None = CredsOption,
+    tls_verify: bool = TlsOption,
+) -> None:
+    """Pull an image from a registry into the store, under its full name."""
+    from .remote import parse_registry_reference
+
+    text = ref if ref.startswith("docker://") else f"docker://{ref}"
+    remote = parse_registry_reference(text)
+    name = str(parse_name(f"{remote.registry}/{remote.repository}" + (
+        f"@{remote.digest}" if remote.digest else f":{remote.tag or 'latest'}"
+    )))  # fmt: skip
+    desc, _ = transfer(
+        _state(ctx), text, name, quiet=quiet, platform=platform, creds=creds, tls_verify=tls_verify
+    )
+    typer.echo(str(desc.digest) if quiet else f"pulled {name} {desc.digest}")
+
+
+@app.command()
+def push(
+    ctx: typer.Context,
+    src: str = typer.Argument(..., help="The image: a store name or oci:DIR[:TAG]."),
+    dst: str = typer.Argument(..., help="docker://HOST/REPO[:TAG] (or any other transport)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the pushed digest."),
+    creds: str | None = CredsOption,
+    tls_verify: bool = TlsOption,
+    digestfile: Path | None = typer.Option(
+        None, "--digestfile", help="Write the pushed manifest's digest here."
+    ),
+) -> None:
+    """Push an image to a registry; prints the pushed manifest digest."""
+    target = dst if _is_remote(dst) or dst.startswith("oci:") else f"docker://{dst}"
+    desc, _ = transfer(
+        _state(ctx), src, target, quiet=quiet, dest_creds=creds, tls_verify=tls_verify, digestfile=digestfile
+    )
+    typer.echo(str(desc.digest))
+
+
+@app.command()
+def login(
+    registry: str = typer.Argument(..., help="HOST[:PORT] of the registry."),
+    username: str | None = typer.Option(None, "-u", "--username", help="User name."),
+    password: str | None = typer.Option(None, "-p", "--password", help="Password (prefer --password-stdin)."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from standard input."
+    ),
+    authfile: Path | None = typer.Option(None, "--authfile", help="The auth.json to write."),
+    tls_verify: bool = TlsOption,
+) -> None:
+    """Check credentials against a registry and store them in auth.json."""
+    from .remote import login as remote_login
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    if not username:
+        raise UsageError("login needs --username")
+    if password is None:
+        raise UsageError("login needs --password or --password-stdin")
+    remote_login(registry, username, password, tls_verify=tls_verify, auth_file=authfile)
+    typer.echo(f"login succeeded: {registry}")
+
+
+@app.command()
+def logout(
+    registry: str = typer.Argument(..., help="HOST[:PORT] of the registry."),
+    authfile: Path | None = typer.Option(None, "--authfile", help="The auth.json to change."),
+) -> None:
+    """Remove stored credentials for a registry."""
+    from .remote import logout as remote_logout
+
+    if not remote_logout(registry, auth_file=authfile):
+        raise UsageError(f"not logged in to {registry}")
+    typer.echo(f"removed login credentials for {registry}")
 
 
 @app.command()

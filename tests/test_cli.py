@@ -170,7 +170,7 @@ def test_flipped_byte_is_reported_everywhere(pybuild_cli: Any, busybox_layout: P
         (("inspect", "nosuch"), "image 'docker.io/library/nosuch:latest' is not in store"),
         (("inspect", "Bad Name"), "invalid image name 'Bad Name'"),
         (("inspect", "oci:/nonexistent/dir:x"), "oci:/nonexistent/dir does not exist"),
-        (("tag", "docker://x/y", "z"), "transport 'docker' in 'docker://x/y' is not supported yet"),
+        (("copy", "ftp://x/y", "z"), "unknown transport in 'ftp://x/y'"),
         (("config", "busybox", "--env", "NOEQUALS"), "--env 'NOEQUALS': expected KEY=VALUE"),
         (("config", "busybox", "--expose", "http"), "--expose 'http'"),
         (("frobnicate",), "No such command"),

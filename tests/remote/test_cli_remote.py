@@ -1,0 +1,78 @@
+"""`pybuild pull/push/copy/inspect/login/logout` end to end against docker-registry and skopeo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pybuild.layout import Layout
+
+from .conftest import RegistryServer, skopeo
+
+
+@pytest.mark.slow
+def test_push_pull_inspect_through_the_cli(
+    pybuild_cli: Any, busybox_layout: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    pybuild_cli("copy", f"oci:{busybox_layout}", "localhost/bb")
+    pushed = pybuild_cli(
+        "push", "localhost/bb", f"docker://{registry.host}/bb:v1", "--digestfile", str(tmp_path / "d")
+    )
+    digest = pushed.stdout.strip()
+    assert (tmp_path / "d").read_text().strip() == digest
+    assert (
+        json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/bb:v1").stdout)[
+            "Digest"
+        ]
+        == digest
+    )
+    info = json.loads(pybuild_cli("inspect", "--json", f"docker://{registry.host}/bb:v1").stdout)
+    assert info["digest"] == digest and info["runtime"]["Cmd"] == ["/bin/sh"]
+    raw = pybuild_cli("inspect", "--raw", f"docker://{registry.host}/bb:v1").stdout.encode()
+    assert raw == (busybox_layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+    pulled = pybuild_cli("pull", f"{registry.host}/bb:v1").stdout
+    assert pulled.strip() == f"pulled {registry.host}/bb:v1 {digest}"
+    names = [i["name"] for i in json.loads(pybuild_cli("images", "--json").stdout)]
+    assert f"{registry.host}/bb:v1" in names
+    assert pybuild_cli("check").returncode == 0
+
+
+@pytest.mark.slow
+def test_archives_through_the_cli(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "bb.tar"
+    pybuild_cli("copy", f"oci:{busybox_layout}", f"docker-archive:{archive}:localhost/bb:v1")
+    skopeo("copy", f"docker-archive:{archive}", f"oci:{tmp_path}/sk:t")
+    pybuild_cli("copy", f"docker-archive:{archive}", "localhost/back")
+    ours = json.loads(pybuild_cli("inspect", "--json", f"oci:{busybox_layout}").stdout)
+    back = json.loads(pybuild_cli("inspect", "--json", "localhost/back").stdout)
+    assert back["config"] == ours["config"] and back["diff_ids"] == ours["diff_ids"]
+    pybuild_cli("copy", "localhost/back", f"oci-archive:{tmp_path}/o.tar:t")
+    skopeo("copy", f"oci-archive:{tmp_path}/o.tar:t", f"oci:{tmp_path}/sk2:t")
+    assert Layout.open(tmp_path / "sk2").resolve("t")
+
+
+@pytest.mark.slow
+def test_login_logout_and_auth_errors(
+    pybuild_cli: Any, busybox_layout: Path, auth_registry: RegistryServer, tmp_path: Path
+) -> None:
+    pybuild_cli("copy", f"oci:{busybox_layout}", "localhost/bb")
+    denied = pybuild_cli("push", "localhost/bb", f"docker://{auth_registry.host}/bb:v1", check=False)
+    assert denied.returncode == 1 and denied.stderr.startswith("error: ") and "Traceback" not in denied.stderr
+    bad = pybuild_cli("login", "-u", "alice", "-p", "wrong", auth_registry.host, check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    pybuild_cli("login", "-u", "alice", "-p", "s3cret", auth_registry.host)
+    pybuild_cli("push", "localhost/bb", f"docker://{auth_registry.host}/bb:v1")
+    pybuild_cli("logout", auth_registry.host)
+    again = pybuild_cli("pull", f"docker://{auth_registry.host}/bb:v1", check=False)
+    assert again.returncode == 1
+    pybuild_cli("pull", "--creds", "alice:s3cret", f"docker://{auth_registry.host}/bb:v1")
+
+
+def test_unreachable_registry_is_one_line(pybuild_cli: Any) -> None:
+    proc = pybuild_cli("pull", "docker://127.0.0.1:9/nothing:v1", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: cannot reach registry 127.0.0.1:9")
+    assert len(proc.stderr.strip().splitlines()) <= 2
