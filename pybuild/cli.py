@@ -300,9 +300,12 @@ def transfer_progress(quiet: bool) -> Iterator[Any]:
         return
     bars: dict[str, Any] = {}
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
         console=console,
-    ) as progress:  # fmt: skip
+    ) as progress:
 
         def update(event: str, desc: Descriptor, n: int) -> None:
             key = str(desc.digest)
@@ -349,9 +352,17 @@ def transfer(
 
     with transfer_progress(quiet) as progress:
         desc = copy_image(
-            src, dst, store=state.store, platform=wanted, creds=creds, src_creds=src_creds,
-            dest_creds=dest_creds, tls_verify=tls_verify, progress=progress, digestfile=digestfile,
-        )  # fmt: skip
+            src,
+            dst,
+            store=state.store,
+            platform=wanted,
+            creds=creds,
+            src_creds=src_creds,
+            dest_creds=dest_creds,
+            tls_verify=tls_verify,
+            progress=progress,
+            digestfile=digestfile,
+        )
     return desc, f"{dst} is {desc.digest}"
 
 
@@ -391,9 +402,17 @@ def copy(
 ) -> None:
     """Copy an image between the store, OCI layouts, archives and registries (blobs never recompressed)."""
     _, summary = transfer(
-        _state(ctx), src, dst, quiet=quiet, platform=platform, creds=creds, src_creds=src_creds,
-        dest_creds=dest_creds, tls_verify=tls_verify, digestfile=digestfile,
-    )  # fmt: skip
+        _state(ctx),
+        src,
+        dst,
+        quiet=quiet,
+        platform=platform,
+        creds=creds,
+        src_creds=src_creds,
+        dest_creds=dest_creds,
+        tls_verify=tls_verify,
+        digestfile=digestfile,
+    )
     if not quiet:
         typer.echo(summary)
 
@@ -412,9 +431,12 @@ def pull(
 
     text = ref if ref.startswith("docker://") else f"docker://{ref}"
     remote = parse_registry_reference(text)
-    name = str(parse_name(f"{remote.registry}/{remote.repository}" + (
-        f"@{remote.digest}" if remote.digest else f":{remote.tag or 'latest'}"
-    )))  # fmt: skip
+    name = str(
+        parse_name(
+            f"{remote.registry}/{remote.repository}"
+            + (f"@{remote.digest}" if remote.digest else f":{remote.tag or 'latest'}")
+        )
+    )
     desc, _ = transfer(
         _state(ctx), text, name, quiet=quiet, platform=platform, creds=creds, tls_verify=tls_verify
     )

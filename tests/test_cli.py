@@ -80,13 +80,38 @@ def test_config_makes_a_new_image_sharing_layers(
 ) -> None:
     pybuild_cli("tag", f"oci:{busybox_layout}", "busybox")
     pybuild_cli(
-        "config", "busybox", "-t", "localhost/app",
-        "--entrypoint", "/bin/echo", "--cmd", "hello", "--cmd", "world",
-        "--env", "A=1", "--env", "PATH=/bin", "--workdir", "/srv", "--user", "nobody",
-        "--label", "org.example=yes", "--volume", "/data", "--expose", "8080", "--expose", "53/udp",
-        "--stopsignal", "SIGINT", "--author", "kilroy",
+        "config",
+        "busybox",
+        "-t",
+        "localhost/app",
+        "--entrypoint",
+        "/bin/echo",
+        "--cmd",
+        "hello",
+        "--cmd",
+        "world",
+        "--env",
+        "A=1",
+        "--env",
+        "PATH=/bin",
+        "--workdir",
+        "/srv",
+        "--user",
+        "nobody",
+        "--label",
+        "org.example=yes",
+        "--volume",
+        "/data",
+        "--expose",
+        "8080",
+        "--expose",
+        "53/udp",
+        "--stopsignal",
+        "SIGINT",
+        "--author",
+        "kilroy",
         env={"SOURCE_DATE_EPOCH": "1700000000"},
-    )  # fmt: skip
+    )
     store = Layout.open(pybuild_cli.store)
     old = load_image(store, store.resolve("docker.io/library/busybox:latest"))
     new = load_image(store, store.resolve("localhost/app:latest"))
@@ -205,10 +230,14 @@ def test_eight_processes_tag_into_one_store(pybuild_cli: Any, busybox_layout: Pa
     exe = Path(sys.executable).parent / "pybuild"
     env = {**os.environ, "PYBUILD_STORE": str(pybuild_cli.store)}
     procs = [
-        subprocess.Popen([str(exe), "tag", f"oci:{busybox_layout}", f"localhost/p{i}:t"], env=env,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [str(exe), "tag", f"oci:{busybox_layout}", f"localhost/p{i}:t"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(8)
-    ]  # fmt: skip
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err

@@ -64,7 +64,7 @@ class LayerWriter:
                 compresslevel=level or 6,
             )
         elif compression == "zstd":
-            cctx = zstandard.ZstdCompressor(level=level or 3)
+            cctx = zstandard.ZstdCompressor(level=level or 3, write_checksum=True)
             self._compressor = cctx.stream_writer(self._compressed, closefd=False)  # type: ignore[arg-type]
         else:
             self._compressor = self._compressed

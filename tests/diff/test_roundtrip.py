@@ -141,8 +141,11 @@ def add_hardlinks(root: Path) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lower=st.dictionaries(NAMES, nodes(), max_size=5), upper=st.dictionaries(NAMES, nodes(), max_size=5),
-       links=st.booleans())  # fmt: skip
+@given(
+    lower=st.dictionaries(NAMES, nodes(), max_size=5),
+    upper=st.dictionaries(NAMES, nodes(), max_size=5),
+    links=st.booleans(),
+)
 def test_apply_of_diff_gives_upper(
     tmp_path_factory: pytest.TempPathFactory, lower: Any, upper: Any, links: bool
 ) -> None:

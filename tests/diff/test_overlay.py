@@ -1,0 +1,137 @@
+"""scan_upperdir against a real overlay mount; the applier's overlay output format."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import subprocess
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from pybuild.diff import Change, apply_layer, scan_upperdir, write_layer, write_tree
+from pybuild.errors import LayerError
+from tests.fixtures.trees import tree, tree_differences
+
+
+@pytest.fixture
+def overlay(tmp_path: Path, busybox_rootfs: Path):  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts overlay directly and runs as root (CI does)")
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    shutil.copytree(busybox_rootfs, lower, symlinks=True)
+    (lower / "data" / "keep").mkdir(parents=True)
+    (lower / "data" / "keep" / "a").write_text("a\n")
+    (lower / "data" / "gone").mkdir()
+    (lower / "data" / "gone" / "b").write_text("b\n")
+    (lower / "data" / "opaque").mkdir()
+    (lower / "data" / "opaque" / "old").write_text("old\n")
+    for d in (upper, work, merged):
+        d.mkdir()
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={upper},workdir={work}",
+            str(merged),
+        ],
+        check=True,
+    )
+    try:
+        yield lower, upper, merged
+    finally:
+        subprocess.run(["umount", str(merged)], check=False)
+
+
+def test_upperdir_changeset_reproduces_the_merged_tree(overlay, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    lower, upper, merged = overlay
+    (merged / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")  # modified (copy-up)
+    (merged / "etc" / "new.conf").write_text("new\n")
+    os.unlink(merged / "bin" / "ls")  # whiteout
+    shutil.rmtree(merged / "data" / "gone")  # whiteout of a directory
+    shutil.rmtree(merged / "data" / "opaque")
+    (merged / "data" / "opaque").mkdir()  # recreated: opaque
+    (merged / "data" / "opaque" / "fresh").write_text("fresh\n")
+    os.chmod(merged / "tmp", 0o1770)
+    os.chown(merged / "etc" / "new.conf", 123, 456)
+    os.rename(merged / "data" / "keep" / "a", merged / "data" / "keep" / "renamed")
+    want = tree(merged, mtimes=True)
+    subprocess.run(["umount", str(merged)], check=True)
+    changes = scan_upperdir(upper, [lower])
+    kinds = {(c.path, c.kind) for c in changes}
+    assert ("bin/ls", "delete") in kinds and ("data/gone", "delete") in kinds
+    assert ("data/opaque", "opaque") in kinds
+    assert ("bin", "add") in kinds  # its mtime changed with the whiteout
+    assert ("usr", "add") not in kinds  # never touched
+    out = io.BytesIO()
+    write_layer(changes, upper, out, compression="gzip")
+    result = tmp_path / "result"
+    shutil.copytree(lower, result, symlinks=True)
+    from pybuild.diff import open_layer
+
+    apply_layer(open_layer(io.BytesIO(out.getvalue())), result)
+    assert tree_differences(tree(result, mtimes=True), want) == []
+
+
+def test_overlay_output_format(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_text("f")
+    out = io.BytesIO()
+    write_layer(
+        [Change("d", "add"), Change("d", "opaque"), Change("d/f", "add"), Change("gone", "delete")],
+        src,
+        out,
+        compression="none",
+    )
+    layer_dir = tmp_path / "layer"
+    layer_dir.mkdir()
+    apply_layer(io.BytesIO(out.getvalue()), layer_dir, overlay=True)
+    st = os.lstat(layer_dir / "gone")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(layer_dir / "d", "user.overlay.opaque") == b"y"
+    # and that directory stacks as an overlay lowerdir: "gone" hidden, "d" opaque
+    lower2 = tmp_path / "below"
+    (lower2 / "d").mkdir(parents=True)
+    (lower2 / "d" / "hidden").write_text("h")
+    (lower2 / "gone").write_text("g")
+    merged = tmp_path / "m"
+    merged.mkdir()
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={layer_dir}:{lower2},userxattr", str(merged)],
+        check=True,
+    )
+    try:
+        assert sorted(os.listdir(merged)) == ["d"]
+        assert sorted(os.listdir(merged / "d")) == ["f"]
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+
+
+def test_redirect_dir_is_refused(tmp_path: Path) -> None:
+    upper = tmp_path / "upper"
+    (upper / "moved").mkdir(parents=True)
+    os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/orig")
+    with pytest.raises(LayerError, match="redirect_dir and metacopy are not supported"):
+        scan_upperdir(upper, [])
+
+
+def test_memory_does_not_grow_with_layer_size(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    with open(root / "blob", "wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(1 << 20))
+    tracemalloc.start()
+    with open(os.devnull, "wb") as sink:
+        stats = write_tree(root, sink, compression="zstd")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert stats.size > 200 << 20  # random data does not compress
+    assert peak < 24 << 20, f"peak {peak >> 20} MiB for a 200 MiB layer"
