@@ -693,6 +693,61 @@ def config(
     typer.echo(str(desc.digest))
 
 
+@app.command()
+def unpack(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="The image to unpack."),
+    bundle: Path = typer.Argument(..., help="The bundle directory to create (rootfs + config.json)."),
+    rootless: bool = typer.Option(
+        False, "--rootless", help="Write a rootless config.json (the default when run unprivileged)."
+    ),
+) -> None:
+    """Unpack an image into an OCI runtime bundle that runc can run."""
+    from .bundle.unpack import unpack_image
+
+    found = locate(_state(ctx), ref)
+    image = load_image(found.layout, found.descriptor)
+    result = unpack_image(image, bundle, rootless=True if rootless else None, source=ref)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command()
+def repack(
+    ctx: typer.Context,
+    bundle: Path = typer.Argument(..., help="A bundle made by `pybuild unpack`."),
+    tag_: str = typer.Option(..., "-t", "--tag", help="Name for the new image (store name or oci:DIR:TAG)."),
+    compression: str = typer.Option("gzip", "--compression", help="gzip, zstd or none."),
+    comment: str = typer.Option("", "--comment", help="History comment for the new layer."),
+) -> None:
+    """Turn what changed in an unpacked bundle into a new layer on top of its image."""
+    from .bundle.unpack import read_record, repack_bundle
+
+    if compression not in ("gzip", "zstd", "none"):
+        raise UsageError(f"--compression {compression!r}: expected gzip, zstd or none")
+    record = read_record(bundle)
+    source = Layout.open(record["layout"])
+    desc = Descriptor.from_dict(record["manifest"], f"{bundle}: manifest")
+    layout, name = destination(_state(ctx), tag_)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    with layout.writing():
+        if layout.root != source.root:
+            copy_blobs(source, layout, desc)
+        image = load_image(layout, desc)
+        if image.is_docker and compression != "gzip":
+            raise UsageError(f"{tag_}: Docker-format images only have gzip layers")
+        new = repack_bundle(
+            bundle,
+            image,
+            layout,
+            compression=compression,
+            source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
+            history_comment=comment,
+        )
+        layout.set_tag(name, new)
+    typer.echo(str(new.digest))
+
+
 def main() -> None:
     """Console entry point: one line per error, exit status 1 (2 for usage errors), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"

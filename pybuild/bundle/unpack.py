@@ -1,0 +1,269 @@
+"""Runtime bundles: ``unpack`` an image into rootfs + config.json, ``repack`` a changed rootfs.
+
+``unpack`` applies the layers in order with the safe applier, writes config.json (conversion.md),
+and records the tree it produced in ``.pybuild-unpack.json`` beside the rootfs; ``repack`` compares
+the rootfs with that record and commits what changed as one new layer on top of the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..diff import Change, apply_layer, open_layer, write_layer
+from ..errors import BundleError, PybuildError
+from ..layout import Descriptor, Image, Layout, commit_image, dump_json, mediatype
+from ..layout.digest import Digest
+from .runtimeconfig import make_runtime_config
+
+RECORD = ".pybuild-unpack.json"
+RECORD_VERSION = 1
+
+
+def _tree_record(rootfs: Path) -> dict[str, list[Any]]:
+    """path -> [mode, uid, gid, size, mtime_ns, ctime_ns, ino, link target] for every entry."""
+    out: dict[str, list[Any]] = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        folder = rootfs / rel if rel else rootfs
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise BundleError(f"cannot read {folder}: {exc.strerror or exc}") from None
+        for entry in entries:
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            target = os.readlink(entry.path) if stat.S_ISLNK(st.st_mode) else None
+            out[path] = [
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                target,
+            ]
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(path)
+    return out
+
+
+@dataclass(frozen=True)
+class UnpackResult:
+    bundle: Path
+    warnings: list[str]
+
+
+def _in_userns(work: Callable[[], None]) -> None:
+    """Run ``work`` with real owners: directly as root, else in a user namespace with the subuid map."""
+    if os.geteuid() == 0:
+        work()
+        return
+    import tempfile
+
+    from ..run import run_in_userns
+
+    with tempfile.NamedTemporaryFile("w+", prefix="pybuild-err-") as err:
+
+        def guarded() -> None:
+            try:
+                work()
+            except PybuildError as exc:
+                err.write(str(exc))
+                err.flush()
+                raise
+
+        try:
+            run_in_userns(guarded)
+        except PybuildError:
+            err.seek(0)
+            message = err.read()
+            if message:
+                raise BundleError(message) from None
+            raise
+
+
+def unpack_image(
+    image: Image, bundle: Path, *, rootless: bool | None = None, source: str = ""
+) -> UnpackResult:
+    """Write ``bundle/rootfs`` and ``bundle/config.json``; ``bundle`` must not exist or be empty."""
+    bundle = Path(bundle)
+    if rootless is None:
+        rootless = os.geteuid() != 0
+    if bundle.exists() and (not bundle.is_dir() or any(bundle.iterdir())):
+        raise BundleError(f"bundle {bundle} exists and is not empty")
+    rootfs = bundle / "rootfs"
+    warnings: list[str] = []
+    try:
+        rootfs.mkdir(parents=True)
+        os.chmod(rootfs, 0o755)
+    except OSError as exc:
+        raise BundleError(f"cannot create bundle {bundle}: {exc.strerror or exc}") from None
+    layout = image.layout
+
+    def apply_all() -> None:
+        for layer in image.layers:
+            if mediatype.layer_compression(layer.media_type) is None:
+                raise BundleError(
+                    f"layer {layer.digest} in {layout.label} has unknown media type {layer.media_type}"
+                )
+            with layout.blobs.open(layer.digest, layer.size) as blob:
+                stream = open_layer(blob, layer.media_type)
+                report = apply_layer(stream, rootfs)
+                # drain: the verifying reader checks size and digest at EOF
+                while stream.read(1 << 20):
+                    pass
+                while blob.read(1 << 20):
+                    pass
+                warnings.extend(report.warnings)
+
+    try:
+        _in_userns(apply_all)
+        spec = make_runtime_config(image.config, rootfs, rootless=rootless)
+        record = {
+            "version": RECORD_VERSION,
+            "layout": str(layout.root),
+            "source": source,
+            "manifest": image.descriptor.to_dict(),
+            "rootless": rootless,
+            "tree": _tree_record(rootfs),
+        }
+        _write_atomic(bundle / "config.json", json.dumps(spec, indent=2).encode())
+        _write_atomic(bundle / RECORD, dump_json(record))
+    except BaseException:
+        _remove_tree(bundle)
+        raise
+    return UnpackResult(bundle, warnings)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BundleError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a half-written bundle, mode-000 directories included."""
+
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=onerror)
+
+
+def read_record(bundle: Path) -> dict[str, Any]:
+    path = Path(bundle) / RECORD
+    try:
+        record = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"{bundle} was not unpacked by pybuild: {RECORD} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path} is unreadable: {exc}") from None
+    if (
+        not isinstance(record, dict)
+        or record.get("version") != RECORD_VERSION
+        or not isinstance(record.get("tree"), dict)
+    ):
+        raise BundleError(f"{path} is not a pybuild unpack record")
+    return record
+
+
+def bundle_changes(bundle: Path) -> list[Change]:
+    """What changed in ``bundle/rootfs`` since unpack: additions/modifications and deletions."""
+    record = read_record(bundle)
+    before: dict[str, list[Any]] = record["tree"]
+    now = _tree_record(Path(bundle) / "rootfs")
+    changes: list[Change] = []
+    for path, meta in now.items():
+        old = before.get(path)
+        if old is None or old != meta:
+            # a changed directory whose only change is its children is still written: harmless
+            if old is not None and stat.S_ISDIR(meta[0]) and stat.S_ISDIR(old[0]) and old[:4] == meta[:4]:
+                continue
+            if old is not None and stat.S_ISDIR(meta[0]) != stat.S_ISDIR(old[0]):
+                changes.append(Change(path, "delete"))
+            changes.append(Change(path, "add"))
+    deleted = sorted(p for p in before if p not in now)
+    gone: set[str] = set()
+    for path in deleted:  # only the top of a deleted subtree needs a whiteout
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if parent in gone:
+            gone.add(path)
+            continue
+        gone.add(path)
+        changes.append(Change(path, "delete"))
+    return changes
+
+
+def _now(epoch: int | None) -> str:
+    when = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
+    return (
+        when.strftime("%Y-%m-%dT%H:%M:%SZ") if epoch is not None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    )
+
+
+def repack_bundle(
+    bundle: Path,
+    image: Image,
+    layout: Layout,
+    *,
+    compression: str = "gzip",
+    source_date_epoch: int | None = None,
+    history_comment: str = "",
+) -> Descriptor:
+    """Commit the bundle's changes as one layer on top of ``image`` (hold ``layout.writing()``)."""
+    changes = bundle_changes(bundle)
+    created = _now(source_date_epoch)
+    entry: dict[str, Any] = {"created": created, "created_by": "pybuild repack"}
+    if history_comment:
+        entry["comment"] = history_comment
+    layers = list(image.layers)
+    if changes:
+        with layout.blobs.writer() as writer:
+            stats = write_layer(
+                changes,
+                Path(bundle) / "rootfs",
+                writer,
+                compression=compression,
+                source_date_epoch=source_date_epoch,
+            )
+        assert writer.digest is not None and str(writer.digest) == stats.digest
+        media = mediatype.layer_media_type(compression, docker=image.is_docker)
+        layers.append(Descriptor(media, writer.digest, writer.size))
+        diff_id = Digest.parse(stats.diff_id)
+    else:
+        entry["empty_layer"] = True
+        diff_id = None
+
+    def change(doc: dict[str, Any]) -> None:
+        doc["created"] = created
+        if diff_id is not None:
+            doc["rootfs"]["diff_ids"].append(str(diff_id))
+        doc.setdefault("history", []).append(entry)
+
+    config = image.config.changed(change)
+    return commit_image(
+        layout, config, layers, docker=image.is_docker, annotations=image.manifest.annotations or None
+    )

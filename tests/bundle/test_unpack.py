@@ -1,0 +1,216 @@
+"""`pybuild unpack` and `pybuild repack` against umoci and runc, as root and rootless."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pybuild.layout import Layout, load_image
+from tests.fixtures.tools import require, run, runtime_schema_errors, validate_layout
+
+PROJECT = Path(__file__).resolve().parents[2]
+TEST_USER = "pybuild-test"
+
+
+def tree(root: Path) -> dict[str, tuple[Any, ...]]:
+    """path -> (type, mode, uid, gid, size, link target, sha256, hard-link group), to compare trees."""
+    out: dict[str, tuple[Any, ...]] = {}
+    inodes: dict[int, list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            kind = stat.S_IFMT(st.st_mode)
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            digest = None
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    digest = hashlib.file_digest(f, "sha256").hexdigest()
+                if st.st_nlink > 1:
+                    inodes.setdefault(st.st_ino, []).append(rel)
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None
+            out[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, target, digest)
+    for group in inodes.values():
+        for rel in group:
+            out[rel] = (*out[rel], tuple(sorted(group)))
+    return out
+
+
+def diff_trees(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    problems = [f"only in first: {p}" for p in sorted(set(a) - set(b))]
+    problems += [f"only in second: {p}" for p in sorted(set(b) - set(a))]
+    problems += [f"{p}: {a[p]} != {b[p]}" for p in sorted(set(a) & set(b)) if a[p] != b[p]]
+    return problems
+
+
+@pytest.fixture
+def store_with(pybuild_cli: Any) -> Any:
+    def add(layout: Path, name: str) -> str:
+        pybuild_cli("tag", f"oci:{layout}", name)
+        return name
+
+    return add
+
+
+def test_unpack_busybox_matches_umoci(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    pybuild_cli("unpack", f"oci:{busybox_layout}", str(tmp_path / "ours"))
+    run(["umoci", "unpack", "--image", f"{busybox_layout}:latest", str(tmp_path / "umoci")])
+    assert diff_trees(tree(tmp_path / "ours" / "rootfs"), tree(tmp_path / "umoci" / "rootfs")) == []
+    spec = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert runtime_schema_errors(spec) == []
+    assert spec["process"]["args"] == ["/bin/sh"]
+
+
+@pytest.mark.slow
+def test_unpack_debian_matches_umoci(pybuild_cli: Any, debian_layout: Path, tmp_path: Path) -> None:
+    pybuild_cli("unpack", f"oci:{debian_layout}", str(tmp_path / "ours"))
+    run(["umoci", "unpack", "--image", f"{debian_layout}:latest", str(tmp_path / "umoci")])
+    ours, theirs = tree(tmp_path / "ours" / "rootfs"), tree(tmp_path / "umoci" / "rootfs")
+    assert len(ours) > 5000
+    assert diff_trees(ours, theirs) == []
+
+
+def test_unpack_twice_is_identical(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        pybuild_cli("unpack", f"oci:{busybox_layout}", str(tmp_path / name))
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def test_unpack_refuses_non_empty_bundle(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep").write_text("mine")
+    proc = pybuild_cli("unpack", f"oci:{busybox_layout}", str(tmp_path / "b"), check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith(
+        f"error: bundle {tmp_path / 'b'} exists and is not empty"
+    )
+    assert (tmp_path / "b" / "keep").read_text() == "mine"
+
+
+def _echo_image(pybuild_cli: Any, busybox_layout: Path) -> str:
+    pybuild_cli("tag", f"oci:{busybox_layout}", "busybox")
+    pybuild_cli(
+        "config", "busybox", "-t", "localhost/echo",
+        "--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", 'echo "hello $GREETING"; id -u; pwd',
+        "--env", "GREETING=runc", "--workdir", "/tmp",
+    )  # fmt: skip
+    return "localhost/echo"
+
+
+def test_runc_runs_the_bundle_as_root(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    runc = require("runc")
+    image = _echo_image(pybuild_cli, busybox_layout)
+    pybuild_cli("unpack", image, str(tmp_path / "b"))
+    proc = subprocess.run(
+        [runc, "--root", str(tmp_path / "runc"), "run", "--bundle", str(tmp_path / "b"), f"pb-{os.getpid()}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["hello runc", "0", "/tmp"]
+
+
+def as_test_user(
+    cmd: list[str], home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    require("runuser")
+    full = {
+        "HOME": str(home),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        **(env or {}),
+    }
+    envargs = [f"{k}={v}" for k, v in full.items()]
+    return subprocess.run(
+        ["runuser", "-u", TEST_USER, "--", "env", "-i", *envargs, *cmd],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=home,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def user_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True)
+    for p in (tmp_path, home, home / "run"):
+        shutil.chown(p, TEST_USER, TEST_USER)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(home / "run", 0o700)
+    return home
+
+
+@pytest.mark.rootless
+def test_runc_runs_the_bundle_rootless(pybuild_cli: Any, busybox_layout: Path, user_home: Path) -> None:
+    image = _echo_image(pybuild_cli, busybox_layout)
+    oci = user_home / "oci"
+    pybuild_cli("copy", image, f"oci:{oci}:echo")
+    subprocess.run(["chown", "-R", TEST_USER, str(oci)], check=True)
+    pybuild = str(Path(sys.executable).parent / "pybuild")
+    proc = as_test_user(
+        [pybuild, "--store", str(user_home / "store"), "unpack", f"oci:{oci}:echo", "b"], user_home
+    )
+    assert proc.returncode == 0, proc.stderr
+    spec = json.loads((user_home / "b" / "config.json").read_text())
+    assert spec["linux"]["uidMappings"][0]["hostID"] == int(subprocess.check_output(["id", "-u", TEST_USER]))
+    proc = as_test_user(
+        ["runc", "--root", str(user_home / "run" / "runc"), "run", "-b", "b", "pb-rootless"], user_home
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["hello runc", "0", "/tmp"]
+
+
+def test_repack_commits_changes_as_one_layer(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    pybuild_cli("tag", f"oci:{busybox_layout}", "busybox")
+    b = tmp_path / "b"
+    pybuild_cli("unpack", "busybox", str(b))
+    rootfs = b / "rootfs"
+    (rootfs / "etc" / "motd").write_text("new file\n")
+    (rootfs / "etc" / "passwd").write_text(
+        (rootfs / "etc" / "passwd").read_text() + "app:x:1000:1000::/:/bin/sh\n"
+    )
+    (rootfs / "bin" / "ls").unlink()
+    shutil.rmtree(rootfs / "var")
+    (rootfs / "srv" / "data").mkdir(parents=True)
+    os.chmod(rootfs / "srv" / "data", 0o700)
+    os.link(rootfs / "etc" / "motd", rootfs / "srv" / "motd-link")
+    pybuild_cli("repack", str(b), "-t", "localhost/changed", env={"SOURCE_DATE_EPOCH": "1700000000"})
+    store = Layout.open(pybuild_cli.store)
+    old = load_image(store, store.resolve("docker.io/library/busybox:latest"))
+    new = load_image(store, store.resolve("localhost/changed:latest"))
+    assert new.layers[:-1] == old.layers and len(new.layers) == len(old.layers) + 1
+    assert new.config.history[-1]["created_by"] == "pybuild repack"
+    assert len(new.config.diff_ids) == len(new.layers)
+    validate_layout(pybuild_cli.store)
+    # the result, unpacked by pybuild and by umoci, is the changed tree
+    pybuild_cli("unpack", "localhost/changed", str(tmp_path / "again"))
+    want = tree(rootfs)
+    assert diff_trees(tree(tmp_path / "again" / "rootfs"), want) == []
+    pybuild_cli("copy", "localhost/changed", f"oci:{tmp_path}/out:changed")
+    run(["umoci", "unpack", "--image", f"{tmp_path}/out:changed", str(tmp_path / "umoci")])
+    assert diff_trees(tree(tmp_path / "umoci" / "rootfs"), want) == []
+
+
+def test_repack_without_changes_adds_no_layer(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    pybuild_cli("tag", f"oci:{busybox_layout}", "busybox")
+    pybuild_cli("unpack", "busybox", str(tmp_path / "b"))
+    pybuild_cli("repack", str(tmp_path / "b"), "-t", "localhost/same")
+    store = Layout.open(pybuild_cli.store)
+    new = load_image(store, store.resolve("localhost/same:latest"))
+    assert len(new.layers) == 1 and new.config.history[-1]["empty_layer"] is True
+
+
+def test_repack_of_a_plain_directory_is_refused(pybuild_cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "plain" / "rootfs").mkdir(parents=True)
+    proc = pybuild_cli("repack", str(tmp_path / "plain"), "-t", "x", check=False)
+    assert (
+        proc.returncode == 1
+        and "was not unpacked by pybuild" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
