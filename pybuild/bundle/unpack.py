@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..diff import Change, apply_layer, open_layer, write_layer
-from ..errors import BundleError, PybuildError
+from ..errors import BundleError
 from ..layout import Descriptor, Image, Layout, commit_image, dump_json, mediatype
 from ..layout.digest import Digest
 from .runtimeconfig import make_runtime_config
@@ -66,31 +66,9 @@ class UnpackResult:
 
 def _in_userns(work: Callable[[], None]) -> None:
     """Run ``work`` with real owners: directly as root, else in a user namespace with the subuid map."""
-    if os.geteuid() == 0:
-        work()
-        return
-    import tempfile
-
     from ..run import run_in_userns
 
-    with tempfile.NamedTemporaryFile("w+", prefix="pybuild-err-") as err:
-
-        def guarded() -> None:
-            try:
-                work()
-            except PybuildError as exc:
-                err.write(str(exc))
-                err.flush()
-                raise
-
-        try:
-            run_in_userns(guarded)
-        except PybuildError:
-            err.seek(0)
-            message = err.read()
-            if message:
-                raise BundleError(message) from None
-            raise
+    run_in_userns(work)
 
 
 def unpack_image(

@@ -7,7 +7,7 @@ import hashlib
 import io
 import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import zstandard
 
@@ -17,6 +17,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
 COMPRESSIONS = ("gzip", "zstd", "none")
+
+
+class Sink(Protocol):
+    """Anything bytes can be written to: a file, a BytesIO, a blob store writer."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class _CountingHasher:
 class LayerWriter:
     """A file-like sink for an uncompressed tar stream: hashes it (diff_id), compresses, hashes again."""
 
-    def __init__(self, out: BinaryIO, compression: str = "gzip", level: int | None = None) -> None:
+    def __init__(self, out: Sink, compression: str = "gzip", level: int | None = None) -> None:
         if compression not in COMPRESSIONS:
             raise LayerError(f"unknown compression {compression!r}: expected gzip, zstd or none")
         self._compressed = _CountingHasher(out)

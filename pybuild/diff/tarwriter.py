@@ -7,11 +7,11 @@ import stat
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import LayerError
 from .changeset import OPAQUE, WHITEOUT_PREFIX, Change, walk
-from .compression import LayerStats, LayerWriter
+from .compression import LayerStats, LayerWriter, Sink
 from .idmap import IdMap
 
 KEPT_XATTR_PREFIXES = ("user.",)
@@ -50,7 +50,7 @@ def _whiteout_info(name: str, mtime: int) -> tarfile.TarInfo:
 def write_layer(
     changes: Iterable[Change],
     root: Path,
-    out: BinaryIO,
+    out: Sink,
     *,
     compression: str = "gzip",
     source_date_epoch: int | None = None,
@@ -145,6 +145,6 @@ def _add(
             data.close()
 
 
-def write_tree(root: Path, out: BinaryIO, **kwargs: Any) -> LayerStats:
+def write_tree(root: Path, out: Sink, **kwargs: Any) -> LayerStats:
     """Every entry below ``root`` as one layer (a base layer)."""
     return write_layer((Change(path, "add") for path, _ in walk(Path(root))), root, out, **kwargs)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -16,56 +14,16 @@ import pytest
 
 from pybuild.layout import Layout, load_image
 from tests.fixtures.tools import require, run, runtime_schema_errors, validate_layout
+from tests.fixtures.trees import tree, tree_differences
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEST_USER = "pybuild-test"
 
 
-def tree(root: Path) -> dict[str, tuple[Any, ...]]:
-    """path -> (type, mode, uid, gid, size, link target, sha256, hard-link group), to compare trees."""
-    out: dict[str, tuple[Any, ...]] = {}
-    inodes: dict[int, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            st = os.lstat(path)
-            kind = stat.S_IFMT(st.st_mode)
-            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
-            digest = None
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    digest = hashlib.file_digest(f, "sha256").hexdigest()
-                if st.st_nlink > 1:
-                    inodes.setdefault(st.st_ino, []).append(rel)
-            size = st.st_size if stat.S_ISREG(st.st_mode) else None
-            out[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, target, digest)
-    for group in inodes.values():
-        for rel in group:
-            out[rel] = (*out[rel], tuple(sorted(group)))
-    return out
-
-
-def diff_trees(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    problems = [f"only in first: {p}" for p in sorted(set(a) - set(b))]
-    problems += [f"only in second: {p}" for p in sorted(set(b) - set(a))]
-    problems += [f"{p}: {a[p]} != {b[p]}" for p in sorted(set(a) & set(b)) if a[p] != b[p]]
-    return problems
-
-
-@pytest.fixture
-def store_with(pybuild_cli: Any) -> Any:
-    def add(layout: Path, name: str) -> str:
-        pybuild_cli("tag", f"oci:{layout}", name)
-        return name
-
-    return add
-
-
 def test_unpack_busybox_matches_umoci(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
     pybuild_cli("unpack", f"oci:{busybox_layout}", str(tmp_path / "ours"))
     run(["umoci", "unpack", "--image", f"{busybox_layout}:latest", str(tmp_path / "umoci")])
-    assert diff_trees(tree(tmp_path / "ours" / "rootfs"), tree(tmp_path / "umoci" / "rootfs")) == []
+    assert tree_differences(tree(tmp_path / "ours" / "rootfs"), tree(tmp_path / "umoci" / "rootfs")) == []
     spec = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert runtime_schema_errors(spec) == []
     assert spec["process"]["args"] == ["/bin/sh"]
@@ -77,13 +35,14 @@ def test_unpack_debian_matches_umoci(pybuild_cli: Any, debian_layout: Path, tmp_
     run(["umoci", "unpack", "--image", f"{debian_layout}:latest", str(tmp_path / "umoci")])
     ours, theirs = tree(tmp_path / "ours" / "rootfs"), tree(tmp_path / "umoci" / "rootfs")
     assert len(ours) > 5000
-    assert diff_trees(ours, theirs) == []
+    assert tree_differences(ours, theirs) == []
 
 
 def test_unpack_twice_is_identical(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         pybuild_cli("unpack", f"oci:{busybox_layout}", str(tmp_path / name))
-    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    assert tree(tmp_path / "a" / "rootfs") == tree(tmp_path / "b" / "rootfs")
+    assert (tmp_path / "a" / "config.json").read_bytes() == (tmp_path / "b" / "config.json").read_bytes()
 
 
 def test_unpack_refuses_non_empty_bundle(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
@@ -136,14 +95,19 @@ def as_test_user(
 
 
 @pytest.fixture
-def user_home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
+def user_home() -> Any:
+    """A home for the unprivileged test user, outside pytest's 0700 temp base."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pybuild-rootless-"))
+    os.chmod(base, 0o755)
+    home = base / "home"
     (home / "run").mkdir(parents=True)
-    for p in (tmp_path, home, home / "run"):
+    for p in (home, home / "run"):
         shutil.chown(p, TEST_USER, TEST_USER)
-    os.chmod(tmp_path, 0o755)
     os.chmod(home / "run", 0o700)
-    return home
+    yield home
+    subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
 @pytest.mark.rootless
@@ -191,10 +155,10 @@ def test_repack_commits_changes_as_one_layer(pybuild_cli: Any, busybox_layout: P
     # the result, unpacked by pybuild and by umoci, is the changed tree
     pybuild_cli("unpack", "localhost/changed", str(tmp_path / "again"))
     want = tree(rootfs)
-    assert diff_trees(tree(tmp_path / "again" / "rootfs"), want) == []
+    assert tree_differences(tree(tmp_path / "again" / "rootfs"), want) == []
     pybuild_cli("copy", "localhost/changed", f"oci:{tmp_path}/out:changed")
     run(["umoci", "unpack", "--image", f"{tmp_path}/out:changed", str(tmp_path / "umoci")])
-    assert diff_trees(tree(tmp_path / "umoci" / "rootfs"), want) == []
+    assert tree_differences(tree(tmp_path / "umoci" / "rootfs"), want) == []
 
 
 def test_repack_without_changes_adds_no_layer(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
@@ -214,3 +178,31 @@ def test_repack_of_a_plain_directory_is_refused(pybuild_cli: Any, tmp_path: Path
         and "was not unpacked by pybuild" in proc.stderr
         and "Traceback" not in proc.stderr
     )
+
+
+@pytest.mark.rootless
+def test_rootless_unpack_keeps_real_owners(user_home: Path, busybox_tar: bytes) -> None:
+    import io
+    import tarfile
+
+    from tests.fixtures.images import make_image
+
+    extra = io.BytesIO()
+    with tarfile.open(fileobj=extra, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("owned")
+        info.uid, info.gid, info.size, info.mode = 123, 456, 2, 0o640
+        tar.addfile(info, io.BytesIO(b"x\n"))
+    oci = user_home / "oci"
+    make_image(Layout.create(oci), [busybox_tar, extra.getvalue()], "owned")
+    subprocess.run(["chown", "-R", TEST_USER, str(oci)], check=True)
+    pybuild = str(Path(sys.executable).parent / "pybuild")
+    proc = as_test_user(
+        [pybuild, "--store", str(user_home / "s"), "unpack", f"oci:{oci}:owned", "b"], user_home
+    )
+    assert proc.returncode == 0, proc.stderr
+    sub = subprocess.check_output(["grep", f"^{TEST_USER}:", "/etc/subuid"], text=True).split(":")
+    subgid = subprocess.check_output(["grep", f"^{TEST_USER}:", "/etc/subgid"], text=True).split(":")
+    st = os.lstat(user_home / "b" / "rootfs" / "owned")
+    assert (st.st_uid, st.st_gid) == (int(sub[1]) + 122, int(subgid[1]) + 455)
+    uid = int(subprocess.check_output(["id", "-u", TEST_USER]))
+    assert os.lstat(user_home / "b" / "rootfs" / "bin" / "busybox").st_uid == uid  # container root = the user
