@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end on a fresh Debian machine: installs what is needed, makes a busybox base image locally
-# (no internet), puts it in a private store, changes its config, checks it, and hands the result to
-# umoci and skopeo to show other tools read it. Everything goes under ./demo (removed first).
+# (no internet), puts it in a private store, changes its config, checks it, hands the result to
+# umoci and skopeo, unpacks it into a bundle that runc runs, and repacks a change as a new layer. Everything goes under ./demo (removed first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -29,3 +29,13 @@ oci-image-tool validate --type image --ref name=hello "$DEMO/out"
 umoci unpack --image "$DEMO/out:hello" "$DEMO/bundle" >/dev/null
 skopeo inspect "oci:$DEMO/out:hello" | jq '{Digest, Labels, Layers}'
 "$DEMO/bundle/rootfs/bin/busybox" echo "umoci unpacked the rootfs: $(ls "$DEMO/bundle/rootfs" | tr '\n' ' ')"
+
+step "unpack it with pybuild into a runtime bundle and run it with runc"
+$PB unpack localhost/hello "$DEMO/pb-bundle"
+runc --root "$DEMO/runc" run --bundle "$DEMO/pb-bundle" "pybuild-demo-$$" </dev/null
+
+step "change the bundle and repack it as a new layer"
+echo "added after unpack" > "$DEMO/pb-bundle/rootfs/etc/motd"
+$PB repack "$DEMO/pb-bundle" -t localhost/hello:v2
+$PB inspect localhost/hello:v2 | sed -n '/^Layers/,$p'
+$PB check
