@@ -206,3 +206,34 @@ def test_rootless_unpack_keeps_real_owners(user_home: Path, busybox_tar: bytes) 
     assert (st.st_uid, st.st_gid) == (int(sub[1]) + 122, int(subgid[1]) + 455)
     uid = int(subprocess.check_output(["id", "-u", TEST_USER]))
     assert os.lstat(user_home / "b" / "rootfs" / "bin" / "busybox").st_uid == uid  # container root = the user
+
+
+def test_unpack_of_a_corrupt_layer_fails_cleanly(
+    pybuild_cli: Any, busybox_layout: Path, tmp_path: Path
+) -> None:
+    lay = tmp_path / "lay"
+    shutil.copytree(busybox_layout, lay)
+    image = load_image(Layout.open(lay), Layout.open(lay).resolve("latest"))
+    blob = lay / "blobs" / "sha256" / image.layers[0].digest.encoded
+    data = bytearray(blob.read_bytes())
+    data[len(data) - 100] ^= 0x55  # inside the gzip stream, near its end
+    blob.write_bytes(bytes(data))
+    proc = pybuild_cli("unpack", f"oci:{lay}", str(tmp_path / "b"), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert str(image.layers[0].digest) in proc.stderr or "corrupt" in proc.stderr
+    assert not (tmp_path / "b").exists(), "a half-written bundle was left behind"
+
+
+def test_digest_with_path_characters_is_refused(
+    pybuild_cli: Any, busybox_layout: Path, tmp_path: Path
+) -> None:
+    lay = tmp_path / "lay"
+    shutil.copytree(busybox_layout, lay)
+    index = json.loads((lay / "index.json").read_text())
+    index["manifests"][0]["digest"] = "sha256:../../../../etc/passwd"
+    (lay / "index.json").write_text(json.dumps(index))
+    proc = pybuild_cli("unpack", f"oci:{lay}", str(tmp_path / "b"), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "invalid digest" in proc.stderr and "index.json" in proc.stderr
+    assert not (tmp_path / "b").exists()
