@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,64 +63,71 @@ class UnpackResult:
     warnings: list[str]
 
 
-def _in_userns(work: Callable[[], None]) -> None:
-    """Run ``work`` with real owners: directly as root, else in a user namespace with the subuid map."""
-    from ..run import run_in_userns
-
-    run_in_userns(work)
-
-
 def unpack_image(
     image: Image, bundle: Path, *, rootless: bool | None = None, source: str = ""
 ) -> UnpackResult:
-    """Write ``bundle/rootfs`` and ``bundle/config.json``; ``bundle`` must not exist or be empty."""
-    bundle = Path(bundle)
+    """Write ``bundle/rootfs`` and ``bundle/config.json``; ``bundle`` must not exist or be empty.
+
+    Unprivileged, everything happens in a user namespace with the user's subordinate ids, so the
+    rootfs has the image's owners (mapped) and the unpack record sees them as the container does.
+    """
+    from ..run import run_in_userns
+
+    bundle = Path(bundle).absolute()
     if rootless is None:
         rootless = os.geteuid() != 0
     if bundle.exists() and (not bundle.is_dir() or any(bundle.iterdir())):
         raise BundleError(f"bundle {bundle} exists and is not empty")
-    rootfs = bundle / "rootfs"
-    warnings: list[str] = []
-    try:
-        rootfs.mkdir(parents=True)
-        os.chmod(rootfs, 0o755)
-    except OSError as exc:
-        raise BundleError(f"cannot create bundle {bundle}: {exc.strerror or exc}") from None
+    created = not bundle.exists()
+    host_uid, host_gid = os.getuid(), os.getgid()
     layout = image.layout
 
-    def apply_all() -> None:
-        for layer in image.layers:
-            if mediatype.layer_compression(layer.media_type) is None:
-                raise BundleError(
-                    f"layer {layer.digest} in {layout.label} has unknown media type {layer.media_type}"
-                )
-            with layout.blobs.open(layer.digest, layer.size) as blob:
-                stream = open_layer(blob, layer.media_type)
-                report = apply_layer(stream, rootfs)
-                # drain: the verifying reader checks size and digest at EOF
-                while stream.read(1 << 20):
-                    pass
-                while blob.read(1 << 20):
-                    pass
-                warnings.extend(report.warnings)
+    def work() -> list[str]:
+        warnings: list[str] = []
+        rootfs = bundle / "rootfs"
+        try:
+            try:
+                rootfs.mkdir(parents=True)
+                os.chmod(rootfs, 0o755)
+            except OSError as exc:
+                raise BundleError(f"cannot create bundle {bundle}: {exc.strerror or exc}") from None
+            for layer in image.layers:
+                if mediatype.layer_compression(layer.media_type) is None:
+                    raise BundleError(
+                        f"layer {layer.digest} in {layout.label} has unknown media type {layer.media_type}"
+                    )
+                with layout.blobs.open(layer.digest, layer.size) as blob:
+                    stream = open_layer(blob, layer.media_type, what=f"layer {layer.digest}")
+                    report = apply_layer(stream, rootfs, what=f"layer {layer.digest}")
+                    # drain: the verifying reader checks size and digest at EOF
+                    while stream.read(1 << 20):
+                        pass
+                    while blob.read(1 << 20):
+                        pass
+                    warnings.extend(report.warnings)
+            spec = make_runtime_config(
+                image.config, rootfs, rootless=rootless, host_uid=host_uid, host_gid=host_gid
+            )
+            record = {
+                "version": RECORD_VERSION,
+                "layout": str(layout.root),
+                "source": source,
+                "manifest": image.descriptor.to_dict(),
+                "rootless": rootless,
+                "tree": _tree_record(rootfs),
+            }
+            _write_atomic(bundle / "config.json", json.dumps(spec, indent=2).encode())
+            _write_atomic(bundle / RECORD, dump_json(record))
+        except BaseException:
+            for child in bundle.iterdir() if bundle.exists() else []:
+                _remove_tree(child)
+            if created:
+                with contextlib.suppress(OSError):
+                    bundle.rmdir()
+            raise
+        return warnings
 
-    try:
-        _in_userns(apply_all)
-        spec = make_runtime_config(image.config, rootfs, rootless=rootless)
-        record = {
-            "version": RECORD_VERSION,
-            "layout": str(layout.root),
-            "source": source,
-            "manifest": image.descriptor.to_dict(),
-            "rootless": rootless,
-            "tree": _tree_record(rootfs),
-        }
-        _write_atomic(bundle / "config.json", json.dumps(spec, indent=2).encode())
-        _write_atomic(bundle / RECORD, dump_json(record))
-    except BaseException:
-        _remove_tree(bundle)
-        raise
-    return UnpackResult(bundle, warnings)
+    return UnpackResult(bundle, run_in_userns(work))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -211,29 +217,60 @@ def repack_bundle(
     source_date_epoch: int | None = None,
     history_comment: str = "",
 ) -> Descriptor:
-    """Commit the bundle's changes as one layer on top of ``image`` (hold ``layout.writing()``)."""
-    changes = bundle_changes(bundle)
+    """Commit the bundle's changes as one layer on top of ``image`` (hold ``layout.writing()``).
+
+    As root the layer streams straight into the blob store. Unprivileged, the bundle is read inside
+    a user namespace (its files belong to subordinate ids) and the uncompressed tar passes through
+    a temp file in the bundle, which is compressed and stored here.
+    """
+    from ..diff import LayerWriter
+    from ..run import run_in_userns
+
+    bundle = Path(bundle).absolute()
+    rootfs = bundle / "rootfs"
     created = _now(source_date_epoch)
     entry: dict[str, Any] = {"created": created, "created_by": "pybuild repack"}
     if history_comment:
         entry["comment"] = history_comment
     layers = list(image.layers)
-    if changes:
-        with layout.blobs.writer() as writer:
-            stats = write_layer(
-                changes,
-                Path(bundle) / "rootfs",
-                writer,
-                compression=compression,
-                source_date_epoch=source_date_epoch,
-            )
-        assert writer.digest is not None and str(writer.digest) == stats.digest
-        media = mediatype.layer_media_type(compression, docker=image.is_docker)
-        layers.append(Descriptor(media, writer.digest, writer.size))
-        diff_id = Digest.parse(stats.diff_id)
+    media = mediatype.layer_media_type(compression, docker=image.is_docker)
+    diff_id: Digest | None = None
+    if os.geteuid() == 0:
+        changes = bundle_changes(bundle)
+        if changes:
+            with layout.blobs.writer() as writer:
+                stats = write_layer(
+                    changes, rootfs, writer, compression=compression, source_date_epoch=source_date_epoch
+                )
+            assert writer.digest is not None
+            layers.append(Descriptor(media, writer.digest, writer.size))
+            diff_id = Digest.parse(stats.diff_id)
     else:
+        temp = bundle / f".pybuild-repack-{os.getpid()}.tar"
+
+        def produce() -> bool:
+            changes = bundle_changes(bundle)
+            if not changes:
+                return False
+            with open(temp, "wb") as out:
+                write_layer(changes, rootfs, out, compression="none", source_date_epoch=source_date_epoch)
+            return True
+
+        try:
+            if run_in_userns(produce):
+                with layout.blobs.writer() as writer, open(temp, "rb") as tar:
+                    sink = LayerWriter(writer, compression)
+                    while chunk := tar.read(1 << 20):
+                        sink.write(chunk)
+                    stats = sink.close()
+                assert writer.digest is not None
+                layers.append(Descriptor(media, writer.digest, writer.size))
+                diff_id = Digest.parse(stats.diff_id)
+        finally:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+    if diff_id is None:
         entry["empty_layer"] = True
-        diff_id = None
 
     def change(doc: dict[str, Any]) -> None:
         doc["created"] = created

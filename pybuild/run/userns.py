@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import pwd
 import shutil
 import subprocess
@@ -18,12 +19,14 @@ import traceback
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 from .. import errors
 from ..errors import PybuildError, RunError
 
 log = logging.getLogger("pybuild.run")
 
+T = TypeVar("T")
 CLONE_NEWUSER = 0x10000000
 Range = tuple[int, int, int]  # (container start, host start, length)
 
@@ -99,44 +102,47 @@ def _write_maps(pid: int, uids: list[Range], gids: list[Range]) -> None:
             raise RunError(f"{tool} failed: {proc.stderr.strip() or proc.returncode}", hints=SUBID_HINTS)
 
 
-def run_in_userns(fn: Callable[[], None]) -> None:
-    """Run ``fn`` in a child process that is root in a new user namespace with ``current_id_map``.
+def run_in_userns(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a child process that is root in a new user namespace with ``current_id_map``,
+    and return what it returns (it must pickle).
 
     As real root, ``fn`` simply runs here. A PybuildError raised by ``fn`` is raised again here,
     with its class and message; anything else becomes a RunError carrying the child's traceback.
     """
     if os.geteuid() == 0:
-        fn()
-        return
+        return fn()
     uids, gids = current_id_map()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
-    err_r, err_w = os.pipe()
+    out_r, out_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         code = 0
         try:
             os.close(ready_r)
             os.close(go_w)
-            os.close(err_r)
+            os.close(out_r)
             unshare(CLONE_NEWUSER)
             os.write(ready_w, b"1")
             if os.read(go_r, 1) != b"1":
                 os._exit(3)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-            fn()
+            payload = b"R" + pickle.dumps(fn())
         except PybuildError as exc:
-            os.write(err_w, f"{type(exc).__name__}\t{exc}".encode())
+            payload = f"E{type(exc).__name__}\t{exc}".encode()
             code = 1
         except BaseException:
-            os.write(err_w, f"RunError\t{traceback.format_exc()}".encode())
+            payload = f"ERunError\t{traceback.format_exc()}".encode()
             code = 2
+        try:
+            with os.fdopen(out_w, "wb") as out:
+                out.write(payload)
         finally:
             os._exit(code)
     os.close(ready_w)
     os.close(go_r)
-    os.close(err_w)
+    os.close(out_w)
     try:
         if os.read(ready_r, 1) != b"1":
             os.waitpid(pid, 0)
@@ -145,22 +151,24 @@ def run_in_userns(fn: Callable[[], None]) -> None:
             _write_maps(pid, uids, gids)
         except BaseException:
             os.kill(pid, 9)
+            os.waitpid(pid, 0)
             raise
         os.write(go_w, b"1")
-        message = b""
-        while chunk := os.read(err_r, 65536):
-            message += chunk
+        chunks = []
+        while chunk := os.read(out_r, 1 << 20):
+            chunks.append(chunk)
         _, status = os.waitpid(pid, 0)
     finally:
-        for fd in (ready_r, go_w, err_r):
+        for fd in (ready_r, go_w, out_r):
             os.close(fd)
-    if message:
-        name, _, text = message.decode(errors="replace").partition("\t")
+    message = b"".join(chunks)
+    if message.startswith(b"R"):
+        result: T = pickle.loads(message[1:])
+        return result
+    if message.startswith(b"E"):
+        name, _, text = message[1:].decode(errors="replace").partition("\t")
         cls = getattr(errors, name, RunError)
         if not (isinstance(cls, type) and issubclass(cls, PybuildError)):
             cls = RunError
         raise cls(text)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RunError(
-            f"the user-namespace helper process failed (status {os.waitstatus_to_exitcode(status)})"
-        )
+    raise RunError(f"the user-namespace helper process failed (status {os.waitstatus_to_exitcode(status)})")

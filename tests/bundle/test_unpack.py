@@ -237,3 +237,31 @@ def test_digest_with_path_characters_is_refused(
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "invalid digest" in proc.stderr and "index.json" in proc.stderr
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.rootless
+def test_rootless_repack(user_home: Path, busybox_layout: Path, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    oci = user_home / "oci"
+    shutil.copytree(busybox_layout, oci)
+    subprocess.run(["chown", "-R", TEST_USER, str(oci)], check=True)
+    pybuild = [str(Path(sys.executable).parent / "pybuild"), "--store", str(user_home / "s")]
+    proc = as_test_user([*pybuild, "unpack", f"oci:{oci}:latest", "b"], user_home)
+    assert proc.returncode == 0, proc.stderr
+    proc = as_test_user(["sh", "-c", "echo hi > b/rootfs/etc/motd && rm b/rootfs/bin/ls"], user_home)
+    assert proc.returncode == 0, proc.stderr
+    proc = as_test_user([*pybuild, "repack", "b", "-t", f"oci:{oci}:changed"], user_home)
+    assert proc.returncode == 0, proc.stderr
+    layout = Layout.open(oci)
+    image = load_image(layout, layout.resolve("changed"))
+    assert len(image.layers) == 2
+    with (
+        layout.blobs.open(image.layers[1].digest) as blob,
+        tarfile.open(fileobj=io.BytesIO(blob.read())) as tar,
+    ):
+        members = {m.name: m for m in tar.getmembers()}
+    assert "bin/.wh.ls" in members and "etc/motd" in members
+    assert (members["etc/motd"].uid, members["etc/motd"].gid) == (0, 0)  # container ids, not the host's
+    validate_layout(oci)
