@@ -50,13 +50,20 @@ def as_user(cmd: list[str], cwd: Path) -> tuple[float, int]:
     return wall, usage.ru_maxrss // 1024
 
 
-def setup_debian(work: Path) -> Path:
-    from pybuild.layout import Layout
-    from tests.fixtures.debian import debian_rootfs
-    from tests.fixtures.images import make_image, tar_tree
+SETUP_DEBIAN = """
+import sys
+from pybuild.layout import Layout
+from tests.fixtures.debian import debian_rootfs
+from tests.fixtures.images import make_image, tar_tree
+make_image(Layout.create(sys.argv[1]), [tar_tree(debian_rootfs(), keep_owners=True)], "latest")
+"""
 
+
+def setup_debian(work: Path) -> Path:
+    """The Debian image as an OCI layout, made in a separate process: a child forked from a large
+    parent would inherit its peak RSS and spoil the memory figures."""
     layout = work / "debian"
-    make_image(Layout.create(layout), [tar_tree(debian_rootfs(), keep_owners=True)], "latest")
+    subprocess.run([sys.executable, "-c", SETUP_DEBIAN, str(layout)], cwd=PROJECT, check=True)
     return layout
 
 

@@ -45,13 +45,22 @@ class _Root:
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root)
+        # resolved directories by the path that named them; cleared whenever anything is removed,
+        # so a cached fd never stands for a path whose meaning changed
+        self.cache: dict[tuple[str, ...], int] = {}
         try:
             self.fd = os.open(self.path, DIR_FLAGS)
         except OSError as exc:
             raise LayerError(f"cannot open {root}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
+        self.forget()
         os.close(self.fd)
+
+    def forget(self) -> None:
+        for fd in self.cache.values():
+            os.close(fd)
+        self.cache.clear()
 
     def resolve_dir(self, parts: list[str], *, create: bool, what: str) -> int:
         """An fd of the directory ``parts`` names inside the root (symlinks followed inside it).
@@ -59,6 +68,17 @@ class _Root:
         Missing directories are created (mode 0755) when ``create``; else FileNotFoundError.
         The caller closes the fd.
         """
+        key = tuple(parts)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return os.dup(cached)
+        fd = self._resolve(parts, create=create, what=what)
+        if len(self.cache) >= 4096:
+            self.forget()
+        self.cache[key] = os.dup(fd)
+        return fd
+
+    def _resolve(self, parts: list[str], *, create: bool, what: str) -> int:
         stack = [os.dup(self.fd)]
         todo = list(parts)
         links = 0
@@ -104,7 +124,8 @@ class _Root:
 
 
 def _remove_at(dir_fd: int, name: str) -> None:
-    """Remove ``name`` in ``dir_fd`` (a whole tree for a directory), never following symlinks."""
+    """Remove ``name`` in ``dir_fd`` (a whole tree for a directory), never following symlinks.
+    Callers in the applier go through ``_Applier.remove`` so the directory cache is dropped."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -141,6 +162,10 @@ class _Applier:
         self.dir_meta: dict[tuple[str, ...], tuple[int, int]] = {}  # parts -> (mode, mtime)
         self.chown_warned = False
 
+    def remove(self, dir_fd: int, name: str) -> None:
+        self.root.forget()
+        _remove_at(dir_fd, name)
+
     def warn(self, message: str) -> None:
         self.report.warnings.append(message)
 
@@ -164,7 +189,7 @@ class _Applier:
         try:
             if self.overlay:
                 with contextlib.suppress(FileNotFoundError):
-                    _remove_at(fd, base)
+                    self.remove(fd, base)
                 try:
                     os.mknod(base, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
                 except PermissionError:
@@ -177,7 +202,7 @@ class _Applier:
                             _proc_path(fd, base), "user.overlay.whiteout", b"y", follow_symlinks=False
                         )
             else:
-                _remove_at(fd, base)
+                self.remove(fd, base)
         finally:
             os.close(fd)
 
@@ -190,7 +215,7 @@ class _Applier:
         try:
             for child in os.listdir(fd):
                 if (*dir_parts, child) not in self.added:
-                    _remove_at(fd, child)
+                    self.remove(fd, child)
             if self.overlay:
                 try:
                     os.setxattr(f"/proc/self/fd/{fd}", OPAQUE_XATTRS[0], b"y")
@@ -246,7 +271,7 @@ class _Applier:
         except FileNotFoundError:
             existing = None
         if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
-            _remove_at(fd, base)  # the last entry for a path wins
+            self.remove(fd, base)  # the last entry for a path wins
         mode = member.mode & 0o7777
         if member.isdir():
             if existing is None or not stat.S_ISDIR(existing.st_mode):
