@@ -87,6 +87,7 @@ def main_options(
     ctx.obj = State(store_path=store or default_store_path())
 
 
+CompressionOption = typer.Option(None, "--compression", help="Re-compress layers: gzip, zstd or none.")
 CredsOption = typer.Option(None, "--creds", help="USER:PASSWORD for the registry.")
 TlsOption = typer.Option(True, "--tls-verify/--no-tls-verify", help="Verify the registry's TLS certificate.")
 PlatformOption = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT] to pick from an index.")
@@ -335,12 +336,13 @@ def transfer(
     dest_creds: str | None = None,
     tls_verify: bool = True,
     digestfile: Path | None = None,
+    compression: str | None = None,
 ) -> tuple[Descriptor, str]:
     """Copy an image between any two transports; returns (descriptor written, a summary line)."""
     from .layout import parse_platform
 
     wanted = parse_platform(platform) if platform else None
-    if not _is_remote(src) and not _is_remote(dst) and wanted is None:
+    if not _is_remote(src) and not _is_remote(dst) and wanted is None and compression is None:
         found = locate(state, src)
         layout, name = destination(state, dst)
         copied = store_image(found.layout, found.descriptor, layout, name)
@@ -362,6 +364,7 @@ def transfer(
             tls_verify=tls_verify,
             progress=progress,
             digestfile=digestfile,
+            compression=compression,
         )
     return desc, f"{dst} is {desc.digest}"
 
@@ -399,8 +402,10 @@ def copy(
     digestfile: Path | None = typer.Option(
         None, "--digestfile", help="Write the copied manifest's digest here."
     ),
+    compression: str | None = CompressionOption,
 ) -> None:
-    """Copy an image between the store, OCI layouts, archives and registries (blobs never recompressed)."""
+    """Copy an image between the store, OCI layouts, archives and registries (blobs are copied as
+    they are unless --compression asks for another)."""
     _, summary = transfer(
         _state(ctx),
         src,
@@ -412,6 +417,7 @@ def copy(
         dest_creds=dest_creds,
         tls_verify=tls_verify,
         digestfile=digestfile,
+        compression=compression,
     )
     if not quiet:
         typer.echo(summary)
@@ -454,11 +460,19 @@ def push(
     digestfile: Path | None = typer.Option(
         None, "--digestfile", help="Write the pushed manifest's digest here."
     ),
+    compression: str | None = CompressionOption,
 ) -> None:
     """Push an image to a registry; prints the pushed manifest digest."""
     target = dst if _is_remote(dst) or dst.startswith("oci:") else f"docker://{dst}"
     desc, _ = transfer(
-        _state(ctx), src, target, quiet=quiet, dest_creds=creds, tls_verify=tls_verify, digestfile=digestfile
+        _state(ctx),
+        src,
+        target,
+        quiet=quiet,
+        dest_creds=creds,
+        tls_verify=tls_verify,
+        digestfile=digestfile,
+        compression=compression,
     )
     typer.echo(str(desc.digest))
 

@@ -104,8 +104,12 @@ def copy_image(
     tls_verify: bool = True,
     progress: Progress | None = None,
     digestfile: Path | str | None = None,
+    compression: str | None = None,
 ) -> Descriptor:
     """Copy one image from ``src`` to ``dst`` (any transport, store names too); the descriptor written.
+
+    ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way; otherwise blobs
+    are copied as they are.
 
     Indexes are resolved to the manifest for ``platform`` (the host's by default), except between
     two layouts where the whole index is copied when no platform is given. ``digestfile`` receives
@@ -121,7 +125,11 @@ def copy_image(
             layout, desc = _source_layout(source, store)
             if platform is not None or not isinstance(dest, LayoutReference):
                 desc = select_manifest(layout, desc, platform)
-        elif isinstance(dest, LayoutReference) and isinstance(source, RegistryReference):
+        elif (
+            isinstance(dest, LayoutReference)
+            and isinstance(source, RegistryReference)
+            and compression is None
+        ):
             out = _dest_layout(dest, store)
             desc = pull(
                 source,
@@ -151,6 +159,12 @@ def copy_image(
             else:
                 desc = read_oci_archive(source.path, layout, source.name)
                 desc = select_manifest(layout, desc, platform)
+        if compression is not None:
+            from .recompress import recompress_image
+
+            staging = Layout.create(Path(tmpdir) / "recompressed")
+            desc = recompress_image(layout, select_manifest(layout, desc, platform), staging, compression)
+            layout = staging
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
             out = _dest_layout(dest, store)
@@ -160,7 +174,9 @@ def copy_image(
         elif isinstance(dest, RegistryReference):
             mount_from = (
                 source.repository
-                if isinstance(source, RegistryReference) and source.registry == dest.registry
+                if isinstance(source, RegistryReference)
+                and source.registry == dest.registry
+                and compression is None
                 else None
             )
             push(

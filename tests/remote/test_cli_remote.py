@@ -76,3 +76,25 @@ def test_unreachable_registry_is_one_line(pybuild_cli: Any) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: cannot reach registry 127.0.0.1:9")
     assert len(proc.stderr.strip().splitlines()) <= 2
+
+
+@pytest.mark.slow
+def test_push_with_recompression(
+    pybuild_cli: Any, busybox_layout: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    pybuild_cli("copy", f"oci:{busybox_layout}", "localhost/bb")
+    pybuild_cli("push", "--compression", "zstd", "localhost/bb", f"docker://{registry.host}/bb:zstd")
+    skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/bb:zstd", f"oci:{tmp_path}/sk:z")
+    layout = Layout.open(tmp_path / "sk")
+    from pybuild.layout import load_image
+
+    image = load_image(layout, layout.resolve("z"))
+    assert [layer.media_type for layer in image.layers] == ["application/vnd.oci.image.layer.v1.tar+zstd"]
+    original = json.loads(pybuild_cli("inspect", "--json", "localhost/bb").stdout)
+    assert [str(d) for d in image.diff_ids] == original["diff_ids"]  # same content, new blobs
+    assert str(image.layers[0].digest) != original["layers"][0]["digest"]
+    pybuild_cli("copy", "--compression", "none", "localhost/bb", f"oci:{tmp_path}/plain:p")
+    plain = load_image(Layout.open(tmp_path / "plain"), Layout.open(tmp_path / "plain").resolve("p"))
+    assert plain.layers[0].media_type == "application/vnd.oci.image.layer.v1.tar"
+    run_check = pybuild_cli("check", f"oci:{tmp_path}/plain")
+    assert run_check.returncode == 0

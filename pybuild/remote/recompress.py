@@ -1,0 +1,45 @@
+"""Re-compressing an image's layers (``--compression``): new layer blobs, same diff_ids and config."""
+
+from __future__ import annotations
+
+from ..diff import LayerWriter, open_layer
+from ..errors import DigestMismatch, UsageError
+from ..layout import Descriptor, Layout, commit_image, copy_blobs, load_image, mediatype
+
+
+def recompress_image(src: Layout, desc: Descriptor, dst: Layout, compression: str) -> Descriptor:
+    """Write ``desc``'s image into ``dst`` with every layer in ``compression``; returns the new manifest.
+
+    Layers already in that compression are copied as they are. Each new layer's diff_id is checked
+    against the config, so a damaged layer can never be re-signed by recompression.
+    """
+    if compression not in ("gzip", "zstd", "none"):
+        raise UsageError(f"unknown compression {compression!r}: expected gzip, zstd or none")
+    image = load_image(src, desc)
+    if image.is_docker and compression != "gzip":
+        raise UsageError(f"{src.label}: Docker-format images only have gzip layers, not {compression}")
+    layers: list[Descriptor] = []
+    with dst.writing():
+        for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
+            if mediatype.layer_compression(layer.media_type) == compression:
+                copy_blobs(src, dst, layer)
+                layers.append(layer)
+                continue
+            with src.blobs.open(layer.digest, layer.size) as blob, dst.blobs.writer() as writer:
+                reader = open_layer(blob, layer.media_type, what=f"layer {layer.digest}")
+                sink = LayerWriter(writer, compression)
+                while chunk := reader.read(1 << 20):
+                    sink.write(chunk)
+                while blob.read(1 << 20):  # reach EOF so the blob's digest is checked
+                    pass
+                stats = sink.close()
+                if stats.diff_id != str(diff_id):
+                    raise DigestMismatch(
+                        f"layer {layer.digest} in {src.label}: content does not match diff_id {diff_id}"
+                    )
+            assert writer.digest is not None
+            media = mediatype.layer_media_type(compression, docker=image.is_docker)
+            layers.append(Descriptor(media, writer.digest, writer.size, annotations=dict(layer.annotations)))
+        return commit_image(
+            dst, image.config, layers, docker=image.is_docker, annotations=image.manifest.annotations or None
+        )
