@@ -11,6 +11,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pybuild.diff import Change, apply_layer, scan_upperdir, write_layer, write_tree
 from pybuild.errors import LayerError
@@ -135,3 +137,80 @@ def test_memory_does_not_grow_with_layer_size(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert stats.size > 200 << 20  # random data does not compress
     assert peak < 24 << 20, f"peak {peak >> 20} MiB for a 200 MiB layer"
+
+
+# --- property test through a real overlay mount ----------------------------------------------------
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["write", "append", "delete", "mkdir", "rmtree", "chmod", "symlink", "replace_dir", "link"]
+        ),
+        st.sampled_from(["a", "b", "d", "d/x", "d/y", "e", "e/f", "e/f/g"]),
+    ),
+    max_size=10,
+)
+
+
+def _lower_tree(root: Path) -> None:
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "x").write_text("x\n")
+    (root / "e" / "f").mkdir(parents=True)
+    (root / "e" / "f" / "g").write_text("g\n")
+    (root / "a").write_text("a\n")
+    os.symlink("a", root / "b")
+
+
+def _apply_op(merged: Path, op: str, name: str) -> None:
+    path = merged / name
+    try:
+        if op == "write":
+            path.write_text(f"new {name}\n")
+        elif op == "append":
+            with open(path, "a") as f:
+                f.write("more\n")
+        elif op == "delete":
+            os.unlink(path)
+        elif op == "mkdir":
+            path.mkdir()
+        elif op == "rmtree":
+            shutil.rmtree(path)
+        elif op == "chmod":
+            os.chmod(path, 0o700)
+        elif op == "symlink":
+            os.symlink("target", path)
+        elif op == "replace_dir":  # a directory removed and made again: opaque
+            shutil.rmtree(path)
+            path.mkdir()
+            (path / "fresh").write_text("fresh\n")
+        elif op == "link":
+            os.link(merged / "a", path)
+    except OSError:
+        pass  # the operation does not fit the tree as it is now: skip it
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_upperdir_round_trip_property(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str]]
+) -> None:
+    base = tmp_path_factory.mktemp("ovl")
+    lower, upper, work, merged = (base / n for n in ("lower", "upper", "work", "merged"))
+    _lower_tree(lower)
+    for d in (upper, work, merged):
+        d.mkdir()
+    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], check=True)
+    try:
+        for op, name in ops:
+            _apply_op(merged, op, name)
+        want = tree(merged, mtimes=True)
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    out = io.BytesIO()
+    write_layer(scan_upperdir(upper, [lower]), upper, out, compression="none")
+    result = base / "result"
+    shutil.copytree(lower, result, symlinks=True)
+    apply_layer(io.BytesIO(out.getvalue()), result)
+    assert tree_differences(tree(result, mtimes=True), want) == []
