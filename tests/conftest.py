@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.rootless import user_home  # noqa: F401 - the fixture, shared by every test folder
+
 PROJECT = Path(__file__).resolve().parent.parent
 CORPORA = PROJECT.parent / "shared" / "corpora"
 

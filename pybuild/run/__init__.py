@@ -1,5 +1,6 @@
-"""Rootless execution: user namespaces and id maps (more to come: overlay mounts, containers)."""
+"""Rootless execution: user namespaces and id maps, and one process in a container over overlay."""
 
+from .container import RunResult, RunSpec, run_container
 from .userns import current_id_map, run_in_userns, subordinate_range
 
-__all__ = ["current_id_map", "run_in_userns", "subordinate_range"]
+__all__ = ["RunResult", "RunSpec", "current_id_map", "run_container", "run_in_userns", "subordinate_range"]

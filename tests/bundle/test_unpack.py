@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from pybuild.layout import Layout, load_image
+from tests.fixtures.rootless import TEST_USER, as_test_user
 from tests.fixtures.tools import require, run, runtime_schema_errors, validate_layout
 from tests.fixtures.trees import tree, tree_differences
 
 PROJECT = Path(__file__).resolve().parents[2]
-TEST_USER = "pybuild-test"
 
 
 def test_unpack_busybox_matches_umoci(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
@@ -75,39 +75,6 @@ def test_runc_runs_the_bundle_as_root(pybuild_cli: Any, busybox_layout: Path, tm
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["hello runc", "0", "/tmp"]
-
-
-def as_test_user(
-    cmd: list[str], home: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    require("runuser")
-    full = {
-        "HOME": str(home),
-        "XDG_RUNTIME_DIR": str(home / "run"),
-        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-        **(env or {}),
-    }
-    envargs = [f"{k}={v}" for k, v in full.items()]
-    return subprocess.run(
-        ["runuser", "-u", TEST_USER, "--", "env", "-i", *envargs, *cmd],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=home,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def user_home() -> Any:
-    """A home for the unprivileged test user, outside pytest's 0700 temp base."""
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="pybuild-rootless-"))
-    os.chmod(base, 0o755)
-    home = base / "home"
-    (home / "run").mkdir(parents=True)
-    for p in (home, home / "run"):
-        shutil.chown(p, TEST_USER, TEST_USER)
-    os.chmod(home / "run", 0o700)
-    yield home
-    subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
 @pytest.mark.rootless

@@ -1,0 +1,94 @@
+"""Layer directories: each layer extracted once, in overlay format, under the store's
+``.pybuild/layers/<diff_id>``, to be stacked as overlay lowerdirs by `pybuild run` and builds."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..diff import apply_layer, open_layer
+from ..errors import DigestMismatch, LayerError
+from ..layout import Image, Layout
+from ..run import run_in_userns
+
+LAYERS_DIR = ".pybuild/layers"
+
+
+class _Hashing:
+    """A reader that hashes what passes through (the uncompressed tar: its diff_id)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.hasher = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.inner.read(n)
+        self.hasher.update(data)
+        return data
+
+
+def _rmtree(path: Path) -> None:
+    def retry(func: Any, p: str, exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.unlink(p)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=retry)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree written in the user namespace (its files may belong to subordinate ids)."""
+    run_in_userns(lambda: _rmtree(Path(path)))
+
+
+def layer_dirs(store: Layout, image: Image) -> list[Path]:
+    """The image's layers as extracted directories, top layer first (overlay's lowerdir order)."""
+    base = store.root / LAYERS_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+    for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
+        final = base / diff_id.encoded
+        if not final.is_dir():
+            temp = base / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+            def extract(
+                layer: Any = layer, diff_id: Any = diff_id, temp: Path = temp, final: Path = final
+            ) -> None:
+                temp.mkdir()
+                try:
+                    with image.layout.blobs.open(layer.digest, layer.size) as blob:
+                        reader = _Hashing(open_layer(blob, layer.media_type, what=f"layer {layer.digest}"))
+                        apply_layer(reader, temp, overlay=True, what=f"layer {layer.digest}")  # type: ignore[arg-type]
+                        while reader.read(1 << 20):
+                            pass
+                        while blob.read(1 << 20):
+                            pass
+                    if "sha256:" + reader.hasher.hexdigest() != str(diff_id):
+                        raise DigestMismatch(
+                            f"layer {layer.digest} in {image.layout.label} does not match diff_id {diff_id}"
+                        )
+                    os.chmod(temp, 0o755)
+                    try:
+                        os.rename(temp, final)
+                    except OSError:  # another process extracted it first
+                        _rmtree(temp)
+                except BaseException:
+                    _rmtree(temp)
+                    raise
+
+            try:
+                run_in_userns(extract)
+            except OSError as exc:
+                raise LayerError(f"cannot extract layer {layer.digest}: {exc.strerror or exc}") from None
+        out.append(final)
+    return list(reversed(out))

@@ -1,0 +1,419 @@
+"""Running one process in a rootless container over an overlay of layer directories.
+
+The process tree: pybuild forks a *keeper* that enters a new user namespace (unprivileged; pybuild
+maps it with newuidmap/newgidmap), then new mount, pid, uts and ipc namespaces (and net for
+``network="none"``), and forks the container's pid 1. Pid 1 mounts overlay (lowerdirs = the
+layers, userxattr), a fresh /proc, a minimal /dev, bind-mounts generated /etc/hosts,
+/etc/resolv.conf and /etc/hostname, pivots into the merged tree, drops to the user and execs.
+When pid 1 exits, the kernel kills whatever it left behind in the pid namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import platform
+import shutil
+import signal
+import socket
+import stat
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RunError
+from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+GENERATED = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
+
+
+@dataclass
+class RunSpec:
+    lowerdirs: list[Path]
+    upperdir: Path
+    args: list[str]
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    user: str = ""
+    network: str = "host"
+    mounts: list[tuple[str, str, bool]] = field(default_factory=list)
+    hostname: str = "pybuild"
+
+
+@dataclass
+class RunResult:
+    exit_status: int
+    mode: str = "native"
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    libc = _libc()
+    _check(
+        libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
+    """uid, gid and supplementary groups for ``spec`` from the container's /etc files (called after
+    pivot_root, so the files are read inside the container's own root)."""
+    if not spec:
+        return 0, 0, []
+    user, _, group = spec.partition(":")
+
+    def entries(path: str) -> list[list[str]]:
+        try:
+            with open(path) as f:
+                return [
+                    line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")
+                ]
+        except OSError:
+            return []
+
+    passwd = [e for e in entries(f"{root}/etc/passwd") if len(e) >= 4]
+    groups = [e for e in entries(f"{root}/etc/group") if len(e) >= 3]
+    name = None
+    if user.isdigit():
+        uid, gid = int(user), 0
+        for e in passwd:
+            if e[2] == user:
+                name, gid = e[0], int(e[3]) if e[3].isdigit() else 0
+    else:
+        for e in passwd:
+            if e[0] == user and e[2].isdigit():
+                name, uid, gid = user, int(e[2]), int(e[3]) if e[3].isdigit() else 0
+                break
+        else:
+            raise RunError(f"user {user!r} is not in the image's /etc/passwd")
+    if group:
+        if group.isdigit():
+            return uid, int(group), []
+        for e in groups:
+            if e[0] == group and e[2].isdigit():
+                return uid, int(e[2]), []
+        raise RunError(f"group {group!r} is not in the image's /etc/group")
+    extra = sorted(
+        {int(e[2]) for e in groups if name and len(e) > 3 and name in e[3].split(",") and e[2].isdigit()}
+    )
+    return uid, gid, extra
+
+
+def _pid1(spec: RunSpec, merged: str, work: str, generated: str, rootless: bool, err_fd: int) -> None:
+    """The container's pid 1: mounts, pivot_root, user, exec. Never returns."""
+    try:
+        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        lowers = ":".join(str(p) for p in spec.lowerdirs)
+        opts = f"lowerdir={lowers},upperdir={spec.upperdir},workdir={work}"
+        if rootless:
+            opts += ",userxattr"
+        if not spec.lowerdirs:
+            # overlay needs a lowerdir: an empty one stands in for a scratch image
+            empty = os.path.join(os.path.dirname(work), "empty")
+            os.makedirs(empty, exist_ok=True)
+            opts = opts.replace("lowerdir=,", f"lowerdir={empty},")
+        _mount("overlay", merged, "overlay", 0, opts)
+        for d in ("proc", "dev", "etc", "sys"):
+            os.makedirs(f"{merged}/{d}", exist_ok=True)
+        _mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        _mount("tmpfs", f"{merged}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+        for dev in DEVICES:
+            target = f"{merged}/dev/{dev}"
+            open(target, "w").close()
+            _mount(f"/dev/{dev}", target, None, MS_BIND)
+        os.makedirs(f"{merged}/dev/shm")
+        _mount("shm", f"{merged}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
+        os.makedirs(f"{merged}/dev/pts")
+        try:
+            _mount(
+                "devpts",
+                f"{merged}/dev/pts",
+                "devpts",
+                MS_NOSUID | MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=620",
+            )
+            os.symlink("pts/ptmx", f"{merged}/dev/ptmx")
+        except OSError:
+            pass
+        for name in ("fd", "stdin", "stdout", "stderr"):
+            target = {
+                "fd": "/proc/self/fd",
+                "stdin": "/proc/self/fd/0",
+                "stdout": "/proc/self/fd/1",
+                "stderr": "/proc/self/fd/2",
+            }[name]
+            os.symlink(target, f"{merged}/dev/{name}")
+        for rel in GENERATED:
+            target = f"{merged}/{rel}"
+            if os.path.islink(target):
+                os.unlink(target)
+            if not os.path.exists(target):
+                open(target, "w").close()
+            _mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
+        for src, dst, readonly in spec.mounts:
+            target = f"{merged}/{dst.lstrip('/')}"
+            if os.path.isdir(src):
+                os.makedirs(target, exist_ok=True)
+            elif not os.path.exists(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                open(target, "w").close()
+            _mount(src, target, None, MS_BIND | MS_REC)
+            if readonly:
+                _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        if not rootless:
+            _mount("sysfs", f"{merged}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+        os.chdir(merged)
+        _check(_libc().syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+        _check(_libc().umount2(b".", MNT_DETACH), "umount old root")
+        os.chdir("/")
+        socket.sethostname(spec.hostname)
+        # no descriptor from outside may reach the process, nor serve as its cwd (CVE-2024-21626)
+        os.closerange(3, err_fd)
+        os.closerange(err_fd + 1, 65536)
+        os.set_inheritable(err_fd, False)
+        uid, gid, groups = _resolve_user("", spec.user)
+        cwd = spec.cwd or "/"
+        if not cwd.startswith("/"):
+            cwd = "/" + cwd
+        os.makedirs(cwd, exist_ok=True)
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        _libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        os.chdir(cwd)
+        if not os.getcwd().startswith("/"):
+            raise RunError(f"working directory {spec.cwd!r} is outside the container")
+        os.umask(0o022)
+        env = dict(e.split("=", 1) for e in spec.env if "=" in e)
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env.setdefault("HOSTNAME", spec.hostname)
+        argv0 = spec.args[0]
+        path = shutil.which(argv0, path=env["PATH"]) if "/" not in argv0 else argv0
+        if path is None:
+            raise RunError(f"{argv0}: command not found in the container")
+        # pid 1 stays a minimal init: the command is its child (so signals work on it as usual),
+        # orphans are reaped, and pid 1 exits with the command's status
+        command = os.fork()
+        if command == 0:
+            try:
+                os.execve(path, spec.args, env)
+            except OSError as exc:
+                os.write(err_fd, f"{argv0}: {exc.strerror or exc}".encode())
+            os._exit(127)
+        while True:
+            pid, status = os.waitpid(-1, 0)
+            if pid == command:
+                code = os.waitstatus_to_exitcode(status)
+                os._exit(128 - code if code < 0 else code)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, (RunError, OSError)) else traceback.format_exc()
+        try:
+            os.write(err_fd, message.encode()[:4000])
+        finally:
+            os._exit(127)
+
+
+def _keeper(
+    spec: RunSpec,
+    merged: str,
+    work: str,
+    generated: str,
+    rootless: bool,
+    sync: tuple[int, int, int, int],
+    err_w: int,
+) -> None:
+    """Enters the namespaces, forks pid 1, waits, and exits with its status. Never returns."""
+    ready_w, go_r, pid_w, _ = sync
+    code = 126
+    try:
+        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if rootless:
+            _check(_libc().unshare(CLONE_NEWUSER), "unshare user namespace")
+            os.write(ready_w, b"1")
+            if os.read(go_r, 1) != b"1":
+                os._exit(126)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+        if spec.network == "none":
+            flags |= CLONE_NEWNET
+        _check(_libc().unshare(flags), "unshare namespaces")
+        pid = os.fork()
+        if pid == 0:
+            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if spec.network == "none":
+                os.system("ip link set lo up >/dev/null 2>&1")
+            _pid1(spec, merged, work, generated, rootless, err_w)
+        os.write(pid_w, str(pid).encode())
+        os.close(pid_w)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+    except BaseException:
+        os.write(err_w, traceback.format_exc().encode()[:4000])
+        code = 126
+    os._exit(code)
+
+
+def _generated_files(folder: Path, hostname: str) -> None:
+    folder.mkdir()
+    (folder / "hosts").write_text(
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"
+    )
+    try:
+        resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        resolv = ""
+    (folder / "resolv.conf").write_text(resolv)
+    (folder / "hostname").write_text(hostname + "\n")
+
+
+def _clean_upperdir(upper: Path, lowers: list[Path]) -> None:
+    """Remove what only the container's plumbing put in the upperdir: mount points for /proc, /dev,
+    /sys and the generated /etc files, where the image did not have them."""
+
+    def below(rel: str) -> os.stat_result | None:
+        for lower in lowers:
+            with contextlib.suppress(OSError):
+                return os.lstat(lower / rel)
+        return None
+
+    touched: set[str] = set()
+    for rel in (*GENERATED, "proc", "dev", "sys", "etc"):
+        path = upper / rel
+        if not os.path.lexists(path) or below(rel) is not None:
+            continue
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            if not any(path.iterdir()):
+                path.rmdir()
+                touched.add(os.path.dirname(rel))
+        elif st.st_size == 0:
+            path.unlink()
+            touched.add(os.path.dirname(rel))
+    # a directory only copied up to hold those mount points gets its lower times back, so the
+    # changeset does not see it as changed
+    for rel in touched:
+        old = below(rel) if rel else None
+        if old is not None and os.path.isdir(upper / rel):
+            os.utime(upper / rel, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a temp tree, including overlay's mode-000 work/work directory."""
+
+    def retry(func: object, p: str, exc: object) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.unlink(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=retry)
+
+
+def run_container(spec: RunSpec) -> RunResult:
+    """Run ``spec.args`` in a container; the changes land in ``spec.upperdir``."""
+    if spec.network not in ("host", "none"):
+        raise RunError(f"unknown network mode {spec.network!r}: expected host or none")
+    rootless = os.geteuid() != 0
+    tmp = Path(tempfile.mkdtemp(prefix="pybuild-run-", dir=spec.upperdir.parent))
+    merged, work, generated = tmp / "merged", tmp / "work", tmp / "etc"
+    merged.mkdir()
+    work.mkdir()
+    _generated_files(generated, spec.hostname)
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid_r, pid_w = os.pipe()
+    err_r, err_w = os.pipe()
+    keeper = os.fork()
+    if keeper == 0:
+        for fd in (ready_r, go_w, pid_r, err_r):
+            os.close(fd)
+        _keeper(spec, str(merged), str(work), str(generated), rootless, (ready_w, go_r, pid_w, 0), err_w)
+    for fd in (ready_w, go_r, pid_w, err_w):
+        os.close(fd)
+    pid1 = 0
+    interrupted: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        if pid1:
+            os.kill(pid1, signal.SIGKILL)
+        else:
+            os.kill(keeper, signal.SIGKILL)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if rootless:
+            if os.read(ready_r, 1) != b"1":
+                os.waitpid(keeper, 0)
+                raise RunError("could not create a user namespace", hints=SUBID_HINTS)
+            uids, gids = current_id_map()
+            _write_maps(keeper, uids, gids)
+            os.write(go_w, b"1")
+        text = os.read(pid_r, 32)
+        pid1 = int(text) if text.strip() else 0
+        if interrupted and pid1:
+            os.kill(pid1, signal.SIGKILL)
+        while True:
+            try:
+                _, status = os.waitpid(keeper, 0)
+                break
+            except InterruptedError:
+                continue
+        error = b""
+        while chunk := os.read(err_r, 65536):
+            error += chunk
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for fd in (ready_r, go_w, pid_r, err_r):
+            os.close(fd)
+        _rmtree(tmp)
+    _clean_upperdir(spec.upperdir, spec.lowerdirs)
+    code = os.waitstatus_to_exitcode(status)
+    if interrupted:
+        raise KeyboardInterrupt
+    if error:
+        raise RunError(
+            f"cannot run {spec.args[0]!r}: {error.decode(errors='replace').strip().splitlines()[-1]}"
+        )
+    return RunResult(exit_status=code if code >= 0 else 128 - code)

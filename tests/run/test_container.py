@@ -1,0 +1,201 @@
+"""The rootless executor: `pybuild run` and run_container, as root and as the unprivileged test user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pybuild.run import RunSpec, run_container
+from tests.fixtures.rootless import PYBUILD, TEST_USER, as_test_user, subordinate_start, user_uid
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def lower(tmp_path: Path, busybox_rootfs: Path) -> Path:
+    path = tmp_path / "lower"
+    shutil.copytree(busybox_rootfs, path, symlinks=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "script, status", [("exit 0", 0), ("exit 1", 1), ("exit 42", 42), ("kill -9 $$", 137)]
+)
+def test_exit_status_as_root(lower: Path, tmp_path: Path, script: str, status: int) -> None:
+    (tmp_path / "upper").mkdir()
+    result = run_container(RunSpec([lower], tmp_path / "upper", ["/bin/sh", "-c", script]))
+    assert result.exit_status == status
+
+
+def test_chown_and_cwd_land_in_the_upperdir(lower: Path, tmp_path: Path) -> None:
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    script = 'echo hi > /tmp/f && chown 123:456 /tmp/f && [ "$(pwd)" = /work/dir ] && [ "$(id -u)" = 0 ]'
+    result = run_container(RunSpec([lower], upper, ["/bin/sh", "-c", script], cwd="/work/dir"))
+    assert result.exit_status == 0
+    st = os.lstat(upper / "tmp" / "f")
+    assert (st.st_uid, st.st_gid) == (123, 456)
+    assert (upper / "work" / "dir").is_dir()
+    # the plumbing leaves nothing behind: no hosts/resolv.conf/hostname, no /proc or /dev
+    assert (
+        not (upper / "etc" / "hosts").exists()
+        and not (upper / "proc").exists()
+        and not (upper / "dev").exists()
+    )
+    assert not list(tmp_path.glob("pybuild-run-*"))
+
+
+def test_only_the_standard_fds_reach_the_process(lower: Path, tmp_path: Path) -> None:
+    (tmp_path / "upper").mkdir()
+    leaked = os.open("/", os.O_RDONLY)  # no O_CLOEXEC: inheritable, like a leaked fd
+    os.set_inheritable(leaked, True)
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        spec = RunSpec(
+            [lower],
+            tmp_path / "upper",
+            ["/bin/sh", "-c", "ls /proc/self/fd > /out/fds"],
+            mounts=[(str(out), "/out", False)],
+        )
+        assert run_container(spec).exit_status == 0
+        assert sorted((out / "fds").read_text().split()) == ["0", "1", "2", "3"]  # 3: ls's own directory fd
+        # CVE-2024-21626: a working directory through a leaked fd must not reach the host
+        spec = RunSpec(
+            [lower],
+            tmp_path / "upper",
+            ["/bin/sh", "-c", "ls /out >/dev/null; pwd"],
+            cwd=f"/proc/self/fd/{leaked}",
+            mounts=[(str(out), "/out", False)],
+        )
+        try:
+            result = run_container(spec)
+        except Exception as exc:  # refusing is fine; escaping is not
+            assert (
+                "outside the container" in str(exc) or "No such file" in str(exc) or "File exists" in str(exc)
+            )
+        else:
+            assert result.exit_status != 0 or not (Path("/") / "out").exists()
+    finally:
+        os.close(leaked)
+
+
+def test_network_none_has_only_loopback(lower: Path, tmp_path: Path) -> None:
+    (tmp_path / "upper").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = RunSpec(
+        [lower],
+        tmp_path / "upper",
+        ["/bin/sh", "-c", "cat /proc/net/dev > /out/dev"],
+        network="none",
+        mounts=[(str(out), "/out", False)],
+    )
+    assert run_container(spec).exit_status == 0
+    names = [line.split(":")[0].strip() for line in (out / "dev").read_text().splitlines()[2:]]
+    assert names == ["lo"]
+
+
+@pytest.mark.rootless
+def test_rootless_ids_and_statuses(tmp_path: Path, user_home: Path, busybox_rootfs: Path) -> None:
+    lower = user_home / "lower"
+    shutil.copytree(busybox_rootfs, lower, symlinks=True)
+    subprocess.run(["chown", "-R", f"{TEST_USER}:{TEST_USER}", str(lower)], check=True)
+    script = f"""
+import sys
+from pathlib import Path
+from pybuild.run import RunSpec, run_container
+statuses = []
+first = "id -u > /tmp/id; cat /proc/self/uid_map > /tmp/map; echo x > /tmp/f; chown 123:456 /tmp/f"
+for i, cmd in enumerate([first, "exit 1", "exit 42", "kill -9 $$"]):
+    upper = Path("{user_home}") / f"upper{{i}}"
+    upper.mkdir()
+    statuses.append(run_container(RunSpec([Path("{lower}")], upper, ["/bin/sh", "-c", cmd])).exit_status)
+print(statuses)
+"""
+    proc = as_test_user([sys.executable, "-c", script], user_home, env={"PYTHONPATH": str(PROJECT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 1, 42, 137]"
+    upper = user_home / "upper0"
+    assert (upper / "tmp" / "id").read_text().strip() == "0"
+    maps = [line.split() for line in (upper / "tmp" / "map").read_text().splitlines()]
+    assert maps == [["0", str(user_uid()), "1"], ["1", str(subordinate_start("uid")), "65536"]]
+    st = os.lstat(upper / "tmp" / "f")
+    assert (st.st_uid, st.st_gid) == (subordinate_start("uid") + 122, subordinate_start("gid") + 455)
+
+
+def _store_with_busybox(home: Path, busybox_layout: Path) -> Path:
+    oci = home / "oci"
+    shutil.copytree(busybox_layout, oci)
+    subprocess.run(["chown", "-R", f"{TEST_USER}:{TEST_USER}", str(oci)], check=True)
+    return oci
+
+
+@pytest.mark.rootless
+def test_pybuild_run_rootless(user_home: Path, busybox_layout: Path) -> None:
+    oci = _store_with_busybox(user_home, busybox_layout)
+    store = ["--store", str(user_home / "store")]
+    assert as_test_user([PYBUILD, *store, "tag", f"oci:{oci}", "busybox"], user_home).returncode == 0
+    proc = as_test_user([PYBUILD, *store, "run", "busybox", "--", "id", "-u"], user_home)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
+    for script, status in (("exit 1", 1), ("exit 42", 42), ("kill -9 $$", 137)):
+        assert (
+            as_test_user([PYBUILD, *store, "run", "busybox", "--", "sh", "-c", script], user_home).returncode
+            == status
+        )
+    assert not any((user_home / "store" / ".pybuild" / "run").iterdir())
+
+
+def test_pybuild_run_as_root(pybuild_cli: Any, busybox_layout: Path) -> None:
+    pybuild_cli("tag", f"oci:{busybox_layout}", "busybox")
+    assert pybuild_cli("run", "busybox", "--", "id", "-u").stdout.strip() == "0"
+    proc = pybuild_cli(
+        "run",
+        "-e",
+        "A=b",
+        "--workdir",
+        "/srv",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo $A; pwd; exit 42",
+        check=False,
+    )
+    assert proc.returncode == 42 and proc.stdout.split() == ["b", "/srv"]
+    bad = pybuild_cli("run", "busybox", "--", "nosuchcommand", check=False)
+    assert bad.returncode == 1 and "command not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ctrl_c_cleans_up(pybuild_cli: Any, busybox_layout: Path) -> None:
+    pybuild_cli("tag", f"oci:{busybox_layout}", "busybox")
+    env = {**os.environ, "PYBUILD_STORE": str(pybuild_cli.store)}
+    proc = subprocess.Popen(
+        [PYBUILD, "run", "busybox", "--", "sleep", "300"], env=env, stderr=subprocess.PIPE
+    )
+    time.sleep(1.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 130
+    time.sleep(0.3)
+    assert subprocess.run(
+        ["pgrep", "-x", "sleep", "-f"], capture_output=True, text=True
+    ).stdout.strip() == "" or all(
+        "300" not in line
+        for line in subprocess.run(
+            ["pgrep", "-a", "sleep"], capture_output=True, text=True
+        ).stdout.splitlines()
+    )
+    assert str(pybuild_cli.store) not in Path("/proc/self/mountinfo").read_text()
+    assert not any((pybuild_cli.store / ".pybuild" / "run").iterdir())
