@@ -85,6 +85,10 @@ def _meta(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_mode, st.st_uid, st.st_gid, size, st.st_mtime_ns // 1_000_000_000)
 
 
+def _exact(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+
+
 def _same_content(a: Path, b: Path) -> bool:
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:
@@ -171,7 +175,7 @@ def scan_upperdir(upper: Path, lowers: list[Path]) -> list[Change]:
                 changes.append(Change(path, "opaque"))
                 changes.append(Change(path, "add"))
                 continue
-            if below is not None and stat.S_ISDIR(below.st_mode) and _meta(below) == _meta(st):
-                continue  # copied up, not changed itself
+            if below is not None and stat.S_ISDIR(below.st_mode) and _exact(below) == _exact(st):
+                continue  # copied up, not changed itself (copy-up keeps the exact mtime; any change moves it)
         changes.append(Change(path, "add"))
     return changes

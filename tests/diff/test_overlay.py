@@ -214,3 +214,17 @@ def test_upperdir_round_trip_property(
     shutil.copytree(lower, result, symlinks=True)
     apply_layer(io.BytesIO(out.getvalue()), result)
     assert tree_differences(tree(result, mtimes=True), want) == []
+
+
+def test_directory_changed_within_the_same_second_is_written(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "data" / "gone").mkdir(parents=True)
+    (upper / "data").mkdir(parents=True)
+    os.mknod(upper / "data" / "gone", stat.S_IFCHR | 0o000, os.makedev(0, 0))  # overlay's whiteout
+    second = 1_700_000_000 * 1_000_000_000
+    os.utime(lower / "data", ns=(second + 100, second + 100))
+    os.utime(upper / "data", ns=(second + 900, second + 900))  # changed later in the same second
+    changes = scan_upperdir(upper, [lower])
+    assert Change("data", "add") in changes and Change("data/gone", "delete") in changes
+    os.utime(upper / "data", ns=(second + 100, second + 100))  # exactly as copied up: unchanged
+    assert Change("data", "add") not in scan_upperdir(upper, [lower])
