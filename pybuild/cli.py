@@ -830,6 +830,24 @@ def run(
     raise typer.Exit(result.exit_status)
 
 
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check that rootless builds can work here, and say how to fix what is missing."""
+    from .run import doctor as run_doctor
+
+    checks = run_doctor()
+    if as_json:
+        echo_json([c.__dict__ for c in checks])
+    else:
+        for c in checks:
+            mark = "ok     " if c.ok else ("problem" if c.required else "warning")
+            typer.echo(f"{mark}  {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                typer.echo(f"         fix: {c.fix}")
+    if any(c.required and not c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point: one line per error, exit status 1 (2 for usage errors), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"

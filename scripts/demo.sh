@@ -30,6 +30,10 @@ umoci unpack --image "$DEMO/out:hello" "$DEMO/bundle" >/dev/null
 skopeo inspect "oci:$DEMO/out:hello" | jq '{Digest, Labels, Layers}'
 "$DEMO/bundle/rootfs/bin/busybox" echo "umoci unpacked the rootfs: $(ls "$DEMO/bundle/rootfs" | tr '\n' ' ')"
 
+step "run it in a rootless container (as root here; as any user with /etc/subuid ranges)"
+$PB doctor
+$PB run localhost/hello -- sh -c 'echo "inside: uid $(id -u), host name $(hostname)"'
+
 step "unpack it with pybuild into a runtime bundle and run it with runc"
 $PB unpack localhost/hello "$DEMO/pb-bundle"
 runc --root "$DEMO/runc" run --bundle "$DEMO/pb-bundle" "pybuild-demo-$$" </dev/null
