@@ -137,6 +137,15 @@ def _pid1(spec: RunSpec, merged: str, work: str, generated: str, rootless: bool,
     try:
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
         lowers = ":".join(str(p) for p in spec.lowerdirs)
+        if len(lowers) > 2048:
+            # the options must fit in one page: name the layers by short links and mount from their
+            # directory, so hundreds of layers fit
+            links = os.path.join(os.path.dirname(work), "l")
+            os.makedirs(links, exist_ok=True)
+            for i, layer in enumerate(spec.lowerdirs):
+                os.symlink(str(layer), os.path.join(links, f"{i:x}"))
+            os.chdir(links)
+            lowers = ":".join(f"{i:x}" for i in range(len(spec.lowerdirs)))
         opts = f"lowerdir={lowers},upperdir={spec.upperdir},workdir={work}"
         if rootless:
             opts += ",userxattr"

@@ -199,3 +199,28 @@ def test_ctrl_c_cleans_up(pybuild_cli: Any, busybox_layout: Path) -> None:
     )
     assert str(pybuild_cli.store) not in Path("/proc/self/mountinfo").read_text()
     assert not any((pybuild_cli.store / ".pybuild" / "run").iterdir())
+
+
+def test_many_layers_beyond_the_mount_option_page(tmp_path: Path, busybox_rootfs: Path) -> None:
+    base = tmp_path / ("a-rather-long-directory-name-for-layers-" * 2)
+    layers = []
+    for i in range(150):
+        layer = base / f"layer-{i:04d}-with-a-long-name-to-overflow-the-mount-options"
+        layer.mkdir(parents=True)
+        (layer / f"file{i}").write_text(str(i))
+        layers.append(layer)
+    bottom = tmp_path / "bottom"
+    shutil.copytree(busybox_rootfs, bottom, symlinks=True)
+    lowers = [*reversed(layers), bottom]
+    assert len(":".join(map(str, lowers))) > 4096
+    (tmp_path / "upper").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = RunSpec(
+        lowers,
+        tmp_path / "upper",
+        ["/bin/sh", "-c", "ls / | grep -c '^file' > /out/n"],
+        mounts=[(str(out), "/out", False)],
+    )
+    assert run_container(spec).exit_status == 0
+    assert (out / "n").read_text().strip() == "150"
