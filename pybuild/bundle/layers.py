@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ..diff import apply_layer, open_layer
 from ..errors import DigestMismatch, LayerError
 from ..layout import Image, Layout
-from ..run import run_in_userns
+from ..run import force_remove, run_in_userns
 
 LAYERS_DIR = ".pybuild/layers"
 
@@ -32,23 +30,9 @@ class _Hashing:
         return data
 
 
-def _rmtree(path: Path) -> None:
-    def retry(func: Any, p: str, exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                os.unlink(p)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=retry)
-
-
 def remove_tree(path: Path) -> None:
     """Remove a tree written in the user namespace (its files may belong to subordinate ids)."""
-    run_in_userns(lambda: _rmtree(Path(path)))
+    run_in_userns(lambda: force_remove(Path(path)))
 
 
 def layer_dirs(store: Layout, image: Image) -> list[Path]:
@@ -81,9 +65,9 @@ def layer_dirs(store: Layout, image: Image) -> list[Path]:
                     try:
                         os.rename(temp, final)
                     except OSError:  # another process extracted it first
-                        _rmtree(temp)
+                        force_remove(temp)
                 except BaseException:
-                    _rmtree(temp)
+                    force_remove(temp)
                     raise
 
             try:

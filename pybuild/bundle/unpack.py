@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from ..diff import Change, apply_layer, open_layer, write_layer
 from ..errors import BundleError
 from ..layout import Descriptor, Image, Layout, commit_image, dump_json, mediatype
 from ..layout.digest import Digest
+from ..run import force_remove
 from .runtimeconfig import make_runtime_config
 
 RECORD = ".pybuild-unpack.json"
@@ -120,7 +120,7 @@ def unpack_image(
             _write_atomic(bundle / RECORD, dump_json(record))
         except BaseException:
             for child in bundle.iterdir() if bundle.exists() else []:
-                _remove_tree(child)
+                force_remove(child)
             if created:
                 with contextlib.suppress(OSError):
                     bundle.rmdir()
@@ -142,19 +142,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise BundleError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a half-written bundle, mode-000 directories included."""
-
-    def onerror(func: Any, p: str, exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=onerror)
 
 
 def read_record(bundle: Path) -> dict[str, Any]:

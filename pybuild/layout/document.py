@@ -99,6 +99,17 @@ class Document:
         return InvalidDocument(f"{self.what}: {message}")
 
 
+def _check_common(doc: Document, raw: dict[str, Any], media_types: frozenset[str], kind: str) -> None:
+    """schemaVersion, mediaType, artifactType and annotations, shared by manifests and indexes."""
+    _check_schema_version(doc, raw)
+    media = raw.get("mediaType")
+    if media is not None and media not in media_types:
+        raise doc._fail(f"mediaType {str(media)[:80]!r} is not {kind} type")
+    if "artifactType" in raw and not mediatype.is_valid(raw["artifactType"]):
+        raise doc._fail("invalid artifactType")
+    _check_annotations(doc, raw)
+
+
 def _check_schema_version(doc: Document, raw: dict[str, Any]) -> None:
     version = raw.get("schemaVersion")
     if version != 2 or isinstance(version, bool):
@@ -122,10 +133,7 @@ class Manifest(Document):
 
     def _validate(self) -> None:
         raw = self._doc
-        _check_schema_version(self, raw)
-        media = raw.get("mediaType")
-        if media is not None and media not in mediatype.MANIFESTS:
-            raise self._fail(f"mediaType {str(media)[:80]!r} is not an image manifest type")
+        _check_common(self, raw, mediatype.MANIFESTS, "an image manifest")
         if "config" not in raw:
             raise self._fail("config is required")
         self.config = self._descriptor(raw["config"], "config")
@@ -136,9 +144,6 @@ class Manifest(Document):
             raise self._fail("layers must have at least one entry")
         self.layers = [self._descriptor(d, f"layers[{i}]") for i, d in enumerate(layers)]
         self.subject = self._descriptor(raw["subject"], "subject") if "subject" in raw else None
-        if "artifactType" in raw and not mediatype.is_valid(raw["artifactType"]):
-            raise self._fail("invalid artifactType")
-        _check_annotations(self, raw)
         self.annotations: dict[str, str] = dict(raw.get("annotations", {}))
 
     @classmethod
@@ -173,18 +178,12 @@ class Index(Document):
 
     def _validate(self) -> None:
         raw = self._doc
-        _check_schema_version(self, raw)
-        media = raw.get("mediaType")
-        if media is not None and media not in mediatype.INDEXES:
-            raise self._fail(f"mediaType {str(media)[:80]!r} is not an index type")
+        _check_common(self, raw, mediatype.INDEXES, "an index")
         manifests = raw.get("manifests")
         if not isinstance(manifests, list):
             raise self._fail("manifests must be an array")
         self.manifests = [self._descriptor(d, f"manifests[{i}]") for i, d in enumerate(manifests)]
         self.subject = self._descriptor(raw["subject"], "subject") if "subject" in raw else None
-        if "artifactType" in raw and not mediatype.is_valid(raw["artifactType"]):
-            raise self._fail("invalid artifactType")
-        _check_annotations(self, raw)
         self.annotations: dict[str, str] = dict(raw.get("annotations", {}))
 
     @classmethod

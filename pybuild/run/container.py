@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
+from .cleanup import force_remove
 from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map
 
 CLONE_NEWNS = 0x00020000
@@ -341,23 +342,6 @@ def _clean_upperdir(upper: Path, lowers: list[Path]) -> None:
             os.utime(upper / rel, ns=(old.st_atime_ns, old.st_mtime_ns))
 
 
-def _rmtree(path: Path) -> None:
-    """Remove a temp tree, including overlay's mode-000 work/work directory."""
-
-    def retry(func: object, p: str, exc: object) -> None:
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=retry)
-
-
 def run_container(spec: RunSpec) -> RunResult:
     """Run ``spec.args`` in a container; the changes land in ``spec.upperdir``."""
     if spec.network not in ("host", "none"):
@@ -416,7 +400,7 @@ def run_container(spec: RunSpec) -> RunResult:
             signal.signal(s, handler)
         for fd in (ready_r, go_w, pid_r, err_r):
             os.close(fd)
-        _rmtree(tmp)
+        force_remove(tmp)
     _clean_upperdir(spec.upperdir, spec.lowerdirs)
     code = os.waitstatus_to_exitcode(status)
     if interrupted:
