@@ -178,6 +178,7 @@ def test_pybuild_run_as_root(pybuild_cli: Any, busybox_layout: Path) -> None:
 
 def test_ctrl_c_cleans_up(pybuild_cli: Any, busybox_layout: Path) -> None:
     pybuild_cli("tag", f"oci:{busybox_layout}", "busybox")
+    pybuild_cli("run", "busybox", "--", "true")  # layers extracted: the signal lands in the container
     env = {**os.environ, "PYBUILD_STORE": str(pybuild_cli.store)}
     proc = subprocess.Popen(
         [PYBUILD, "run", "busybox", "--", "sleep", "300"], env=env, stderr=subprocess.PIPE
@@ -199,6 +200,7 @@ def test_ctrl_c_cleans_up(pybuild_cli: Any, busybox_layout: Path) -> None:
     )
     assert str(pybuild_cli.store) not in Path("/proc/self/mountinfo").read_text()
     assert not any((pybuild_cli.store / ".pybuild" / "run").iterdir())
+    assert not list((pybuild_cli.store / ".pybuild" / "layers").glob(".tmp-*"))
 
 
 def test_many_layers_beyond_the_mount_option_page(tmp_path: Path, busybox_rootfs: Path) -> None:
