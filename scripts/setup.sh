@@ -35,6 +35,12 @@ if [ ! -x .venv/bin/python ] || [ ! -f .venv/.stamp ] || [ pyproject.toml -nt .v
   touch .venv/.stamp
 fi
 
+# Rootless fuse-overlayfs (pybuild's first fallback) needs /dev/fuse open to users, as Debian desktops
+# have it; some container and VM images ship it 0600.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  $SUDO chmod 0666 /dev/fuse
+fi
+
 # The unprivileged user the rootless tests run as.
 TEST_USER=pybuild-test
 if ! id -u "$TEST_USER" >/dev/null 2>&1; then

@@ -3,16 +3,22 @@
 from .cleanup import force_remove
 from .container import RunResult, RunSpec, run_container
 from .doctor import Check, doctor
+from .modes import overlay_mode, probe_mode
+from .rootfs import MODES, run_function
 from .userns import current_id_map, run_in_userns, subordinate_range
 
 __all__ = [
+    "MODES",
     "Check",
     "RunResult",
     "RunSpec",
     "current_id_map",
     "doctor",
     "force_remove",
+    "overlay_mode",
+    "probe_mode",
     "run_container",
+    "run_function",
     "run_in_userns",
     "subordinate_range",
 ]

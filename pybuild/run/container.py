@@ -1,17 +1,18 @@
 """Running one process in a rootless container over an overlay of layer directories.
 
 The process tree: pybuild forks a *keeper* that enters a new user namespace (unprivileged; pybuild
-maps it with newuidmap/newgidmap), then new mount, pid, uts and ipc namespaces (and net for
-``network="none"``), and forks the container's pid 1. Pid 1 mounts overlay (lowerdirs = the
-layers, userxattr), a fresh /proc, a minimal /dev, bind-mounts generated /etc/hosts,
+maps it with newuidmap/newgidmap) and a private mount namespace, and mounts the rootfs (a
+``rootfs.Rootfs``: kernel overlay, fuse-overlayfs or a copied tree). It then enters new pid, uts and
+ipc namespaces (and net for ``network="none"``) and forks the container's pid 1. Pid 1 takes a
+mount namespace of its own, mounts a fresh /proc, a minimal /dev, bind-mounts generated /etc/hosts,
 /etc/resolv.conf and /etc/hostname, pivots into the merged tree, drops to the user and execs.
-When pid 1 exits, the kernel kills whatever it left behind in the pid namespace.
+When pid 1 exits, the kernel kills whatever it left behind in the pid namespace, and the keeper
+unmounts the rootfs and leaves the upperdir in overlay format (``Rootfs.finish``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import platform
 import shutil
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from ..errors import RunError
 from .cleanup import force_remove
+from .modes import overlay_mode
+from .rootfs import Rootfs, _check, _mount
 from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map
 
 CLONE_NEWNS = 0x00020000
@@ -61,32 +64,13 @@ class RunSpec:
     network: str = "host"
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
     hostname: str = "pybuild"
+    mode: str | None = None  # overlay mode: native, fuse, copy; None: $PYBUILD_RUN_MODE or probed
 
 
 @dataclass
 class RunResult:
     exit_status: int
     mode: str = "native"
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    libc = _libc()
-    _check(
-        libc.mount(
-            source.encode(),
-            target.encode(),
-            fstype.encode() if fstype else None,
-            ctypes.c_ulong(flags),
-            data.encode() if data else None,
-        ),
-        f"mount {target}",
-    )
 
 
 def _resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
@@ -133,29 +117,14 @@ def _resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
     return uid, gid, extra
 
 
-def _pid1(spec: RunSpec, merged: str, work: str, generated: str, rootless: bool, err_fd: int) -> None:
-    """The container's pid 1: mounts, pivot_root, user, exec. Never returns."""
+def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: int) -> None:
+    """The container's pid 1: /proc, /dev, /etc and volume mounts over the mounted rootfs, pivot_root,
+    user, exec. Never returns."""
     try:
+        # a mount namespace of its own, so that pivot_root moves only the container's root, not
+        # the keeper's (which writes the upperdir afterwards)
+        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
-        lowers = ":".join(str(p) for p in spec.lowerdirs)
-        if len(lowers) > 2048:
-            # the options must fit in one page: name the layers by short links and mount from their
-            # directory, so hundreds of layers fit
-            links = os.path.join(os.path.dirname(work), "l")
-            os.makedirs(links, exist_ok=True)
-            for i, layer in enumerate(spec.lowerdirs):
-                os.symlink(str(layer), os.path.join(links, f"{i:x}"))
-            os.chdir(links)
-            lowers = ":".join(f"{i:x}" for i in range(len(spec.lowerdirs)))
-        opts = f"lowerdir={lowers},upperdir={spec.upperdir},workdir={work}"
-        if rootless:
-            opts += ",userxattr"
-        if not spec.lowerdirs:
-            # overlay needs a lowerdir: an empty one stands in for a scratch image
-            empty = os.path.join(os.path.dirname(work), "empty")
-            os.makedirs(empty, exist_ok=True)
-            opts = opts.replace("lowerdir=,", f"lowerdir={empty},")
-        _mount("overlay", merged, "overlay", 0, opts)
         for d in ("proc", "dev", "etc", "sys"):
             os.makedirs(f"{merged}/{d}", exist_ok=True)
         _mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -258,16 +227,17 @@ def _pid1(spec: RunSpec, merged: str, work: str, generated: str, rootless: bool,
 
 def _keeper(
     spec: RunSpec,
-    merged: str,
-    work: str,
-    generated: str,
+    tmp: Path,
+    mode: str,
     rootless: bool,
     sync: tuple[int, int, int, int],
     err_w: int,
 ) -> None:
-    """Enters the namespaces, forks pid 1, waits, and exits with its status. Never returns."""
+    """Enters the namespaces, mounts the rootfs, forks pid 1, waits, writes the upperdir in overlay
+    format and exits with pid 1's status. Never returns."""
     ready_w, go_r, pid_w, _ = sync
     code = 126
+    rootfs: Rootfs | None = None
     try:
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if rootless:
@@ -277,7 +247,11 @@ def _keeper(
                 os._exit(126)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-        flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
+        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        rootfs = Rootfs(spec.lowerdirs, spec.upperdir, tmp, rootless, mode)
+        merged = str(rootfs.mount())
+        flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
         if spec.network == "none":
             flags |= CLONE_NEWNET
         _check(_libc().unshare(flags), "unshare namespaces")
@@ -286,15 +260,24 @@ def _keeper(
             _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if spec.network == "none":
                 os.system("ip link set lo up >/dev/null 2>&1")
-            _pid1(spec, merged, work, generated, rootless, err_w)
+            _pid1(spec, merged, str(tmp / "etc"), rootless, err_w)
         os.write(pid_w, str(pid).encode())
         os.close(pid_w)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
-    except BaseException:
-        os.write(err_w, traceback.format_exc().encode()[:4000])
+        rootfs.finish()
+        for child in tmp.iterdir():  # a copied rootfs may be owned by subordinate ids
+            if child.name != "merged":  # never walk a mount point: the parent removes it
+                force_remove(child)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, (RunError, OSError)) else traceback.format_exc()
+        with contextlib.suppress(OSError):
+            os.write(err_w, message.encode()[:4000])
         code = 126
+        if rootfs is not None:
+            with contextlib.suppress(BaseException):
+                rootfs.finish()
     os._exit(code)
 
 
@@ -347,11 +330,9 @@ def run_container(spec: RunSpec) -> RunResult:
     if spec.network not in ("host", "none"):
         raise RunError(f"unknown network mode {spec.network!r}: expected host or none")
     rootless = os.geteuid() != 0
+    mode = overlay_mode(spec.mode, spec.upperdir.parent)
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-run-", dir=spec.upperdir.parent))
-    merged, work, generated = tmp / "merged", tmp / "work", tmp / "etc"
-    merged.mkdir()
-    work.mkdir()
-    _generated_files(generated, spec.hostname)
+    _generated_files(tmp / "etc", spec.hostname)
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     pid_r, pid_w = os.pipe()
@@ -360,7 +341,7 @@ def run_container(spec: RunSpec) -> RunResult:
     if keeper == 0:
         for fd in (ready_r, go_w, pid_r, err_r):
             os.close(fd)
-        _keeper(spec, str(merged), str(work), str(generated), rootless, (ready_w, go_r, pid_w, 0), err_w)
+        _keeper(spec, tmp, mode, rootless, (ready_w, go_r, pid_w, 0), err_w)
     for fd in (ready_w, go_r, pid_w, err_w):
         os.close(fd)
     pid1 = 0
@@ -409,4 +390,4 @@ def run_container(spec: RunSpec) -> RunResult:
         raise RunError(
             f"cannot run {spec.args[0]!r}: {error.decode(errors='replace').strip().splitlines()[-1]}"
         )
-    return RunResult(exit_status=code if code >= 0 else 128 - code)
+    return RunResult(exit_status=code if code >= 0 else 128 - code, mode=mode)

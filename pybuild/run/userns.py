@@ -8,18 +8,20 @@ Real root needs no user namespace: code runs as it is.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import pickle
 import pwd
 import shutil
+import signal
 import subprocess
 import traceback
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import errors
 from ..errors import PybuildError, RunError
@@ -102,6 +104,98 @@ def _write_maps(pid: int, uids: list[Range], gids: list[Range]) -> None:
             raise RunError(f"{tool} failed: {proc.stderr.strip() or proc.returncode}", hints=SUBID_HINTS)
 
 
+def _payload(fn: Callable[[], object]) -> bytes:
+    """``fn``'s result as the bytes a helper process sends back: ``R`` + pickle, or ``E`` + the class
+    name and message of a PybuildError (anything else becomes a RunError with the traceback)."""
+    try:
+        return b"R" + pickle.dumps(fn())
+    except PybuildError as exc:
+        return f"E{type(exc).__name__}\t{exc}".encode()
+    except BaseException:
+        return f"ERunError\t{traceback.format_exc()}".encode()
+
+
+def _decode(message: bytes, status: int) -> Any:
+    """The result (or the error, raised again) a helper process sent as ``_payload`` bytes."""
+    if message.startswith(b"R"):
+        return pickle.loads(message[1:])
+    if message.startswith(b"E"):
+        name, _, text = message[1:].decode(errors="replace").partition("\t")
+        cls = getattr(errors, name, RunError)
+        if not (isinstance(cls, type) and issubclass(cls, PybuildError)):
+            cls = RunError
+        raise cls(text)
+    raise RunError(f"the user-namespace helper process failed (status {os.waitstatus_to_exitcode(status)})")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def call_in_child(body: Callable[[], bytes], *, new_userns: bool) -> Any:
+    """Run ``body`` in a forked child (root in a new user namespace mapped with ``current_id_map``
+    when ``new_userns``), send the ``_payload`` bytes it returns back, and decode them here.
+
+    ``body`` should not raise (wrap it with ``_payload``). A signal or exception in the waiting
+    parent kills the child before it propagates.
+    """
+    uids, gids = current_id_map() if new_userns else ([], [])
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        payload = b"ERunError\tthe helper process failed before it ran"
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            os.close(out_r)
+            if new_userns:
+                unshare(CLONE_NEWUSER)
+                os.write(ready_w, b"1")
+                if os.read(go_r, 1) != b"1":
+                    os._exit(3)
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            else:
+                os.write(ready_w, b"1")
+            payload = body()
+        except PybuildError as exc:
+            payload = f"E{type(exc).__name__}\t{exc}".encode()
+        except BaseException:
+            payload = f"ERunError\t{traceback.format_exc()}".encode()
+        try:
+            _write_all(out_w, payload)
+        finally:
+            os._exit(0 if payload.startswith(b"R") else 1)
+    os.close(ready_w)
+    os.close(go_r)
+    os.close(out_w)
+    done = False
+    try:
+        if os.read(ready_r, 1) != b"1":
+            os.waitpid(pid, 0)
+            done = True
+            raise RunError("could not create a user namespace", hints=SUBID_HINTS)
+        if new_userns:
+            _write_maps(pid, uids, gids)
+        os.write(go_w, b"1")
+        chunks = []
+        while chunk := os.read(out_r, 1 << 20):
+            chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        done = True
+    finally:
+        if not done:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        for fd in (ready_r, go_w, out_r):
+            os.close(fd)
+    return _decode(b"".join(chunks), status)
+
+
 def run_in_userns(fn: Callable[[], T]) -> T:
     """Run ``fn`` in a child process that is root in a new user namespace with ``current_id_map``,
     and return what it returns (it must pickle).
@@ -111,64 +205,5 @@ def run_in_userns(fn: Callable[[], T]) -> T:
     """
     if os.geteuid() == 0:
         return fn()
-    uids, gids = current_id_map()
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    out_r, out_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.close(ready_r)
-            os.close(go_w)
-            os.close(out_r)
-            unshare(CLONE_NEWUSER)
-            os.write(ready_w, b"1")
-            if os.read(go_r, 1) != b"1":
-                os._exit(3)
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-            payload = b"R" + pickle.dumps(fn())
-        except PybuildError as exc:
-            payload = f"E{type(exc).__name__}\t{exc}".encode()
-            code = 1
-        except BaseException:
-            payload = f"ERunError\t{traceback.format_exc()}".encode()
-            code = 2
-        try:
-            with os.fdopen(out_w, "wb") as out:
-                out.write(payload)
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    os.close(go_r)
-    os.close(out_w)
-    try:
-        if os.read(ready_r, 1) != b"1":
-            os.waitpid(pid, 0)
-            raise RunError("could not create a user namespace", hints=SUBID_HINTS)
-        try:
-            _write_maps(pid, uids, gids)
-        except BaseException:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise
-        os.write(go_w, b"1")
-        chunks = []
-        while chunk := os.read(out_r, 1 << 20):
-            chunks.append(chunk)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        for fd in (ready_r, go_w, out_r):
-            os.close(fd)
-    message = b"".join(chunks)
-    if message.startswith(b"R"):
-        result: T = pickle.loads(message[1:])
-        return result
-    if message.startswith(b"E"):
-        name, _, text = message[1:].decode(errors="replace").partition("\t")
-        cls = getattr(errors, name, RunError)
-        if not (isinstance(cls, type) and issubclass(cls, PybuildError)):
-            cls = RunError
-        raise cls(text)
-    raise RunError(f"the user-namespace helper process failed (status {os.waitstatus_to_exitcode(status)})")
+    result: T = call_in_child(lambda: _payload(fn), new_userns=True)
+    return result

@@ -1,0 +1,333 @@
+"""The container's root filesystem over layer directories, and running a Python function in it.
+
+A ``Rootfs`` is made inside a user namespace (or as real root) and a private mount namespace. It
+shows the stacked lowerdirs (top first, overlay format) with the upperdir on top, in one of three
+modes:
+
+- ``native``: kernel overlay, always with ``userxattr`` (opaque markers are ``user.overlay.opaque``);
+- ``fuse``: fuse-overlayfs, its opaque-directory and whiteout markers translated afterwards;
+- ``copy``: the stacked lowers copied into a private tree; afterwards the difference is written
+  into the upperdir (see ``treecopy``).
+
+In every mode the upperdir ends up in overlay format, so the changeset does not depend on the mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import RunError
+from .cleanup import force_remove
+from .treecopy import CopiedRoot, copy_stack, lower_entry, write_difference
+from .userns import _libc, _payload, call_in_child
+
+T = TypeVar("T")
+CLONE_NEWNS = 0x00020000
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+MODES = ("native", "fuse", "copy")
+OPTIONS_PAGE = 2048  # beyond this, lowerdirs are named by short links (mount options fit in one page)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    libc = _libc()
+    _check(
+        libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _umount(target: str, flags: int = 0) -> None:
+    _check(_libc().umount2(target.encode(), flags), f"umount {target}")
+
+
+def _lowerdir_option(lowerdirs: list[Path], tmp: Path, short: bool) -> str:
+    """The ``lowerdir=`` value: the layers top first, an empty directory for a scratch image, and
+    (when ``short`` and the paths would overflow the option page) short links in ``tmp/l``,
+    relative to the current directory, which this function changes to that folder."""
+    if not lowerdirs:
+        empty = tmp / "empty"
+        empty.mkdir(exist_ok=True)
+        return str(empty)
+    lowers = ":".join(str(p) for p in lowerdirs)
+    if short and len(lowers) > OPTIONS_PAGE:
+        links = tmp / "l"
+        links.mkdir(exist_ok=True)
+        for i, layer in enumerate(lowerdirs):
+            os.symlink(str(layer), links / f"{i:x}")
+        os.chdir(links)
+        lowers = ":".join(f"{i:x}" for i in range(len(lowerdirs)))
+    return lowers
+
+
+def mount_overlay(lowerdirs: list[Path], upperdir: Path, tmp: Path, merged: Path, rootless: bool) -> None:
+    """Mount kernel overlay on ``merged`` (work dir, links and empty lower under ``tmp``). Must run
+    in a private mount namespace; changes the current directory when the layers need short links."""
+    work = tmp / "work"
+    work.mkdir(exist_ok=True)
+    # userxattr as root too: layer directories mark opaque directories with user.overlay.opaque
+    # (what an unprivileged extraction can write), and without it root's overlay would ignore them
+    opts = f"lowerdir={_lowerdir_option(lowerdirs, tmp, True)},upperdir={upperdir},workdir={work},userxattr"
+    _mount("overlay", str(merged), "overlay", 0, opts)
+
+
+class Rootfs:
+    """One run's root filesystem at ``tmp/merged``. ``mount()`` and ``finish()`` run in the same
+    user and (private) mount namespace; ``finish()`` leaves ``upperdir`` in overlay format."""
+
+    def __init__(self, lowerdirs: list[Path], upperdir: Path, tmp: Path, rootless: bool, mode: str) -> None:
+        if mode not in MODES:
+            raise RunError(f"unknown overlay mode {mode!r}: expected native, fuse or copy")
+        self.lowerdirs = [Path(p) for p in lowerdirs]
+        self.upperdir = Path(upperdir)
+        self.tmp = Path(tmp)
+        self.merged = self.tmp / "merged"
+        self.rootless = rootless
+        self.mode = mode
+        self.fuse: subprocess.Popen[bytes] | None = None
+        self.copied: CopiedRoot | None = None
+
+    def mount(self) -> Path:
+        self.merged.mkdir(exist_ok=True)
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if self.mode == "native":
+                mount_overlay(self.lowerdirs, self.upperdir, self.tmp, self.merged, self.rootless)
+            elif self.mode == "fuse":
+                self._mount_fuse()
+            else:
+                self.copied = copy_stack(self.lowerdirs, self.tmp / "rootfs")
+                _mount(str(self.tmp / "rootfs"), str(self.merged), None, MS_BIND)
+        finally:
+            os.fchdir(cwd)
+            os.close(cwd)
+        return self.merged
+
+    def _mount_fuse(self) -> None:
+        work = self.tmp / "work"
+        work.mkdir(exist_ok=True)
+        lowers = _lowerdir_option(self.lowerdirs, self.tmp, False)
+        opts = f"lowerdir={lowers},upperdir={self.upperdir},workdir={work}"
+        before = os.stat(self.merged).st_dev
+
+        def die_with_parent() -> None:
+            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+        try:
+            self.fuse = subprocess.Popen(
+                ["fuse-overlayfs", "-f", "-o", opts, str(self.merged)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent,
+            )
+        except OSError as exc:
+            raise RunError(f"cannot start fuse-overlayfs: {exc.strerror or exc}") from None
+        deadline = time.monotonic() + 20
+        while os.stat(self.merged).st_dev == before:
+            if self.fuse.poll() is not None or time.monotonic() > deadline:
+                err = b""
+                if self.fuse.poll() is None:
+                    self.fuse.kill()
+                    self.fuse.wait()
+                elif self.fuse.stderr is not None:
+                    err = self.fuse.stderr.read()
+                raise RunError(
+                    f"fuse-overlayfs could not mount {self.merged}: "
+                    f"{err.decode(errors='replace').strip() or 'timed out'}",
+                    hints=["/dev/fuse must be readable and writable (mode 0666) for rootless fuse"],
+                )
+            time.sleep(0.002)
+
+    def finish(self) -> None:
+        """Unmount; for fuse and copy, write the upperdir in overlay format. Idempotent."""
+        if self.mode == "native":
+            with contextlib.suppress(OSError):
+                _umount(str(self.merged), MNT_DETACH)
+        elif self.mode == "fuse":
+            if self.fuse is not None:
+                try:
+                    _umount(str(self.merged))
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        _umount(str(self.merged), MNT_DETACH)
+                try:
+                    self.fuse.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    self.fuse.kill()
+                    self.fuse.wait()
+                self.fuse = None
+                translate_fuse_upperdir(self.upperdir, self.lowerdirs, self.rootless)
+        elif self.copied is not None:
+            with contextlib.suppress(OSError):
+                _umount(str(self.merged), MNT_DETACH)
+            copied, self.copied = self.copied, None
+            try:
+                write_difference(copied, self.upperdir, self.rootless)
+            finally:
+                copied.close()
+                force_remove(copied.root)
+
+
+FUSE_OPAQUE = ".wh..wh..opq"
+FUSE_OPAQUE_DEV = ".wh..opq"
+OPAQUE_XATTRS = ("user.fuseoverlayfs.opaque", "trusted.overlay.opaque", "user.overlay.opaque")
+
+
+def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> None:
+    """Rewrite what fuse-overlayfs leaves in ``upper`` as kernel overlay writes it:
+
+    - an opaque directory's ``.wh..wh..opq`` file (and ``.wh..opq`` device) or fuse-overlayfs
+      xattr become ``*.overlay.opaque=y``, kept only where the lowers have something at that path;
+    - ``.wh.NAME`` files become 0/0 character devices; ``user.fuseoverlayfs.*`` xattrs go;
+    - a directory copied up without a change of its own (no name added, removed or retyped) gets
+      its lower times back (fuse-overlayfs does not keep them); others keep theirs.
+    """
+    name = "user.overlay.opaque"  # what native overlay writes (it always mounts with userxattr)
+    for dirpath, _dirnames, filenames in os.walk(upper, topdown=False):
+        rel = os.path.relpath(dirpath, upper)
+        rel = "" if rel == "." else rel
+        st = os.lstat(dirpath)
+        opaque = False
+        with contextlib.suppress(OSError):
+            for attr in os.listxattr(dirpath, follow_symlinks=False):
+                if attr in OPAQUE_XATTRS and os.getxattr(dirpath, attr, follow_symlinks=False) == b"y":
+                    opaque = True
+                if attr.startswith("user.fuseoverlayfs.") or attr in OPAQUE_XATTRS:
+                    os.removexattr(dirpath, attr, follow_symlinks=False)
+        for entry in filenames:
+            path = os.path.join(dirpath, entry)
+            with contextlib.suppress(OSError):
+                for attr in os.listxattr(path, follow_symlinks=False):
+                    if attr.startswith("user.fuseoverlayfs."):
+                        os.removexattr(path, attr, follow_symlinks=False)
+            if entry in (FUSE_OPAQUE, FUSE_OPAQUE_DEV):
+                opaque = True
+                os.unlink(path)
+            elif entry.startswith(".wh."):
+                target = os.path.join(dirpath, entry[len(".wh.") :])
+                os.unlink(path)
+                if not os.path.lexists(target):
+                    os.mknod(target, stat.S_IFCHR, 0)
+        if not rel:
+            os.utime(dirpath, ns=(st.st_atime_ns, st.st_mtime_ns))
+            continue
+        below = lower_entry(lowers, rel)
+        if opaque and below is not None:
+            os.setxattr(dirpath, name, b"y", follow_symlinks=False)
+        times = (st.st_atime_ns, st.st_mtime_ns)
+        if below is not None and stat.S_ISDIR(below.st.st_mode) and not opaque:
+            changed = False
+            with os.scandir(dirpath) as it:
+                for e in it:
+                    old = lower_entry(lowers, f"{rel}/{e.name}")
+                    est = e.stat(follow_symlinks=False)
+                    if (
+                        old is None
+                        or (stat.S_ISCHR(est.st_mode) and est.st_rdev == 0)
+                        or stat.S_IFMT(old.st.st_mode) != stat.S_IFMT(est.st_mode)
+                    ):
+                        changed = True
+                        break
+            if not changed:
+                times = (below.st.st_atime_ns, below.st.st_mtime_ns)
+        os.utime(dirpath, ns=times, follow_symlinks=False)
+
+
+def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
+    """Run ``fn`` in a forked child chrooted into ``merged``; its ``_payload`` bytes."""
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(out_r)
+            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            for fd in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+            def call() -> object:
+                os.chroot(merged)
+                os.chdir("/")
+                return fn()
+
+            payload = _payload(call)
+            with os.fdopen(out_w, "wb") as out:
+                out.write(payload)
+        finally:
+            os._exit(0)
+    os.close(out_w)
+    chunks = []
+    try:
+        while chunk := os.read(out_r, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(out_r)
+        os.waitpid(pid, 0)
+    return b"".join(chunks) or b"ERunError\tthe function's process died"
+
+
+def run_function(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], *, mode: str | None = None) -> T:
+    """Call ``fn()`` with the image's root as ``/``: the stacked ``lowerdirs`` (top first; empty
+    for scratch) under ``upperdir``, where every change lands in overlay format.
+
+    ``fn`` runs in a child process that is root in a new user namespace (as ``run_in_userns``) and
+    a private mount namespace, chrooted into the merged tree. Its result must pickle; a
+    PybuildError it raises is raised here with its class and message. Descriptors opened before
+    the call stay usable in ``fn``; modules it needs must be imported before (the image's root has
+    no Python). ``mode``: native, fuse, copy, or None for the probed mode (see ``overlay_mode``).
+    """
+    from .modes import overlay_mode
+
+    upperdir = Path(upperdir)
+    lowers = [Path(p) for p in lowerdirs]
+    mode = overlay_mode(mode, upperdir.parent)
+    rootless = os.geteuid() != 0
+    tmp = Path(tempfile.mkdtemp(prefix="pybuild-fn-", dir=upperdir.parent))
+
+    def body() -> bytes:
+        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
+        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        rootfs = Rootfs(lowers, upperdir, tmp, rootless, mode)
+        try:
+            merged = rootfs.mount()
+            held = rootfs.copied.held if rootfs.copied is not None else set()
+            payload = _in_root(merged, fn, held)
+        finally:
+            rootfs.finish()
+            # what only this namespace's root may remove (a copied rootfs owned by subordinate ids)
+            for child in tmp.iterdir():
+                if child.name != "merged":  # never walk a mount point: the parent removes it
+                    force_remove(child)
+        return payload
+
+    try:
+        result: T = call_in_child(body, new_userns=rootless)
+    finally:
+        force_remove(tmp)
+    return result
