@@ -11,7 +11,7 @@ from typing import Any
 
 from ..diff import apply_layer, open_layer
 from ..errors import DigestMismatch, LayerError
-from ..layout import Image, Layout
+from ..layout import Descriptor, Digest, Image, Layout
 from ..run import force_remove, run_in_userns
 
 LAYERS_DIR = ".pybuild/layers"
@@ -37,10 +37,20 @@ def remove_tree(path: Path) -> None:
 
 def layer_dirs(store: Layout, image: Image) -> list[Path]:
     """The image's layers as extracted directories, top layer first (overlay's lowerdir order)."""
+    return layer_dirs_of(store, image.layout, list(zip(image.layers, image.config.diff_ids, strict=True)))
+
+
+def layer_dir(store: Layout, diff_id: Digest) -> Path:
+    """Where the layer with ``diff_id`` is (or will be) extracted in ``store``."""
+    return store.root / LAYERS_DIR / diff_id.encoded
+
+
+def layer_dirs_of(store: Layout, source: Layout, layers: list[tuple[Descriptor, Digest]]) -> list[Path]:
+    """``layers`` (bottom first, blobs in ``source``) as extracted directories in ``store``, top first."""
     base = store.root / LAYERS_DIR
     base.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
-    for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
+    for layer, diff_id in layers:
         final = base / diff_id.encoded
         if not final.is_dir():
             temp = base / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
@@ -50,7 +60,7 @@ def layer_dirs(store: Layout, image: Image) -> list[Path]:
             ) -> None:
                 temp.mkdir()
                 try:
-                    with image.layout.blobs.open(layer.digest, layer.size) as blob:
+                    with source.blobs.open(layer.digest, layer.size) as blob:
                         reader = _Hashing(open_layer(blob, layer.media_type, what=f"layer {layer.digest}"))
                         apply_layer(reader, temp, overlay=True, what=f"layer {layer.digest}")  # type: ignore[arg-type]
                         while reader.read(1 << 20):
@@ -59,7 +69,7 @@ def layer_dirs(store: Layout, image: Image) -> list[Path]:
                             pass
                     if "sha256:" + reader.hasher.hexdigest() != str(diff_id):
                         raise DigestMismatch(
-                            f"layer {layer.digest} in {image.layout.label} does not match diff_id {diff_id}"
+                            f"layer {layer.digest} in {source.label} does not match diff_id {diff_id}"
                         )
                     os.chmod(temp, 0o755)
                     try:
