@@ -400,6 +400,7 @@ class Builder:
 
     def _base_image(self, base: str, inst: Instruction, platform: str | None) -> tuple[Layout, Descriptor]:
         """Find (or pull) the base image: oci:DIR[:TAG], docker://..., or a name in the store."""
+        from ..errors import RegistryError
         from ..remote import copy_image
 
         try:
@@ -408,24 +409,35 @@ class Builder:
                 assert ref.path is not None
                 layout = Layout.open(ref.path, label=f"oci:{ref.path}")
                 return layout, layout.resolve(ref.name)
-            remote = base.startswith("docker://")
             name = base.removeprefix("docker://")
-            if not remote and self.options.pull != "always":
+            if self.options.pull != "always":
                 try:
                     _, desc = self.store.lookup(name)
                     return self.store, desc
                 except ImageNotFound:
                     if self.options.pull == "never":
-                        raise
-            tag = str(parse_reference(name).name) if not remote else name
+                        raise ImageNotFound(
+                            f"{name} is not in {self.store.label} and --pull never forbids pulling it"
+                        ) from None
             self.reporter.info(f"pulling {name}")
             desc = copy_image(
                 f"docker://{name}",
-                tag,
+                str(parse_reference(name).name),
                 store=self.store,
                 platform=parse_platform(platform) if platform else None,
             )
             return self.store, desc
+        except RegistryError as exc:
+            raise ContainerfileError(
+                f"FROM {base}: {exc}",
+                file=inst.file,
+                line=inst.line,
+                hints=[
+                    *exc.hints,
+                    "without a network, put the image in the store first (pybuild copy or pull) "
+                    "or name an OCI layout: FROM oci:DIR:TAG",
+                ],
+            ) from None
         except PybuildError as exc:
             raise inst.error(f"FROM {base}: {exc}") from None
 
@@ -901,8 +913,6 @@ class Builder:
                         break
                     rel = rel.rpartition("/")[0]
                 # a directory only copied up to hold the mount point keeps its lower times
-                while rel:
-                    rel = rel.rpartition("/")[0]
                 for parent in _parents(target.strip("/")):
                     old = next((st for lower in lowers if (st := lstat_in(lower, parent)) is not None), None)
                     if old is not None and (upper / parent).is_dir():

@@ -98,3 +98,30 @@ def test_push_with_recompression(
     assert plain.layers[0].media_type == "application/vnd.oci.image.layer.v1.tar"
     run_check = pybuild_cli("check", f"oci:{tmp_path}/plain")
     assert run_check.returncode == 0
+
+
+@pytest.mark.slow
+def test_build_from_a_registry_image(
+    pybuild_cli: Any, busybox_layout: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    pybuild_cli("copy", f"oci:{busybox_layout}", "localhost/bb")
+    digest = pybuild_cli("push", "localhost/bb", f"docker://{registry.host}/bb:v1").stdout.strip()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM docker://{registry.host}/bb:v1\nRUN echo built > /built\n")
+    fresh = {"PYBUILD_STORE": str(tmp_path / "fresh")}
+    # --pull never: the image is not in the fresh store, so nothing is pulled and the build fails
+    refused = pybuild_cli("build", "--pull", "never", str(ctx), check=False, env=fresh)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: Containerfile:1: FROM docker://")
+    assert "--pull never" in refused.stderr and "Traceback" not in refused.stderr
+    # missing (the default): pulled into the store under its registry name, then built on
+    out = pybuild_cli("build", "-t", "localhost/on-bb", str(ctx), env=fresh).stdout
+    assert f"pulling {registry.host}/bb:v1" in out
+    images = {i["name"]: i["digest"] for i in json.loads(pybuild_cli("images", "--json", env=fresh).stdout)}
+    assert images[f"{registry.host}/bb:v1"] == digest
+    ran = pybuild_cli("run", "localhost/on-bb", "--", "cat", "/built", env=fresh)
+    assert ran.stdout == "built\n"
+    # a second build finds the base in the store: no pull
+    assert "pulling" not in pybuild_cli("build", str(ctx), env=fresh).stdout
+    assert pybuild_cli("check", env=fresh).returncode == 0
