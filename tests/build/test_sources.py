@@ -308,15 +308,34 @@ def test_digest_of_missing_source_is_containerfile_error(ctx: Path) -> None:
         digest_of(ctx, ["gone"])
 
 
-def test_digest_of_unreadable_file_is_containerfile_error(ctx: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads everything")
+def test_digest_of_unreadable_file_is_containerfile_error(user_home: Path) -> None:
+    # root reads everything: the unreadable file is only unreadable to an unprivileged user
+    import shutil
+    import sys
+
+    from tests.fixtures.rootless import TEST_USER, as_test_user
+
+    ctx = user_home / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_text("secret")
+    shutil.chown(ctx, TEST_USER)
     os.chmod(ctx / "a", 0)
-    try:
-        with pytest.raises(ContainerfileError, match="a"):
-            digest_of(ctx, ["a"])
-    finally:
-        os.chmod(ctx / "a", 0o644)
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from pybuild.build.ignore import IgnoreRules\n"
+        "from pybuild.build.sources import sources_digest\n"
+        "from pybuild.errors import ContainerfileError\n"
+        "try:\n"
+        f"    sources_digest(Path({str(ctx)!r}), ['a'], IgnoreRules())\n"
+        "except ContainerfileError as exc:\n"
+        "    print(exc); sys.exit(3)\n"
+    )
+    proc = as_test_user(
+        [sys.executable, "-c", code], user_home, {"PYTHONPATH": str(Path(__file__).parents[2])}
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.strip() == 'reading "a" in the build context: Permission denied'
+    assert "Traceback" not in proc.stderr
 
 
 def test_digest_streams_large_file(ctx: Path) -> None:
