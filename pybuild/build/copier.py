@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from ..errors import ContainerfileError
+from .archives import open_archive  # at module level: ADD extracts after the root has changed
 
 CHUNK = 1 << 20
 
@@ -156,6 +157,8 @@ def ensure_dir(path: str, uid: int = 0, gid: int = 0) -> None:
         if parent == here:
             break
         here = parent
+    if os.path.islink(here):  # realpath leaves a symlink only where it loops
+        raise ContainerfileError(f"cannot create directory {path}: {here}: too many levels of symbolic links")
     if os.path.lexists(here) and not os.path.isdir(here):
         raise ContainerfileError(f"cannot create directory {path}: {here} exists and is not a directory")
     for d in reversed(missing):
@@ -328,7 +331,6 @@ class Copier:
         """ADD of a local archive: unpack it into ``dest`` (a directory) and report True; False when
         the file is not an archive pybuild reads (then it is copied as it is)."""
         from ..diff import apply_layer
-        from .archives import open_archive
 
         fd = os.open(rel, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.src_fd)
         with os.fdopen(fd, "rb") as f:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..bundle.layers import layer_dir, layer_dirs_of, remove_tree
 from ..diff import scan_upperdir, write_layer
-from ..errors import ContainerfileError, ImageNotFound, PybuildError, RunError, StepFailed, UsageError
+from ..errors import ContainerfileError, ImageNotFound, PybuildError, StepFailed, UsageError
 from ..layout import (
     Descriptor,
     Digest,
@@ -954,10 +954,7 @@ class Builder:
         n_sources = len(srcs) + len(inst.node.heredocs)
         multi = n_sources > 1 or any(any(c in s for c in "*?[") for s in srcs)
         if n_sources > 1 and not dest.endswith("/"):
-            raise inst.error(
-                f"{what} with more than one source needs a directory destination "
-                f"ending with / ({dest_text!r})"
-            )
+            dest += "/"  # as buildah does (bud.bats copy-globs/Containerfile.missing): a directory
         created_by = f"/bin/sh -c #(nop) {inst.text}"
         with contextlib.ExitStack() as stack:
             staging = Path(tempfile.mkdtemp(prefix="sources-", dir=self.scratch))
@@ -1160,6 +1157,8 @@ class Builder:
                         f"{instruction} is not part of the OCI image format and is left out: "
                         "build with --format docker to keep it"
                     )
+        if not state.layers:
+            self._empty_layer(state)
         history = config.get("history") or []
         config["created"] = history[-1]["created"] if history else _now(self.epoch)
         if not config.get("config"):
@@ -1196,6 +1195,23 @@ class Builder:
                 tags.append(tag)
         image_id = desc_config_id(self.store, plain)
         return BuildResult(plain, image_id, tags, self.warnings)
+
+    def _empty_layer(self, state: StageState) -> None:
+        """An image with no files (FROM scratch and config steps): buildah commits it with no layer,
+        but an OCI manifest needs at least one (the image-spec schema's minItems), so it gets one
+        empty layer."""
+        media = mediatype.layer_media_type(self.options.compression, docker=self.docker)
+        with self.store.blobs.writer() as writer:
+            stats = write_layer(
+                [], self.scratch, writer, compression=self.options.compression, source_date_epoch=self.epoch
+            )
+        assert writer.digest is not None
+        diff_id = Digest.parse(str(stats.diff_id))
+        state.layers.append((Descriptor(media, Digest.parse(str(writer.digest)), writer.size), diff_id))
+        state.config["rootfs"]["diff_ids"].append(str(diff_id))
+        history = state.config.setdefault("history", [])
+        created = history[-1]["created"] if history else _now(self.epoch)
+        history.append({"created": created, "created_by": "/bin/sh -c #(nop) FROM scratch"})
 
 
 def desc_config_id(layout: Layout, desc: Descriptor) -> str:
@@ -1294,14 +1310,10 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
     for tag in options.tags:
         parse_reference(tag)
     builder = Builder(store, options, reporter)
-    try:
+    # the whole build writes blobs that only its final commit references: hold the writers' lock
+    # so `pybuild gc` waits instead of sweeping a step's layer in between
+    with store.writing():
         return builder.build()
-    except KeyboardInterrupt:
-        raise
-    except RunError:
-        raise
-    finally:
-        pass
 
 
 __all__ = ["BuildOptions", "BuildResult", "Builder", "Reporter", "build", "secrets"]

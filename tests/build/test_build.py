@@ -1,0 +1,341 @@
+"""`pybuild build` end to end: the cache, reproducibility, formats, outputs, secrets, ADD of archives,
+COPY flags, stages, build args and errors. Every build runs the real console script."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from pybuild.layout import Layout, check_layout
+from tests.fixtures.cli import Pybuild, assert_fails, base_store
+from tests.fixtures.tools import validate_layout
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pybuild]:
+    tool = base_store(tmp_path_factory.mktemp("build"), ("busybox",))
+    yield tool
+    tool.check()
+
+
+@pytest.fixture(autouse=True)
+def store_checked(pb: Pybuild) -> Iterator[None]:
+    yield
+    assert check_layout(Layout.open(pb.store)) == []
+
+
+def context(root: Path, containerfile: str, **files: str | bytes) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Containerfile").write_text(containerfile)
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+    return root
+
+
+def cached_steps(stdout: str) -> list[str]:
+    """The STEP lines followed by `--> Using cache`."""
+    lines = stdout.splitlines()
+    return [lines[i - 1] for i, line in enumerate(lines) if line.startswith("--> Using cache") and i > 0]
+
+
+def digest(pb: Pybuild, ref: str) -> str:
+    return str(pb.inspect(ref)["digest"])
+
+
+# --- cache --------------------------------------------------------------------------------------
+CACHED = """FROM busybox
+ARG V=1
+COPY a.txt /a.txt
+RUN echo $V > /v
+RUN <<EOF
+echo doc > /doc
+EOF
+"""
+
+
+@pytest.mark.slow
+def test_cache(pb: Pybuild, tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", CACHED, **{"a.txt": "hello\n"})
+    first = pb.build(ctx, None, "cached")
+    assert cached_steps(first.stdout) == []
+    d1 = digest(pb, "cached")
+    again = pb.build(ctx, None, "cached")
+    assert "Using cache" in again.stdout
+    assert cached_steps(again.stdout) == [
+        "STEP 3/5: COPY a.txt /a.txt",
+        "STEP 4/5: RUN echo $V > /v",
+        "STEP 5/5: RUN <<EOF",
+    ]
+    assert digest(pb, "cached") == d1
+
+    # the COPY source's content changes: COPY and everything after it runs again
+    (ctx / "a.txt").write_text("hello, world\n")
+    proc = pb.build(ctx, None, "cached")
+    assert cached_steps(proc.stdout) == []
+    assert (pb.rootfs("cached") / "a.txt").read_text() == "hello, world\n"
+    d2 = digest(pb, "cached")
+    assert d2 != d1
+
+    # only its mode changes
+    os.chmod(ctx / "a.txt", 0o600)
+    proc = pb.build(ctx, None, "cached")
+    assert cached_steps(proc.stdout) == []
+    assert stat.S_IMODE((pb.rootfs("cached") / "a.txt").stat().st_mode) == 0o600
+    d3 = digest(pb, "cached")
+    assert d3 != d2
+
+    # a --build-arg value: the RUN that sees it runs again (pybuild keys every step after the ARG
+    # on the values in scope, so the COPY between them runs again too)
+    proc = pb.build(ctx, None, "cached", "--build-arg", "V=2")
+    assert "STEP 4/5: RUN echo $V > /v" not in cached_steps(proc.stdout)
+    assert (pb.rootfs("cached") / "v").read_text() == "2\n"
+
+    # a heredoc's body
+    (ctx / "Containerfile").write_text(CACHED.replace("echo doc", "echo changed"))
+    proc = pb.build(ctx, None, "cached")
+    assert cached_steps(proc.stdout) == ["STEP 3/5: COPY a.txt /a.txt", "STEP 4/5: RUN echo $V > /v"]
+    assert (pb.rootfs("cached") / "doc").read_text() == "changed\n"
+
+    # --no-cache runs every step, and the result is the same image content
+    proc = pb.build(ctx, None, "nocache", "--no-cache")
+    assert "Using cache" not in proc.stdout
+    fresh, cached = pb.inspect("nocache")["diff_ids"], pb.inspect("cached")["diff_ids"]
+    assert len(fresh) == len(cached) and fresh[:2] == cached[:2]  # RUN layers differ in mtimes
+    assert (pb.rootfs("nocache") / "doc").read_text() == "changed\n"
+
+
+# --- reproducibility ----------------------------------------------------------------------------
+REPRO = """FROM busybox
+COPY a.txt /a.txt
+RUN echo built > /built && mkdir -p /var/data && touch /var/data/x
+ENV A=1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["--timestamp", "SOURCE_DATE_EPOCH"])
+def test_reproducible(tmp_path: Path, how: str) -> None:
+    ctx = context(tmp_path / "ctx", REPRO, **{"a.txt": "hello\n"})
+    digests, ids = [], []
+    for n in range(2):
+        tool = base_store(tmp_path / f"s{n}", ("busybox",))
+        if how == "--timestamp":
+            proc = tool("build", "--timestamp", "0", "-t", "repro", str(ctx))
+        else:
+            proc = tool("build", "-t", "repro", str(ctx), env={"SOURCE_DATE_EPOCH": "0"})
+        assert "Using cache" not in proc.stdout
+        info = tool.inspect("repro")
+        digests.append(info["digest"])
+        ids.append(info["id"])
+        assert len(info["diff_ids"]) == 3  # base, COPY, RUN
+        assert info["created"].startswith("1970-01-01T00:00:00")
+        assert check_layout(Layout.open(tool.store)) == []
+        if n == 0:
+            tool.validate_oci("repro")
+    assert digests[0] == digests[1]
+    assert ids[0] == ids[1]
+
+
+# --- formats ------------------------------------------------------------------------------------
+FORMATS = """FROM busybox
+HEALTHCHECK --interval=5s CMD true
+ONBUILD RUN touch /x
+SHELL ["/bin/sh", "-ec"]
+"""
+
+
+def test_format_docker_keeps_fields_oci_warns(pb: Pybuild, tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", FORMATS)
+    pb.build(ctx, None, "fmt-docker", "--format", "docker")
+    info = pb.inspect("fmt-docker")
+    assert info["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    config = info["runtime"]
+    assert config["Healthcheck"]["Test"] == ["CMD-SHELL", "true"]
+    assert config["Healthcheck"]["Interval"] == 5_000_000_000
+    assert config["OnBuild"] == ["RUN touch /x"]
+    assert config["Shell"] == ["/bin/sh", "-ec"]
+
+    proc = pb.build(ctx, None, "fmt-oci")
+    info = pb.inspect("fmt-oci")
+    assert info["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    for name in ("Healthcheck", "OnBuild", "Shell"):
+        assert name not in info["runtime"], name
+    for instruction in ("HEALTHCHECK", "ONBUILD", "SHELL"):
+        assert f"warning: {instruction} is not part of the OCI image format" in proc.stderr, instruction
+
+
+# --- outputs: -t oci:, --iidfile, -q ------------------------------------------------------------
+def test_tag_oci_layout_iidfile_quiet(pb: Pybuild, tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", "FROM busybox\nCOPY a.txt /\nLABEL x=y\n", **{"a.txt": "a\n"})
+    out = tmp_path / "layout"
+    iid = tmp_path / "iid"
+    proc = pb.build(ctx, None, f"oci:{out}:v1", "-t", "named", "--iidfile", str(iid), "-q")
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    image_id = lines[0]
+    assert len(image_id) == 64 and int(image_id, 16) >= 0
+    assert "STEP" not in proc.stdout + proc.stderr
+    assert iid.read_text().strip() in (image_id, f"sha256:{image_id}")
+    assert pb.inspect("named")["id"] == image_id
+    assert [name for name, _ in Layout.open(out).tags()] == ["v1"]
+    validate_layout(out, "v1")
+    assert pb.inspect(f"oci:{out}:v1")["digest"] == pb.inspect("named")["digest"]
+    assert (pb.rootfs(f"oci:{out}:v1") / "a.txt").read_text() == "a\n"
+
+
+# --- --target, COPY --from, ARG before FROM, WORKDIR ---------------------------------------------
+STAGES = """ARG BASE=busybox
+ARG GREETING=hello
+FROM ${BASE} AS builder
+ARG GREETING
+RUN echo "$GREETING" > /greeting && mkdir -p /out/sub && echo deep > /out/sub/f
+FROM ${BASE} AS other
+RUN echo other > /other
+FROM scratch
+COPY --from=builder /greeting /copied
+COPY --from=builder /out /out
+WORKDIR /made/here
+"""
+
+
+def test_stages_target_copy_from_arg_before_from_workdir(pb: Pybuild, tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", STAGES)
+    proc = pb.build(ctx, None, "final", "--build-arg", "GREETING=bonjour")
+    assert "STEP" in proc.stdout and "RUN echo other" not in proc.stdout  # an unneeded stage is skipped
+    root = pb.rootfs("final")
+    assert (root / "copied").read_text() == "bonjour\n"
+    assert (root / "out" / "sub" / "f").read_text() == "deep\n"
+    assert (root / "made" / "here").is_dir()  # WORKDIR creates the directory
+    assert not (root / "bin").exists() and not (root / "other").exists()
+    assert pb.config("final")["WorkingDir"] == "/made/here"
+
+    pb.build(ctx, None, "target", "--target", "builder")
+    root = pb.rootfs("target")
+    assert (root / "greeting").read_text() == "hello\n"  # the global ARG's default
+    assert (root / "bin" / "sh").exists()
+
+    proc = pb.build(ctx, None, "x", "--target", "nosuch", check=False)
+    assert_fails(proc, None, "nosuch")
+
+
+def test_unused_build_arg_warns(pb: Pybuild, tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", "FROM busybox\nARG USED\nRUN echo $USED\n")
+    proc = pb.build(ctx, None, "args", "--build-arg", "USED=1", "--build-arg", "UNUSED=2")
+    assert "one or more build args were not consumed: ['UNUSED']" in proc.stderr
+    proc = pb.build(ctx, None, "args", "--build-arg", "USED=1")
+    assert "not consumed" not in proc.stderr
+
+
+# --- secrets ------------------------------------------------------------------------------------
+def test_secret_is_readable_and_left_out(pb: Pybuild, tmp_path: Path) -> None:
+    secret = "s3cr3t-value-8d1f4e"
+    (tmp_path / "secret.txt").write_text(secret)
+    ctx = context(
+        tmp_path / "ctx",
+        "FROM busybox\n"
+        "RUN --mount=type=secret,id=mysecret cat /run/secrets/mysecret > /dev/null && "
+        "cp /run/secrets/mysecret /dev/null && echo len=$(wc -c < /run/secrets/mysecret) && "
+        "grep -q s3cr3t /run/secrets/mysecret && echo ok > /ran\n",
+    )
+    proc = pb.build(ctx, None, "secret", "--secret", f"id=mysecret,src={tmp_path / 'secret.txt'}")
+    assert f"len={len(secret)}" in proc.stdout
+    root = pb.rootfs("secret")
+    assert (root / "ran").read_text() == "ok\n"
+    assert not (root / "run" / "secrets" / "mysecret").exists()
+    for blob in (pb.store / "blobs" / "sha256").iterdir():
+        data = blob.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        elif data[:4] == b"\x28\xb5\x2f\xfd":
+            data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+        assert secret.encode() not in data, blob.name
+
+
+# --- ADD of local archives ----------------------------------------------------------------------
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o640
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_add_local_archives_are_extracted(pb: Pybuild, tmp_path: Path) -> None:
+    raw = _tar({"dir/inner.txt": b"inside\n", "top.txt": b"top\n"})
+    ctx = context(
+        tmp_path / "ctx",
+        "FROM busybox\nADD a.tar.gz /gz/\nADD a.tar.xz /xz\nADD a.tar.zst /zst/\nADD plain.gz /plain/\n",
+        **{
+            "a.tar.gz": gzip.compress(raw),
+            "a.tar.xz": lzma.compress(raw),
+            "a.tar.zst": zstandard.ZstdCompressor().compress(raw),
+            "plain.gz": gzip.compress(b"not a tar\n"),
+        },
+    )
+    pb.build(ctx, None, "archives")
+    root = pb.rootfs("archives")
+    for folder in ("gz", "xz", "zst"):
+        assert (root / folder / "dir" / "inner.txt").read_text() == "inside\n", folder
+        assert (root / folder / "top.txt").read_text() == "top\n", folder
+        assert stat.S_IMODE((root / folder / "top.txt").stat().st_mode) == 0o640
+    # a compressed file that holds no tar is copied as it is
+    assert (root / "plain" / "plain.gz").read_bytes() == (ctx / "plain.gz").read_bytes()
+
+
+# --- COPY --chown / --chmod ---------------------------------------------------------------------
+def test_copy_chown_chmod(pb: Pybuild, tmp_path: Path) -> None:
+    ctx = context(
+        tmp_path / "ctx",
+        "FROM busybox\n"
+        "COPY --chown=1000:1001 --chmod=0640 a.txt /octal\n"
+        "COPY --chmod=u=rwx,g=rx,o= a.txt /symbolic\n"
+        "COPY --chmod=a+x a.txt /plusx\n"
+        "COPY --chown=nobody:nobody d/ /dir/\n",
+        **{"a.txt": "a\n", "d/f.txt": "f\n"},
+    )
+    os.chmod(ctx / "a.txt", 0o644)
+    pb.build(ctx, None, "chown")
+    root = pb.rootfs("chown")
+    st = (root / "octal").stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1001, 0o640)
+    assert stat.S_IMODE((root / "symbolic").stat().st_mode) == 0o750
+    assert stat.S_IMODE((root / "plusx").stat().st_mode) == 0o755
+    nobody = next(
+        line for line in (root / "etc" / "passwd").read_text().splitlines() if line.startswith("nobody:")
+    )
+    uid, gid = int(nobody.split(":")[2]), int(nobody.split(":")[3])
+    st = (root / "dir" / "f.txt").stat()
+    assert (st.st_uid, st.st_gid) == (uid, gid)
+
+
+# --- errors -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("FROM busybox\nRUN true\nRUNN true\n", 3, 'unknown instruction "RUNN"'),
+        ("FROM busybox\n\nCOPY\n", 3, "COPY"),
+        ("RUN true\nFROM busybox\n", 1, "FROM"),
+        ("FROM busybox\nCOPY nosuch.txt /\n", 2, "nosuch.txt"),
+    ],
+)
+def test_errors_name_file_and_line(pb: Pybuild, tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    ctx = context(tmp_path / "ctx", text)
+    proc = pb.build(ctx, None, "bad", check=False)
+    assert_fails(proc, 1, f"Containerfile:{line}:", fragment)
