@@ -34,6 +34,9 @@ if [ ! -x .venv/bin/python ] || [ ! -f .venv/.stamp ] || [ pyproject.toml -nt .v
   .venv/bin/pip install -q -e '.[test]'
   touch .venv/.stamp
 fi
+# byte-compile the package: the unprivileged users who run it cannot write __pycache__ here, and
+# compiling ~50 modules on every command costs more than the command itself on a cached rebuild
+.venv/bin/python -m compileall -q pybuild >/dev/null
 
 # Rootless fuse-overlayfs (pybuild's first fallback) needs /dev/fuse open to users, as Debian desktops
 # have it; some container and VM images ship it 0600.
