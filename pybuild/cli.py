@@ -546,6 +546,14 @@ def gc_command(
         f"removed {len(result.removed)} blobs ({human_size(result.freed)}) "
         f"and {result.temp_files} temp files from {target.label}"
     )
+    if isinstance(target, ImageStore):
+        from .build.cache import sweep
+
+        swept = sweep(target)
+        typer.echo(
+            f"removed {swept.layer_dirs} layer directories, {swept.records} build cache records "
+            f"and {swept.workspaces} stale build workspaces"
+        )
 
 
 def _layout_argument(state: State, text: str | None) -> Layout:

@@ -339,3 +339,34 @@ def test_errors_name_file_and_line(pb: Pybuild, tmp_path: Path, text: str, line:
     ctx = context(tmp_path / "ctx", text)
     proc = pb.build(ctx, None, "bad", check=False)
     assert_fails(proc, 1, f"Containerfile:{line}:", fragment)
+
+
+# --- gc -----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_gc_sweeps_what_builds_leave_behind(tmp_path: Path) -> None:
+    own = base_store(tmp_path / "gc", ("busybox",))
+    ctx = context(tmp_path / "ctx", "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n")
+    keep = context(tmp_path / "keep", "FROM busybox\nRUN echo kept > /kept\n")
+    own.build(ctx, None, "localhost/gone")
+    own.build(keep, None, "localhost/kept")
+    layers = own.store / ".pybuild" / "layers"
+    records = own.store / ".pybuild" / "build-cache"
+    kept_diff_ids = {d.split(":")[1] for d in own.inspect("localhost/kept")["diff_ids"]}
+    gone_diff_ids = {d.split(":")[1] for d in own.inspect("localhost/gone")["diff_ids"]} - kept_diff_ids
+    assert gone_diff_ids and gone_diff_ids <= {p.name for p in layers.iterdir()}
+    (own.store / ".pybuild" / "build" / "step-stale").mkdir()  # a workspace a killed build left
+    n_records = len(list(records.iterdir()))
+    own("rm", "localhost/gone")
+    out = own("gc").stdout
+    assert "removed 2 layer directories" in out and "1 stale build workspaces" in out
+    left = {p.name for p in layers.iterdir()}
+    assert kept_diff_ids <= left and not gone_diff_ids & left
+    assert not list((own.store / ".pybuild" / "build").iterdir())
+    # the records of the removed image's two RUN steps are gone; the kept image still rebuilds from cache
+    assert "2 build cache records" in out and len(list(records.iterdir())) == n_records - 2
+    assert cached_steps(own.build(keep, None, "localhost/kept").stdout) == ["STEP 2/2: RUN echo kept > /kept"]
+    # and the removed one builds again from scratch, correctly
+    rebuilt = own.build(ctx, None, "localhost/gone").stdout
+    assert cached_steps(rebuilt) == []
+    assert own("run", "localhost/gone", "--", "cat", "/one", "/two").stdout == "one\ntwo\n"
+    own.check()
