@@ -250,6 +250,10 @@ class Builder:
         self.reporter.warn(text)
 
     def _read_containerfile(self) -> bytes:
+        if str(self.file) == "-":  # -f -: the Containerfile comes on standard input
+            import sys
+
+            return sys.stdin.buffer.read()
         try:
             return self.file.read_bytes()
         except OSError as exc:

@@ -370,3 +370,29 @@ def test_gc_sweeps_what_builds_leave_behind(tmp_path: Path) -> None:
     assert cached_steps(rebuilt) == []
     assert own("run", "localhost/gone", "--", "cat", "/one", "/two").stdout == "one\ntwo\n"
     own.check()
+
+
+def test_containerfile_on_standard_input(pb: Pybuild, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.fixtures.cli import PYBUILD
+
+    env = {**os.environ, "PYBUILD_STORE": str(pb.store)}
+    text = "FROM busybox\nRUN echo from-stdin > /s\n"
+    proc = subprocess.run(
+        [PYBUILD, "build", "-q", "-f", "-", "-t", "localhost/stdin", str(tmp_path)],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert pb("run", "localhost/stdin", "--", "cat", "/s").stdout == "from-stdin\n"
+    bad = subprocess.run(
+        [PYBUILD, "build", "-f", "-", str(tmp_path)],
+        input="FROM busybox\nRUNN x\n",
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 1 and bad.stderr == 'error: Containerfile:2: unknown instruction "RUNN"\n'
