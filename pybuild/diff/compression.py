@@ -1,11 +1,24 @@
-"""Layer compression: gzip (deterministic header), zstd and none; one pass hashes both sides."""
+"""Layer compression: gzip (deterministic header), zstd and none; one pass hashes both sides.
+
+gzip is written pigz-style: the input is cut into blocks of ``GZIP_BLOCK`` bytes at fixed offsets of
+the stream, each block is raw-deflated on a worker thread (zlib releases the GIL) with the previous
+32 KiB of input as its dictionary, and the pieces are written in order as one standard gzip member.
+The bytes depend only on the input and the level: not on how the input was split into ``write()``
+calls, nor on the number of workers. zstd uses libzstd's own workers, always in multithreaded mode,
+whose output is the same for any number of workers >= 1.
+"""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import io
+import os
+import struct
+import weakref
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -17,6 +30,15 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
 COMPRESSIONS = ("gzip", "zstd", "none")
+GZIP_BLOCK = 1 << 20  # uncompressed bytes per deflate block; part of the output format, never tune per run
+MAX_WORKERS = 4
+_WINDOW = 32 << 10  # deflate's window: the dictionary each block gets from the one before
+assert GZIP_BLOCK >= _WINDOW
+
+
+def compression_workers() -> int:
+    """Worker threads for one layer: the CPUs, at most ``MAX_WORKERS``."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
 class Sink(Protocol):
@@ -52,25 +74,158 @@ class _CountingHasher:
         pass
 
 
-class LayerWriter:
-    """A file-like sink for an uncompressed tar stream: hashes it (diff_id), compresses, hashes again."""
+def _gzip_header(level: int) -> bytes:
+    """The header ``gzip.GzipFile(filename="", mtime=0)`` writes: no name, mtime 0, XFL by level, OS 255."""
+    xfl = 2 if level == 9 else 4 if level == 1 else 0
+    return struct.pack("<4sIBB", b"\x1f\x8b\x08\x00", 0, xfl, 0xFF)
 
-    def __init__(self, out: Sink, compression: str = "gzip", level: int | None = None) -> None:
+
+def _deflate_block(block: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+    """Raw deflate of one block, primed with ``zdict``; byte-aligned (sync flush) unless it is the last."""
+    if zdict:
+        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_DEFAULT_STRATEGY)
+    return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def _stop_pool(pool: ThreadPoolExecutor, wait: bool) -> None:
+    pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class _ParallelGzip:
+    """One gzip member, its blocks deflated on up to ``workers`` threads and written to ``out`` in order.
+
+    At most ``2 * workers`` blocks are in flight; the caller's ``write`` waits for the oldest when the
+    queue is full, and writes finished blocks to ``out`` itself, so errors from ``out`` come out of
+    ``write``/``close``. Any error aborts: pending blocks are cancelled and the threads joined. A layer
+    of at most one block, or one worker, never starts a thread.
+    """
+
+    def __init__(self, out: Any, level: int, workers: int) -> None:
+        self._out = out
+        self._level = level
+        self._workers = workers
+        self._limit = 2 * workers
+        self._buffer = bytearray()  # input not yet in a block; never more than GZIP_BLOCK bytes
+        self._zdict = b""
+        self._crc = 0
+        self._isize = 0
+        self._pending: deque[Future[bytes]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
+        self._finalizer: Any = None
+        self._state = "open"  # open, closed or failed
+        out.write(_gzip_header(level))
+
+    def write(self, data: Any) -> int:
+        if self._state != "open":
+            raise LayerError(f"the layer stream is {self._state}: nothing more can be written to it")
+        view = memoryview(data).cast("B")
+        n = len(view)
+        buf = self._buffer
+        pos = 0
+        try:
+            # a block is cut only once a byte after it is known, so the last block always ends the stream
+            while n - pos + len(buf) > GZIP_BLOCK:
+                take = GZIP_BLOCK - len(buf)
+                if buf:
+                    buf += view[pos : pos + take]
+                    block = bytes(buf)
+                    buf.clear()
+                else:
+                    block = bytes(view[pos : pos + take])
+                pos += take
+                self._submit(block, last=False)
+            buf += view[pos:]
+        except BaseException:
+            self.abort()
+            raise
+        return n
+
+    def close(self) -> None:
+        if self._state == "closed":
+            return
+        if self._state == "failed":
+            raise LayerError("the layer stream failed earlier and cannot be finished")
+        try:
+            block = bytes(self._buffer)
+            self._buffer = bytearray()
+            self._submit(block, last=True)
+            self._drain(0)
+            self._out.write(struct.pack("<II", self._crc, self._isize & 0xFFFFFFFF))
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "closed"
+        self._stop(wait=True)
+
+    def abort(self) -> None:
+        """Drop what is in flight and join the threads; safe to call at any time, any number of times."""
+        if self._state == "open":
+            self._state = "failed"
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._buffer = bytearray()
+        self._stop(wait=True)
+
+    def _submit(self, block: bytes, last: bool) -> None:
+        self._crc = zlib.crc32(block, self._crc)
+        self._isize += len(block)
+        zdict, self._zdict = self._zdict, block[-_WINDOW:]
+        if self._workers <= 1 or (last and self._pool is None):
+            self._emit(_deflate_block(block, zdict, self._level, last))  # tiny layer or one CPU: inline
+            return
+        self._drain(self._limit - 1)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pybuild-gzip")
+            # a writer dropped without close() or abort() still lets its threads go
+            self._finalizer = weakref.finalize(self, _stop_pool, self._pool, False)
+        self._pending.append(self._pool.submit(_deflate_block, block, zdict, self._level, last))
+        self._drain(self._limit)
+
+    def _drain(self, limit: int) -> None:
+        """Write finished blocks in order, waiting for the oldest while more than ``limit`` are in flight."""
+        pending = self._pending
+        while pending and (len(pending) > limit or pending[0].done()):
+            self._emit(pending[0].result())
+            pending.popleft()
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._out.write(data)
+
+    def _stop(self, wait: bool) -> None:
+        pool, self._pool = self._pool, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if pool is not None:
+            _stop_pool(pool, wait)
+
+
+class LayerWriter:
+    """A file-like sink for an uncompressed tar stream: hashes it (diff_id), compresses, hashes again.
+
+    ``workers`` (default: the CPUs, at most 4) compress in parallel; the output does not depend on it.
+    Call ``close()`` for the stats; after an error, ``abort()`` (or leaving a ``with`` block) releases
+    the threads at once.
+    """
+
+    def __init__(
+        self, out: Sink, compression: str = "gzip", level: int | None = None, *, workers: int | None = None
+    ) -> None:
         if compression not in COMPRESSIONS:
             raise LayerError(f"unknown compression {compression!r}: expected gzip, zstd or none")
+        workers = compression_workers() if workers is None else max(1, workers)
         self._compressed = _CountingHasher(out)
         self._compressor: Any
         if compression == "gzip":
-            # mtime 0 and no file name: the same bytes in give the same bytes out
-            self._compressor = gzip.GzipFile(
-                filename="",
-                mode="wb",
-                fileobj=self._compressed,
-                mtime=0,
-                compresslevel=level or 6,
-            )
+            self._compressor = _ParallelGzip(self._compressed, level or 6, workers)
         elif compression == "zstd":
-            cctx = zstandard.ZstdCompressor(level=level or 3, write_checksum=True)
+            # threads >= 1 always: libzstd's multithreaded output is the same for any number of
+            # workers, but differs from its single-threaded mode (threads=0)
+            cctx = zstandard.ZstdCompressor(level=level or 3, write_checksum=True, threads=workers)
             self._compressor = cctx.stream_writer(self._compressed, closefd=False)  # type: ignore[arg-type]
         else:
             self._compressor = self._compressed
@@ -90,6 +245,20 @@ class LayerWriter:
                 size=self._compressed.size,
             )
         return self.stats
+
+    def abort(self) -> None:
+        """Give up on the layer: stop compressing and release worker threads. Never raises."""
+        if self.stats is None and isinstance(self._compressor, _ParallelGzip):
+            self._compressor.abort()
+
+    def __enter__(self) -> LayerWriter:
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if value is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class _SafeReader(io.RawIOBase):

@@ -75,11 +75,16 @@ def write_layer(
                     continue
                 _add(tar, root, change.path, links, clamp, id_map)
     except tarfile.TarError as exc:
+        sink.abort()
         raise LayerError(f"cannot write a layer from {root}: {exc}") from None
     except OSError as exc:
+        sink.abort()
         raise LayerError(
             f"cannot write a layer from {root}: {exc.strerror or exc}: {exc.filename or ''}"
         ) from None
+    except BaseException:
+        sink.abort()  # no compression thread outlives a failed or interrupted layer
+        raise
     return sink.close()
 
 
