@@ -39,7 +39,23 @@ from .layout import (
 )
 from .layout.imagestore import default_store_path
 
+
+class _Interrupted(Exception):
+    """Ctrl-C (or SIGINT/SIGTERM during a RUN) inside a command."""
+
+
+class _Group(typer.core.TyperGroup):
+    """Typer turns a KeyboardInterrupt into a silent `Exit(130)`; keep it visible to :func:`main`."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="pybuild",
     help="Rootless OCI container image toolchain: build, unpack, repack and move images.",
     no_args_is_help=True,
@@ -978,6 +994,14 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         raise typer.Exit(1)
 
 
+def _one_line(text: str) -> str:
+    """``text`` with control and line-separator characters escaped (they come from user input, e.g. a
+    Containerfile), so an error stays on one line and cannot move the terminal's cursor."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def main() -> None:
     """Console entry point: one line per error, exit status 1 (2 for usage errors), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"
@@ -986,9 +1010,9 @@ def main() -> None:
     except PybuildError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         for hint in exc.hints:
-            print(f"hint: {hint}", file=sys.stderr)
+            print(f"hint: {_one_line(hint)}", file=sys.stderr)
         # a failed RUN step passes its exit status on, as `buildah build` does
         sys.exit(getattr(exc, "exit_status", 1) or 1)
     except CliException as exc:
@@ -996,9 +1020,9 @@ def main() -> None:
             raise
         ctx = getattr(exc, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
-        print(f"error: {where}{exc.format_message()}", file=sys.stderr)
+        print(f"error: {where}{_one_line(exc.format_message())}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt, _Interrupted):
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

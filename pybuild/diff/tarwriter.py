@@ -63,29 +63,43 @@ def write_layer(
     links: dict[tuple[int, int], str] = {}
     seen: set[str] = set()
     clamp = source_date_epoch
+    # no `with` around the tar: after a failure its close would write the end-of-archive blocks
+    # into the failed writer, and that second error would hide the first (ENOSPC, say)
+    tar: Any = None
     try:
-        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            tar.copybufsize = 1 << 20
-            for name, change in entries:
-                if name in seen:
-                    continue
-                seen.add(name)
-                if change.kind != "add":
-                    tar.addfile(_whiteout_info(name, clamp or 0))
-                    continue
-                _add(tar, root, change.path, links, clamp, id_map)
+        tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]  # noqa: SIM115
+        tar.copybufsize = 1 << 20
+        for name, change in entries:
+            if name in seen:
+                continue
+            seen.add(name)
+            if change.kind != "add":
+                tar.addfile(_whiteout_info(name, clamp or 0))
+                continue
+            _add(tar, root, change.path, links, clamp, id_map)
+        tar.close()
+        return sink.close()
     except tarfile.TarError as exc:
-        sink.abort()
+        _discard(tar, sink)
         raise LayerError(f"cannot write a layer from {root}: {exc}") from None
     except OSError as exc:
-        sink.abort()
-        raise LayerError(
-            f"cannot write a layer from {root}: {exc.strerror or exc}: {exc.filename or ''}"
-        ) from None
+        _discard(tar, sink)
+        where = f": {exc.filename}" if exc.filename else ""
+        raise LayerError(f"cannot write a layer from {root}: {exc.strerror or exc}{where}") from None
     except BaseException:
-        sink.abort()  # no compression thread outlives a failed or interrupted layer
+        _discard(tar, sink)
         raise
-    return sink.close()
+
+
+def _discard(tar: Any, sink: LayerWriter) -> None:
+    """After a failure: stop the compression threads, and mark the tar closed so that neither its
+    close nor its stream's finaliser writes into the failed writer."""
+    sink.abort()
+    if tar is not None:
+        tar.closed = True
+        stream = getattr(tar, "fileobj", None)
+        if stream is not None and hasattr(stream, "closed"):
+            stream.closed = True
 
 
 def _add(
