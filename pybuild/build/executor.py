@@ -457,7 +457,7 @@ class Builder:
         except StepFailed:
             raise
         except PybuildError as exc:
-            raise type(exc)(f"{inst.file}:{inst.line}: {exc.message}", hints=exc.hints) from None
+            raise type(exc)(f"{inst.file}:{inst.line}: {exc.message}", hints=exc.hints) from exc
 
     def _config_step(self, state: StageState, inst: Instruction, text: str | None = None) -> None:
         """Record a config-only step in the history (cached, so rebuilds keep its timestamp)."""
