@@ -4,6 +4,15 @@ Never ``tarfile.extractall``. Every parent directory is resolved inside the root
 file descriptors, following symlinks as if the root were ``/`` (an absolute target or ``..`` never
 climbs out); no metadata call follows a symlink; symlink targets are stored verbatim; hard-link
 targets are resolved inside the root; an entry that would replace ``/`` is refused.
+
+Speed without giving any of that up: the stream is decompressed on a read-ahead thread and parsed
+by ``tarreader`` (tarfile only for what it does not handle); the parsing thread resolves parents,
+makes directories, hard links, devices and whiteouts itself, and hands small files and symlinks to
+a few worker threads, all of one directory to the same thread, with borrowed directory fds. The
+order of the stream is kept where it matters: a queued task for the same file (by directory inode
+and name) is waited for before a later entry, every cache miss, removal, whiteout, hard link and
+the final directory metadata wait for all queued tasks ("barrier"), and no cached fd is closed
+while a task may hold it.
 """
 
 from __future__ import annotations
@@ -12,18 +21,31 @@ import contextlib
 import errno
 import os
 import stat
-import tarfile
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ..errors import LayerError, UnsafeLayer
 from .changeset import OPAQUE, OPAQUE_XATTRS, WHITEOUT_PREFIX
 from .idmap import IdMap
+from .tarreader import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, SYMTYPE, ReadAhead, TarEntry, TarReader
 
 MAX_LINKS = 40
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
+WORKERS = 2  # threads that create files while the stream is parsed (syscalls release the GIL)
+SMALL = 512 << 10  # files up to this size are read whole and written by a worker; larger ones inline
+READ_AHEAD = 256 << 10  # decompressed bytes per chunk read ahead on a thread of its own (4 chunks ahead)
+BUDGET = 4 << 20  # file bytes queued for the workers at most
+MAX_TASKS = 512  # tasks queued at most
+MAX_CACHED = 4000  # directory fds kept (the cache itself drops all at 4096, without waiting)
+MAX_PENDING = 8192  # paths tracked as "queued" before a barrier drains the workers
+SWITCH_INTERVAL = 0.0005  # let a worker back onto the GIL soon after its syscall returns
 
 
 @dataclass
@@ -34,6 +56,8 @@ class ApplyReport:
 
 def _clean_name(name: str) -> list[str]:
     """The path components of a tar member name, with "." and empty parts dropped; ".." refused."""
+    if "\0" in name:
+        raise UnsafeLayer(f"entry {name!r} has a NUL byte in its name")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise UnsafeLayer(f"entry {name!r} climbs out of the root with '..'")
@@ -48,6 +72,11 @@ class _Root:
         # resolved directories by the path that named them; cleared whenever anything is removed,
         # so a cached fd never stands for a path whose meaning changed
         self.cache: dict[tuple[str, ...], int] = {}
+        # cached directories known to lack the set-group-ID bit (new files get the creator's gid)
+        self.plain: set[tuple[str, ...]] = set()
+        self.followed_link = False  # some resolution went through a symlink
+        # inode numbers of cached directories: one directory may be cached under several paths
+        self.ino: dict[tuple[str, ...], int] = {}
         try:
             self.fd = os.open(self.path, DIR_FLAGS)
         except OSError as exc:
@@ -61,6 +90,20 @@ class _Root:
         for fd in self.cache.values():
             os.close(fd)
         self.cache.clear()
+        self.plain.clear()
+        self.ino.clear()
+
+    def remember(self, key: tuple[str, ...], fd: int, plain: bool, ino: int) -> None:
+        """Cache ``fd`` (which the cache now owns) for ``key``."""
+        if len(self.cache) >= 4096:
+            self.forget()
+        old = self.cache.pop(key, None)
+        if old is not None:
+            os.close(old)
+        self.cache[key] = fd
+        if plain:
+            self.plain.add(key)
+        self.ino[key] = ino
 
     def resolve_dir(self, parts: list[str], *, create: bool, what: str) -> int:
         """An fd of the directory ``parts`` names inside the root (symlinks followed inside it).
@@ -76,6 +119,21 @@ class _Root:
         if len(self.cache) >= 4096:
             self.forget()
         self.cache[key] = os.dup(fd)
+        return fd
+
+    def borrow(self, key: tuple[str, ...], *, what: str) -> int:
+        """The cached fd of the directory ``key`` names, resolved (and created) on a miss.
+        The fd stays owned by the cache: valid until the next ``forget``."""
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        fd = self._resolve(list(key), create=True, what=what)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.remember(key, fd, not st.st_mode & stat.S_ISGID, st.st_ino)
         return fd
 
     def _resolve(self, parts: list[str], *, create: bool, what: str) -> int:
@@ -106,6 +164,7 @@ class _Root:
                     if not stat.S_ISLNK(st.st_mode):
                         raise LayerError(f"{what}: {'/'.join(parts)}: a parent is not a directory") from None
                     links += 1
+                    self.followed_link = True
                     if links > MAX_LINKS:
                         raise LayerError(f"{what}: too many levels of symbolic links") from None
                     target = os.readlink(part, dir_fd=cur)
@@ -150,6 +209,97 @@ def _proc_path(dir_fd: int, name: str) -> str:
     return f"/proc/self/fd/{dir_fd}/{name}"
 
 
+def _umask() -> int | None:
+    """The process umask, read without changing it (None when /proc does not say)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class _Pool:
+    """A few threads that run creation tasks, each directory's tasks on one thread (in order, so
+    threads do not contend for one directory's lock), with the queued file bytes bounded.
+    The first error a task raises is kept; the remaining tasks are skipped and it is raised again
+    by ``check`` or ``barrier`` in the thread that parses the stream."""
+
+    def __init__(self, workers: int) -> None:
+        self.cond = threading.Condition()
+        self.queues: list[deque[tuple[Callable[..., None], tuple[Any, ...], int] | None]] = []
+        self.ready: list[threading.Semaphore] = []
+        self.tasks = 0
+        self.bytes = 0
+        self.error: BaseException | None = None
+        self.threads: list[threading.Thread] = []
+        for i in range(workers):
+            self.queues.append(deque())
+            self.ready.append(threading.Semaphore(0))
+            thread = threading.Thread(target=self._work, args=(i,), name=f"pybuild-apply-{i}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def submit(self, shard: int, fn: Callable[..., None], args: tuple[Any, ...], cost: int) -> None:
+        with self.cond:
+            while self.tasks and (self.tasks >= MAX_TASKS or self.bytes + cost > BUDGET):
+                self.cond.wait()
+            self.tasks += 1
+            self.bytes += cost
+        i = shard % len(self.queues)
+        self.queues[i].append((fn, args, cost))
+        self.ready[i].release()
+        if self.error is not None:
+            self.barrier()
+
+    def _work(self, i: int) -> None:
+        queue, ready = self.queues[i], self.ready[i]
+        while True:
+            ready.acquire()
+            item = queue.popleft()
+            if item is None:
+                return
+            fn, args, cost = item
+            if self.error is None:
+                try:
+                    fn(*args)
+                except BaseException as exc:  # handed to the parsing thread
+                    if self.error is None:
+                        self.error = exc
+            with self.cond:
+                self.tasks -= 1
+                self.bytes -= cost
+                if self.tasks == 0 or self.bytes <= BUDGET // 2:
+                    self.cond.notify_all()
+
+    def barrier(self) -> None:
+        """Wait until every queued task has run; raise the first error one of them raised."""
+        with self.cond:
+            while self.tasks:
+                self.cond.wait()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Stop the threads (queued tasks are skipped after an error)."""
+        if self.error is None and sys.exc_info()[0] is not None:
+            self.error = LayerError("stopped")
+        for queue, ready in zip(self.queues, self.ready, strict=True):
+            queue.append(None)
+            ready.release()
+        for thread in self.threads:
+            thread.join()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
 class _Applier:
     def __init__(self, root: Path, *, overlay: bool, chown: bool, id_map: IdMap | None, what: str) -> None:
         self.root = _Root(root)
@@ -161,21 +311,63 @@ class _Applier:
         self.added: set[tuple[str, ...]] = set()
         self.dir_meta: dict[tuple[str, ...], tuple[int, int]] = {}  # parts -> (mode, mtime)
         self.chown_warned = False
+        self.pool = _Pool(WORKERS)
+        # (directory inode, name) of the tasks queued since the last barrier: by inode, not path,
+        # so that one file named through a symlink and by its own path is still seen as one
+        self.pending: set[tuple[int, str]] = set()
+        # directories this apply made, with the names made in them since: a name not listed there
+        # cannot exist, so it needs no lstat. Kept only while every path is its directories' own
+        # name (dropped once a symlink is followed or anything is removed).
+        self.fresh: dict[tuple[str, ...], set[str]] = {}
+        self.ids = (os.geteuid(), os.getegid())
+        self.umask = _umask()
+
+    def barrier(self) -> None:
+        self.pool.barrier()
+        self.pending.clear()
+
+    def forget(self) -> None:
+        self.barrier()  # no task may hold a cached fd
+        self.root.forget()
+        self.fresh.clear()
 
     def remove(self, dir_fd: int, name: str) -> None:
-        self.root.forget()
+        """Callers hold ``dir_fd`` as their own (a dup), never borrowed from the cache."""
+        self.forget()
         _remove_at(dir_fd, name)
 
     def warn(self, message: str) -> None:
         self.report.warnings.append(message)
 
-    def parent_fd(self, parts: list[str], name: str) -> int:
+    def fail(self, entry_name: str, exc: OSError) -> LayerError:
+        return LayerError(f"{self.what}: entry {entry_name!r}: {exc.strerror or exc}")
+
+    def parent(self, key: tuple[str, ...], name: str) -> int:
+        """The parent directory ``key`` as an fd borrowed from the cache."""
+        fd = self.root.cache.get(key)
+        if fd is not None:
+            return fd
+        self.barrier()  # a queued symlink or file could be a component of this path
+        if len(self.root.cache) >= MAX_CACHED:
+            self.forget()
         try:
-            return self.root.resolve_dir(parts[:-1], create=True, what=f"{self.what}: entry {name!r}")
+            fd = self.root.borrow(key, what=f"{self.what}: entry {name!r}")
         except LayerError:
             raise
         except OSError as exc:
-            raise LayerError(f"{self.what}: entry {name!r}: {exc.strerror or exc}") from None
+            raise self.fail(name, exc) from None
+        if self.root.followed_link:
+            self.fresh.clear()
+        elif self.fresh:  # the resolution may have made missing parents: note them
+            for i in range(len(key)):
+                names = self.fresh.get(key[:i])
+                if names is not None:
+                    names.add(key[i])
+        return fd
+
+    def parent_fd(self, parts: list[str], name: str) -> int:
+        """The parent directory of ``parts`` as an fd of the caller's own."""
+        return os.dup(self.parent(tuple(parts[:-1]), name))
 
     # --- whiteouts ---------------------------------------------------------------------------
     def whiteout(self, parts: list[str], name: str) -> None:
@@ -208,10 +400,7 @@ class _Applier:
 
     def opaque(self, parts: list[str], name: str) -> None:
         dir_parts = parts[:-1]
-        try:
-            fd = self.root.resolve_dir(dir_parts, create=True, what=f"{self.what}: entry {name!r}")
-        except OSError as exc:
-            raise LayerError(f"{self.what}: entry {name!r}: {exc.strerror or exc}") from None
+        fd = self.parent_fd(parts, name)
         try:
             for child in os.listdir(fd):
                 if (*dir_parts, child) not in self.added:
@@ -225,158 +414,251 @@ class _Applier:
             os.close(fd)
 
     # --- entries -----------------------------------------------------------------------------
-    def owner(self, member: tarfile.TarInfo) -> tuple[int, int]:
-        uid, gid = member.uid, member.gid
+    def owner(self, entry: TarEntry) -> tuple[int, int]:
+        uid, gid = entry.uid, entry.gid
         if self.id_map is not None:
             uid, gid = self.id_map.to_host(uid, gid)
             if uid < 0 or gid < 0:
-                owner = f"{member.uid}:{member.gid}"
-                raise LayerError(
-                    f"{self.what}: entry {member.name!r} is owned by {owner}, outside the id map"
-                )
+                owner = f"{entry.uid}:{entry.gid}"
+                raise LayerError(f"{self.what}: entry {entry.name!r} is owned by {owner}, outside the id map")
         return uid, gid
 
-    def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = member.name
+    def needs_chown(self, key: tuple[str, ...], owner: tuple[int, int]) -> bool:
+        """False when a new entry in the directory ``key`` already has ``owner``: ours, and the
+        directory does not hand down its group."""
+        return self.chown and (owner != self.ids or key not in self.root.plain)
+
+    def apply(self, reader: TarReader, entry: TarEntry) -> None:
+        name = entry.name
         parts = _clean_name(name)
         if not parts:
-            if not member.isdir():
+            if not entry.isdir():
                 raise UnsafeLayer(f"{self.what}: entry {name!r} would replace the root directory")
-            self.dir_meta[()] = (member.mode & 0o7777, int(member.mtime))
+            self.dir_meta[()] = (entry.mode & 0o7777, entry.mtime)
             return
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
+            self.barrier()
             try:
                 if base == OPAQUE:
                     self.opaque(parts, name)
                 else:
                     self.whiteout(parts, name)
             except OSError as exc:
-                raise LayerError(f"{self.what}: entry {name!r}: {exc.strerror or exc}") from None
+                raise self.fail(name, exc) from None
             return
-        fd = self.parent_fd(parts, name)
+        key = tuple(parts)
+        if len(self.pending) >= MAX_PENDING:
+            self.barrier()
         try:
-            self.create(tar, member, fd, base, parts)
+            self.create(reader, entry, key, base)
         except OSError as exc:
-            raise LayerError(f"{self.what}: entry {name!r}: {exc.strerror or exc}") from None
-        finally:
-            os.close(fd)
-        self.added.add(tuple(parts))
+            raise self.fail(name, exc) from None
+        except OverflowError:
+            raise LayerError(f"{self.what}: entry {name!r} has a field out of range") from None
+        self.added.add(key)
 
-    def create(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, base: str, parts: list[str]
-    ) -> None:
-        try:
-            existing: os.stat_result | None = os.stat(base, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
-            self.remove(fd, base)  # the last entry for a path wins
-        mode = member.mode & 0o7777
-        if member.isdir():
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
-                os.mkdir(base, 0o700, dir_fd=fd)
-            self.dir_meta[tuple(parts)] = (mode, int(member.mtime))
-            self.metadata(member, fd, base, chmod=False, utime=False)
-        elif member.isreg() and member.type != tarfile.LNKTYPE:
-            self.write_file(tar, member, fd, base, mode)
-        elif member.issym():
-            os.symlink(member.linkname, base, dir_fd=fd)
-            self.metadata(member, fd, base, chmod=False)
-        elif member.islnk():
-            self.hardlink(member, fd, base)
-        elif member.ischr() or member.isblk() or member.isfifo():
-            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
-            try:
-                if member.isfifo():
-                    os.mkfifo(base, 0o600, dir_fd=fd)
-                else:
-                    os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=fd)
-            except PermissionError:
-                self.warn(f"cannot create device {member.name!r} unprivileged: an empty file instead")
-                os.close(
-                    os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
-                )
-            self.metadata(member, fd, base)
+    def create(self, reader: TarReader, entry: TarEntry, key: tuple[str, ...], base: str) -> None:
+        pkey = key[:-1]
+        fd = self.parent(pkey, entry.name)
+        dino = self.root.ino[pkey]
+        if (dino, base) in self.pending:
+            self.barrier()  # a later entry for the same file wins: the earlier one first
+        if self.root.followed_link and self.fresh:
+            self.fresh.clear()
+        names = self.fresh.get(pkey)
+        existing: os.stat_result | None = None
+        if names is not None and base not in names:
+            names.add(base)
         else:
-            self.warn(f"skipped entry {member.name!r} of unsupported type {member.type!r}")
+            try:
+                existing = os.stat(base, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+        kind = entry.type
+        if existing is not None and not (kind == DIRTYPE and stat.S_ISDIR(existing.st_mode)):
+            # the last entry for a path wins
+            if stat.S_ISDIR(existing.st_mode) or stat.S_ISLNK(existing.st_mode):
+                own = os.dup(fd)
+                try:
+                    self.remove(own, base)  # cached paths may lead through it: forget them all
+                finally:
+                    os.close(own)
+                fd = self.parent(pkey, entry.name)
+            else:
+                os.unlink(base, dir_fd=fd)
+            existing = None
+        if entry.isreg():
+            owner = self.owner(entry)
+            if entry.size <= SMALL:
+                data = self.read_data(reader, entry, entry.size)
+                args = (fd, base, data, entry, owner, self.needs_chown(pkey, owner))
+                self.pool.submit(dino, self.write_file, args, len(data))
+                self.pending.add((dino, base))
+            else:
+                self.write_large(reader, entry, fd, base, owner, self.needs_chown(pkey, owner))
+        elif kind == DIRTYPE:
+            self.directory(entry, key, fd, base, existing)
+        elif kind == SYMTYPE:
+            if "\0" in entry.linkname:
+                raise UnsafeLayer(f"{self.what}: entry {entry.name!r} has a NUL byte in its target")
+            owner = self.owner(entry)
+            link_args = (fd, base, entry, owner, self.needs_chown(pkey, owner))
+            self.pool.submit(dino, self.symlink, link_args, 0)
+            self.pending.add((dino, base))
+        elif kind == LNKTYPE:
+            self.barrier()  # the target may still be queued
+            fd = self.parent(pkey, entry.name)
+            self.hardlink(entry, fd, base)
+        elif kind in (CHRTYPE, BLKTYPE, FIFOTYPE):
+            self.device(entry, fd, base)
+        else:
+            self.warn(f"skipped entry {entry.name!r} of unsupported type {entry.type!r}")
+
+    def read_data(self, reader: TarReader, entry: TarEntry, size: int) -> bytes:
+        data = reader.read(size)
+        if len(data) != size:
+            raise LayerError(f"{self.what}: entry {entry.name!r} is truncated ({len(data)} of {size} bytes)")
+        return data
+
+    def directory(
+        self, entry: TarEntry, key: tuple[str, ...], fd: int, base: str, existing: os.stat_result | None
+    ) -> None:
+        if existing is None:
+            os.mkdir(base, 0o700, dir_fd=fd)
+            plain = True
+            if not self.root.followed_link:
+                self.fresh[key] = set()
+        else:
+            plain = not existing.st_mode & stat.S_ISGID
+        self.dir_meta[key] = (entry.mode & 0o7777, entry.mtime)
+        dfd = self.root.cache.get(key)
+        if dfd is None:
+            dfd = os.open(base, DIR_FLAGS, dir_fd=fd)
+            if len(self.root.cache) >= MAX_CACHED:
+                self.forget()  # after a barrier: no queued task holds a cached fd
+            self.root.remember(key, dfd, plain, os.fstat(dfd).st_ino)
+            fd = self.parent(key[:-1], entry.name)  # remember may have dropped the cache
+        owner = self.owner(entry)
+        if self.needs_chown(key[:-1], owner):
+            try:
+                os.fchown(dfd, *owner)
+            except PermissionError:
+                self._chown_warning()
+        if entry.xattrs:
+            self.xattrs(entry, f"/proc/self/fd/{dfd}")
 
     def write_file(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, base: str, mode: int
+        self, fd: int, base: str, data: bytes, entry: TarEntry, owner: tuple[int, int], chown: bool
     ) -> None:
-        out = os.open(
-            base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd
-        )
+        """A worker task: a small file whose data was read already."""
         try:
-            src = tar.extractfile(member)
+            out = os.open(base, FILE_FLAGS, entry.mode & 0o777, dir_fd=fd)
+            try:
+                if data:
+                    _write_all(out, data)
+                self.fd_metadata(entry, out, owner, chown)
+            finally:
+                os.close(out)
+        except OSError as exc:
+            raise self.fail(entry.name, exc) from None
+        except OverflowError:
+            raise LayerError(f"{self.what}: entry {entry.name!r} has a field out of range") from None
+
+    def write_large(
+        self, reader: TarReader, entry: TarEntry, fd: int, base: str, owner: tuple[int, int], chown: bool
+    ) -> None:
+        out = os.open(base, FILE_FLAGS, entry.mode & 0o777, dir_fd=fd)
+        try:
             written = 0
-            if src is not None:
-                while written < member.size:
-                    chunk = src.read(min(CHUNK, member.size - written))
-                    if not chunk:
-                        break
-                    os.write(out, chunk)
-                    written += len(chunk)
-            if written != member.size:
+            while written < entry.size:
+                chunk = reader.read(min(CHUNK, entry.size - written))
+                if not chunk:
+                    break
+                _write_all(out, chunk)
+                written += len(chunk)
+            if written != entry.size:
                 raise LayerError(
-                    f"{self.what}: entry {member.name!r} is truncated ({written} of {member.size} bytes)"
+                    f"{self.what}: entry {entry.name!r} is truncated ({written} of {entry.size} bytes)"
                 )
-            self.fd_metadata(member, out, fd, base, mode)
+            self.fd_metadata(entry, out, owner, chown)
         finally:
             os.close(out)
 
-    def hardlink(self, member: tarfile.TarInfo, fd: int, base: str) -> None:
-        target_parts = _clean_name(member.linkname)
+    def fd_metadata(self, entry: TarEntry, out: int, owner: tuple[int, int], chown: bool) -> None:
+        if chown:
+            try:
+                os.fchown(out, *owner)
+            except PermissionError:
+                self._chown_warning()
+        mode = entry.mode & 0o7777
+        # created with mode & 0o777 less the umask: change it only when that is not it already
+        if chown or self.umask is None or mode != mode & ~self.umask & 0o777:
+            os.fchmod(out, mode)
+        if entry.xattrs:
+            self.xattrs(entry, out)
+        os.utime(out, (entry.mtime, entry.mtime))
+
+    def symlink(self, fd: int, base: str, entry: TarEntry, owner: tuple[int, int], chown: bool) -> None:
+        """A worker task."""
+        try:
+            os.symlink(entry.linkname, base, dir_fd=fd)
+            if chown:
+                try:
+                    os.chown(base, *owner, dir_fd=fd, follow_symlinks=False)
+                except PermissionError:
+                    self._chown_warning()
+            os.utime(base, (entry.mtime, entry.mtime), dir_fd=fd, follow_symlinks=False)
+        except OSError as exc:
+            raise self.fail(entry.name, exc) from None
+        except OverflowError:
+            raise LayerError(f"{self.what}: entry {entry.name!r} has a field out of range") from None
+
+    def device(self, entry: TarEntry, fd: int, base: str) -> None:
+        kind = entry.type
+        try:
+            if kind == FIFOTYPE:
+                os.mkfifo(base, 0o600, dir_fd=fd)
+            else:
+                mode = stat.S_IFCHR if kind == CHRTYPE else stat.S_IFBLK
+                os.mknod(base, mode | 0o600, os.makedev(entry.devmajor, entry.devminor), dir_fd=fd)
+        except PermissionError:
+            self.warn(f"cannot create device {entry.name!r} unprivileged: an empty file instead")
+            os.close(os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd))
+        if self.chown:
+            try:
+                os.chown(base, *self.owner(entry), dir_fd=fd, follow_symlinks=False)
+            except PermissionError:
+                self._chown_warning()
+        # the entry was just created by us and is not a symlink: chmod cannot be redirected
+        os.chmod(base, entry.mode & 0o7777, dir_fd=fd)
+        if entry.xattrs:
+            self.xattrs(entry, _proc_path(fd, base))
+        os.utime(base, (entry.mtime, entry.mtime), dir_fd=fd, follow_symlinks=False)
+
+    def hardlink(self, entry: TarEntry, fd: int, base: str) -> None:
+        target_parts = _clean_name(entry.linkname)
         if not target_parts:
-            raise UnsafeLayer(f"{self.what}: entry {member.name!r} links to the root directory")
+            raise UnsafeLayer(f"{self.what}: entry {entry.name!r} links to the root directory")
         try:
             tfd = self.root.resolve_dir(
-                target_parts[:-1], create=False, what=f"{self.what}: entry {member.name!r}"
+                target_parts[:-1], create=False, what=f"{self.what}: entry {entry.name!r}"
             )
         except FileNotFoundError:
             raise LayerError(
-                f"{self.what}: entry {member.name!r} links to missing {member.linkname!r}"
+                f"{self.what}: entry {entry.name!r} links to missing {entry.linkname!r}"
             ) from None
         try:
             st = os.stat(target_parts[-1], dir_fd=tfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                raise LayerError(f"{self.what}: entry {member.name!r} is a hard link to a directory")
+                raise LayerError(f"{self.what}: entry {entry.name!r} is a hard link to a directory")
             os.link(target_parts[-1], base, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             raise LayerError(
-                f"{self.what}: entry {member.name!r} links to missing {member.linkname!r}"
+                f"{self.what}: entry {entry.name!r} links to missing {entry.linkname!r}"
             ) from None
         finally:
             os.close(tfd)
-
-    def fd_metadata(self, member: tarfile.TarInfo, out: int, dir_fd: int, base: str, mode: int) -> None:
-        if self.chown:
-            uid, gid = self.owner(member)
-            try:
-                os.fchown(out, uid, gid)
-            except PermissionError:
-                self._chown_warning()
-        os.fchmod(out, mode)
-        self.xattrs(member, _proc_path(dir_fd, base))
-        os.utime(out, (int(member.mtime), int(member.mtime)))
-
-    def metadata(
-        self, member: tarfile.TarInfo, fd: int, base: str, *, chmod: bool = True, utime: bool = True
-    ) -> None:
-        if self.chown:
-            uid, gid = self.owner(member)
-            try:
-                os.chown(base, uid, gid, dir_fd=fd, follow_symlinks=False)
-            except PermissionError:
-                self._chown_warning()
-        is_link = member.issym()
-        if chmod and not is_link:
-            # the entry was just created by us and is not a symlink: chmod cannot be redirected
-            os.chmod(base, member.mode & 0o7777, dir_fd=fd)
-        if not is_link:
-            self.xattrs(member, _proc_path(fd, base))
-        if utime:
-            os.utime(base, (int(member.mtime), int(member.mtime)), dir_fd=fd, follow_symlinks=False)
 
     def _chown_warning(self) -> None:
         if not self.chown_warned:
@@ -385,21 +667,22 @@ class _Applier:
                 "cannot change owners unprivileged: files keep the caller's ids (run inside a user namespace)"
             )
 
-    def xattrs(self, member: tarfile.TarInfo, path: str) -> None:
-        for key, value in member.pax_headers.items():
-            if not key.startswith("SCHILY.xattr."):
-                continue
-            attr = key[len("SCHILY.xattr.") :]
+    def xattrs(self, entry: TarEntry, target: str | int) -> None:
+        for attr, value in (entry.xattrs or {}).items():
             if attr.startswith(("trusted.", "user.overlay.")):
                 continue
             try:
-                os.setxattr(path, attr, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+                if isinstance(target, int):
+                    os.setxattr(target, attr, value)
+                else:
+                    os.setxattr(target, attr, value, follow_symlinks=False)
             except OSError as exc:
-                self.warn(f"cannot set {attr} on {member.name!r}: {exc.strerror or exc}")
+                self.warn(f"cannot set {attr} on {entry.name!r}: {exc.strerror or exc}")
 
     def finish(self) -> None:
         """Directory modes and mtimes last, deepest first, so mode-000 directories and children's
         creation don't get in the way."""
+        self.barrier()
         for parts in sorted(self.dir_meta, key=len, reverse=True):
             mode, mtime = self.dir_meta[parts]
             try:
@@ -429,28 +712,23 @@ def apply_layer(
     """Apply an uncompressed tar stream to ``root``. ``overlay`` keeps whiteouts as overlay whiteouts
     (0/0 character devices) and marks opaque directories with ``user.overlay.opaque``."""
     applier = _Applier(Path(root), overlay=overlay, chown=chown, id_map=id_map, what=what)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
+    source = ReadAhead(stream, READ_AHEAD)
+    reader = TarReader(cast(BinaryIO, source), what)
     try:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # noqa: SIM115
-        except tarfile.TarError as exc:
-            raise LayerError(f"{what} is not a tar stream: {exc}") from None
-        with tar:
-            while True:
-                try:
-                    member = tar.next()
-                except tarfile.TarError as exc:
-                    raise LayerError(f"{what} is corrupt: {exc}") from None
-                except (EOFError, OSError) as exc:
-                    raise LayerError(f"{what} is truncated or corrupt: {exc}") from None
-                if member is None:
-                    break
-                setattr(tar, "members", [])  # noqa: B010 - keep memory flat over many entries
-                try:
-                    applier.apply(tar, member)
-                except (tarfile.TarError, EOFError) as exc:
-                    raise LayerError(f"{what}: entry {member.name!r} is corrupt: {exc}") from None
-                applier.report.entries += 1
-        applier.finish()
+            try:
+                while (entry := reader.next()) is not None:
+                    applier.apply(reader, entry)
+                    applier.report.entries += 1
+                applier.finish()
+            finally:
+                applier.pool.close()
+        finally:
+            reader.close()
+            source.close()
     finally:
+        sys.setswitchinterval(interval)
         applier.root.close()
     return applier.report
