@@ -116,9 +116,14 @@ class _Root:
         if cached is not None:
             return os.dup(cached)
         fd = self._resolve(parts, create=create, what=what)
-        if len(self.cache) >= 4096:
-            self.forget()
-        self.cache[key] = os.dup(fd)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        # through remember(), so the inode and set-group-ID facts that borrow() users rely on are
+        # cached along with the fd
+        self.remember(key, os.dup(fd), not st.st_mode & stat.S_ISGID, st.st_ino)
         return fd
 
     def borrow(self, key: tuple[str, ...], *, what: str) -> int:
@@ -310,6 +315,10 @@ class _Applier:
         self.report = ApplyReport()
         self.added: set[tuple[str, ...]] = set()
         self.dir_meta: dict[tuple[str, ...], tuple[int, int]] = {}  # parts -> (mode, mtime)
+        # times of each directory the layer changes inside, taken before the first change: a
+        # directory the layer does not itself carry gets them back at the end (overlay keeps a
+        # parent's mtime when a file in it is only modified; re-creating the file must not move it)
+        self.parent_times: dict[tuple[str, ...], tuple[int, int]] = {}
         self.chown_warned = False
         self.pool = _Pool(WORKERS)
         # (directory inode, name) of the tasks queued since the last barrier: by inode, not path,
@@ -346,6 +355,8 @@ class _Applier:
         """The parent directory ``key`` as an fd borrowed from the cache."""
         fd = self.root.cache.get(key)
         if fd is not None:
+            if key not in self.parent_times:
+                self._note_times(key, fd)
             return fd
         self.barrier()  # a queued symlink or file could be a component of this path
         if len(self.root.cache) >= MAX_CACHED:
@@ -363,7 +374,13 @@ class _Applier:
                 names = self.fresh.get(key[:i])
                 if names is not None:
                     names.add(key[i])
+        if key not in self.parent_times:
+            self._note_times(key, fd)
         return fd
+
+    def _note_times(self, key: tuple[str, ...], fd: int) -> None:
+        st = os.fstat(fd)
+        self.parent_times[key] = (st.st_atime_ns, st.st_mtime_ns)
 
     def parent_fd(self, parts: list[str], name: str) -> int:
         """The parent directory of ``parts`` as an fd of the caller's own."""
@@ -683,6 +700,24 @@ class _Applier:
         """Directory modes and mtimes last, deepest first, so mode-000 directories and children's
         creation don't get in the way."""
         self.barrier()
+        for parts in sorted(self.parent_times, key=len, reverse=True):
+            if parts in self.dir_meta:
+                continue
+            atime, mtime = self.parent_times[parts]
+            try:
+                fd = (
+                    self.root.resolve_dir(list(parts), create=False, what=self.what)
+                    if parts
+                    else os.dup(self.root.fd)
+                )
+            except (OSError, LayerError):
+                continue  # removed or replaced by a later entry
+            try:
+                os.utime(fd, ns=(atime, mtime))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
         for parts in sorted(self.dir_meta, key=len, reverse=True):
             mode, mtime = self.dir_meta[parts]
             try:

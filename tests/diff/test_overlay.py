@@ -160,6 +160,12 @@ def _lower_tree(root: Path) -> None:
     (root / "e" / "f" / "g").write_text("g\n")
     (root / "a").write_text("a\n")
     os.symlink("a", root / "b")
+    # old times, far from now: a directory whose mtime the applier moves shows at once, not only
+    # when a second boundary falls between making the tree and applying the layer
+    for dirpath, dirnames, filenames in os.walk(root):
+        for entry in dirnames + filenames:
+            os.utime(os.path.join(dirpath, entry), (1_600_000_000, 1_600_000_000), follow_symlinks=False)
+    os.utime(root, (1_600_000_000, 1_600_000_000))
 
 
 def _apply_op(merged: Path, op: str, name: str) -> None:

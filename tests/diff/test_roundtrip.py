@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pybuild.diff import Change, apply_layer, diff_trees, open_layer, write_layer, write_tree
@@ -145,6 +145,12 @@ def add_hardlinks(root: Path) -> None:
     lower=st.dictionaries(NAMES, nodes(), max_size=5),
     upper=st.dictionaries(NAMES, nodes(), max_size=5),
     links=st.booleans(),
+)
+# found by this test: a directory resolved through a symlink was cached without its inode number
+@example(
+    lower={"b": ("dir", {"a": ("link", "a")}, 0o755)},
+    upper={"c": ("link", "a"), "a": ("file", b"", 0o644), "b": ("dir", {"a": ("file", b"", 0o644)}, 0o755)},
+    links=True,
 )
 def test_apply_of_diff_gives_upper(
     tmp_path_factory: pytest.TempPathFactory, lower: Any, upper: Any, links: bool
