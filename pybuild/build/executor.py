@@ -14,7 +14,6 @@ import copy
 import glob  # at module level: _export runs after the root has changed, when imports fail
 import os
 import re
-import secrets
 import shlex
 import tarfile
 import tempfile
@@ -699,7 +698,10 @@ class Builder:
         else:
             state.layers.append(layer)
             state.config["rootfs"]["diff_ids"].append(str(layer[1]))
-        if inst is not None or layer is not None:
+        # the directories left for the end of a stage are no instruction of their own: they show in
+        # the history only when they made a layer (and a cache hit must do the same)
+        in_history = inst is not None or layer is not None
+        if in_history:
             state.config.setdefault("history", []).append(entry)
         self.cache.put(
             key,
@@ -708,6 +710,7 @@ class Builder:
                 "layer": layer[0].to_dict() if layer else None,
                 "diff_id": str(layer[1]) if layer else None,
                 "fs": True,
+                "in_history": in_history,
             },
         )
         state.key = key
@@ -724,9 +727,8 @@ class Builder:
                 return False
             state.layers.append((desc, diff_id))
             state.config["rootfs"]["diff_ids"].append(str(diff_id))
-        if record.get("fs") and layer is None and not record["history"].get("created_by"):
-            pass
-        state.config.setdefault("history", []).append(dict(record["history"]))
+        if record.get("in_history", True):
+            state.config.setdefault("history", []).append(dict(record["history"]))
         state.key = key
         return True
 
@@ -1320,4 +1322,4 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
         return builder.build()
 
 
-__all__ = ["BuildOptions", "BuildResult", "Builder", "Reporter", "build", "secrets"]
+__all__ = ["BuildOptions", "BuildResult", "Builder", "Reporter", "build"]

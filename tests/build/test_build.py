@@ -396,3 +396,13 @@ def test_containerfile_on_standard_input(pb: Pybuild, tmp_path: Path) -> None:
         env=env,
     )
     assert bad.returncode == 1 and bad.stderr == 'error: Containerfile:2: unknown instruction "RUNN"\n'
+
+
+def test_rebuild_of_a_workdir_that_exists_gives_the_same_image(pb: Pybuild, tmp_path: Path) -> None:
+    # WORKDIR's directory is made at the end of the stage when no later step makes it; where it
+    # already exists that makes no layer and no history entry, on the first build and from the cache
+    ctx = context(tmp_path / "ctx", "FROM busybox\nWORKDIR /tmp\n")
+    first = pb.build(ctx, None, None, "-q").stdout.strip()
+    second = pb.build(ctx, None, None, "-q").stdout.strip()
+    assert first == second
+    assert pb.config(first[:12])["WorkingDir"] == "/tmp"
