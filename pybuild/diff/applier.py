@@ -701,38 +701,33 @@ class _Applier:
         creation don't get in the way."""
         self.barrier()
         for parts in sorted(self.parent_times, key=len, reverse=True):
-            if parts in self.dir_meta:
-                continue
-            atime, mtime = self.parent_times[parts]
-            try:
-                fd = (
-                    self.root.resolve_dir(list(parts), create=False, what=self.what)
-                    if parts
-                    else os.dup(self.root.fd)
-                )
-            except (OSError, LayerError):
-                continue  # removed or replaced by a later entry
-            try:
-                os.utime(fd, ns=(atime, mtime))
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            fd = None if parts in self.dir_meta else self._dir_fd(parts)
+            if fd is not None:
+                try:
+                    os.utime(fd, ns=self.parent_times[parts])
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
         for parts in sorted(self.dir_meta, key=len, reverse=True):
             mode, mtime = self.dir_meta[parts]
-            try:
-                fd = (
-                    self.root.resolve_dir(list(parts), create=False, what=self.what)
-                    if parts
-                    else os.dup(self.root.fd)
-                )
-            except OSError:
-                continue
-            try:
-                os.fchmod(fd, mode)
-                os.utime(fd, (mtime, mtime))
-            finally:
-                os.close(fd)
+            fd = self._dir_fd(parts)
+            if fd is not None:
+                try:
+                    os.fchmod(fd, mode)
+                    os.utime(fd, (mtime, mtime))
+                finally:
+                    os.close(fd)
+
+    def _dir_fd(self, parts: tuple[str, ...]) -> int | None:
+        """An fd of our own for the directory ``parts``, or None if a later entry removed or
+        replaced it."""
+        try:
+            if not parts:
+                return os.dup(self.root.fd)
+            return self.root.resolve_dir(list(parts), create=False, what=self.what)
+        except (OSError, LayerError):
+            return None
 
 
 def apply_layer(
