@@ -151,4 +151,13 @@ def doctor() -> list[Check]:
             required=False,
         )
     )
+    from .modes import ENV, overlay_mode
+
+    try:
+        mode = overlay_mode()
+        forced = f" (forced by {ENV})" if os.environ.get(ENV) else ""
+        slow = " (a copied rootfs: every step copies the image; slow)" if mode == "copy" else ""
+        checks.append(Check("build and run mode", True, f"{mode}{forced}{slow}", required=False))
+    except PybuildError as exc:
+        checks.append(Check("build and run mode", False, str(exc), f"unset {ENV}", required=False))
     return checks

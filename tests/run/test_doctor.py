@@ -37,3 +37,11 @@ def test_doctor_names_the_fix_for_a_user_without_ranges() -> None:
     assert proc.returncode == 1
     assert "problem  /etc/subuid range for nobody: none" in proc.stdout
     assert "fix: usermod --add-subuids 100000-165535 nobody" in proc.stdout
+
+
+def test_doctor_names_the_mode_builds_will_use(pybuild_cli: Any) -> None:
+    checks = {c["name"]: c for c in json.loads(pybuild_cli("doctor", "--json").stdout)}
+    assert checks["build and run mode"]["detail"] == "native"  # this machine has rootless overlay
+    forced = json.loads(pybuild_cli("doctor", "--json", env={"PYBUILD_RUN_MODE": "copy"}).stdout)
+    detail = {c["name"]: c for c in forced}["build and run mode"]["detail"]
+    assert detail.startswith("copy (forced by PYBUILD_RUN_MODE)")
