@@ -207,6 +207,10 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
         # orphans are reaped, and pid 1 exits with the command's status
         command = os.fork()
         if command == 0:
+            # Python starts with SIGPIPE and SIGXFSZ ignored, and ignored signals survive exec:
+            # a command must get the defaults, or `yes | head` spins on EPIPE forever
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
             try:
                 os.execve(path, spec.args, env)
             except OSError as exc:

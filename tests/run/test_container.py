@@ -35,6 +35,17 @@ def test_exit_status_as_root(lower: Path, tmp_path: Path, script: str, status: i
     assert result.exit_status == status
 
 
+def test_commands_start_with_default_signal_dispositions(lower: Path, tmp_path: Path) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: a command that inherited
+    # that would spin on EPIPE (`yes | head`) instead of dying of SIGPIPE
+    (tmp_path / "upper").mkdir()
+    script = "yes | head -c 10 >/dev/null && grep SigIgn /proc/self/status > /tmp/sigign"
+    result = run_container(RunSpec([lower], tmp_path / "upper", ["/bin/sh", "-c", script]))
+    assert result.exit_status == 0
+    ignored = int((tmp_path / "upper" / "tmp" / "sigign").read_text().split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGXFSZ - 1))
+
+
 def test_chown_and_cwd_land_in_the_upperdir(lower: Path, tmp_path: Path) -> None:
     upper = tmp_path / "upper"
     upper.mkdir()
