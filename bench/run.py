@@ -2,12 +2,12 @@
 
     sudo .venv/bin/python bench/run.py [--rounds 5] [--only NAME ...]
 
-Sets up the inputs (a debootstrap'd Debian image and a busybox-static image as OCI layouts), then
-alternates pybuild and the peer tool on the same input, round after round, and prints for each
-benchmark the median wall time of each side, the median of the per-round ratios (pybuild / peer;
-below 1 means pybuild is faster) and the peak RSS of each side (the largest process of its tree, from
-wait4). Results are figures, never pass/fail: copy them into bench/RESULTS.md with the date and the
-machine.
+Sets up the inputs (a debootstrap'd Debian image, a busybox-static image and generated bases as OCI
+layouts; a local registry for push-pull), then alternates pybuild and the peer tool on the same
+input, round after round, and prints for each benchmark the median wall time of each side, the
+median of the per-round ratios (pybuild / peer; below 1 means pybuild is faster) and the peak RSS
+of each side (the largest process of its tree, from wait4). Results are figures, never pass/fail:
+copy them into bench/RESULTS.md with the date and the machine.
 
 Benchmarks so far:
 - unpack: `pybuild unpack` vs `umoci unpack --rootless` of the Debian image (goal: <= 0.7x).
@@ -19,6 +19,20 @@ Benchmarks so far:
 - build-big: `RUN cp -a /usr /usr2` (~120-150 MB) on the Debian image, no cache (goal: <= 0.5x);
   also prints the floor, the same bytes copied once (`cp -a`) and then read and hashed once (sha256
   of a tar of the copy), and pybuild's ratio to it (goal: <= 1.5x).
+- commit-1g: a build on busybox-static whose one RUN writes 1 GiB (512 MiB from /dev/urandom and
+  512 MiB of `seq` output), `--no-cache`, vs buildah: pybuild's wall time and peak RSS (goal:
+  peak RSS <= 100 MiB).
+- small-change: `RUN echo x > /etc/one-file`, `--no-cache`, on a ~200 MiB base (busybox plus ~4,300
+  generated files of 48 KiB) vs buildah, and the same on a ~20 MiB base (~430 such files); prints
+  both pybuild times (goal: time does not grow with the base, the 200 MiB build within ~1.2x of the
+  20 MiB one).
+- push-pull: through a local `docker-registry` on 127.0.0.1 (filesystem storage in the work
+  directory, stopped at the end whatever happens): `pybuild push oci:LAYOUT:latest docker://...` vs
+  `skopeo copy oci:LAYOUT:latest docker://...` of the Debian image, each round to new repositories
+  (so neither side finds blobs already in its repository; skopeo's blob-info cache is emptied between
+  rounds so it cannot mount them from earlier repositories), then `pybuild pull` into an empty store
+  vs `skopeo copy docker://... oci:DIR:latest` into an empty layout, from a repository filled before
+  the rounds (no goal in issue 7 beyond the figures).
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -34,11 +48,14 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -353,11 +370,262 @@ def bench_build_big(work: Path, rounds: int) -> dict[str, object]:
     return {"benchmark": bench, "note": note, **r}
 
 
-BENCHMARKS = {
+# --- commit-1g: a 1 GiB layer ---------------------------------------------------------------------
+
+# 512 MiB from /dev/urandom and 512 MiB of text (a 1 MiB chunk of `seq` output, 512 times): no
+# `yes | head`, whose `yes` never ends under pybuild (RUN inherits SIGPIPE ignored; see RESULTS.md).
+COMMIT_1G_CONTAINERFILE = """\
+FROM localhost/busybox
+RUN dd if=/dev/urandom of=/big-random bs=1M count=512 2>/dev/null && \\
+    seq 1 200000 > /tmp/seq && head -c 1048576 /tmp/seq > /tmp/chunk && \\
+    for i in $(seq 512); do cat /tmp/chunk; done > /big-text && rm /tmp/seq /tmp/chunk
+"""
+
+
+def bench_commit_1g(work: Path, rounds: int) -> dict[str, object]:
+    b = Builders(work)
+    layout = setup_busybox(work)
+    context = work / "commit1g"
+    context.mkdir()
+    (context / "Containerfile").write_text(COMMIT_1G_CONTAINERFILE)
+    b.chown()
+    b.add_base(layout, "busybox")
+    note = b.storage_driver()
+    tag = "localhost/commit1g"
+    b.warm_up(context, tag)
+    r = alternate(
+        rounds,
+        lambda: b.build_ours(context, tag, cache=False),
+        lambda: b.build_theirs(context, tag, cache=False),
+        lambda: b.forget(tag),
+    )
+    peak = r["pybuild_peak_mib"]
+    verdict = "met" if peak <= 100 else "missed"  # type: ignore[operator]
+    note += f"; goal pybuild peak RSS <= 100 MiB: {verdict} ({peak} MiB)"
+    bench = (
+        "commit-1g: busybox, RUN writing 1 GiB (half random), --no-cache "
+        "(vs buildah build --layers --no-cache)"
+    )
+    return {"benchmark": bench, "note": note, **r}
+
+
+# --- small-change: one new file on a 200 MiB and on a 20 MiB base -------------------------------
+
+SETUP_SIZED = """
+import random
+import sys
+import tempfile
+from pathlib import Path
+from pybuild.layout import Layout
+from tests.fixtures.images import make_image, tar_tree
+from tests.fixtures.rootfs import make_busybox_rootfs
+layout, mib = sys.argv[1], int(sys.argv[2])
+rng = random.Random(mib)
+with tempfile.TemporaryDirectory() as tmp:
+    root = make_busybox_rootfs(Path(tmp) / "busybox")
+    data = Path(tmp) / "data"
+    for i in range(mib * 1024 // 48):
+        d = data / "usr" / "share" / "bench" / f"d{i // 100:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"entry {i}.{j}: lorem ipsum dolor sit amet {j * i}\\n" for j in range(600))
+        (d / f"f{i:05d}").write_bytes(rng.randbytes(24 * 1024) + text.encode()[: 24 * 1024])
+    make_image(Layout.create(layout), [tar_tree(root), tar_tree(data)], "latest")
+"""
+
+SMALL_CHANGE_CONTAINERFILE = """\
+FROM localhost/{base}
+RUN echo x > /etc/one-file
+"""
+
+
+def setup_sized(work: Path, mib: int) -> Path:
+    """busybox plus ``mib`` MiB of generated 48 KiB files (half random, half text), as an OCI layout
+    made in a separate process (see setup_debian)."""
+    layout = work / f"base{mib}"
+    subprocess.run([sys.executable, "-c", SETUP_SIZED, str(layout), str(mib)], cwd=PROJECT, check=True)
+    return layout
+
+
+def bench_small_change(work: Path, rounds: int) -> list[dict[str, object]]:
+    b = Builders(work)
+    sizes = (200, 20)
+    contexts: dict[int, Path] = {}
+    layouts = {mib: setup_sized(work, mib) for mib in sizes}
+    for mib in sizes:
+        contexts[mib] = work / f"change{mib}"
+        contexts[mib].mkdir()
+        (contexts[mib] / "Containerfile").write_text(SMALL_CHANGE_CONTAINERFILE.format(base=f"base{mib}"))
+    b.chown()
+    for mib in sizes:
+        b.add_base(layouts[mib], f"base{mib}")
+    note = b.storage_driver()
+    for mib in sizes:
+        b.warm_up(contexts[mib], f"localhost/change{mib}")
+    # The two sizes interleave within each round, so that load drift hits both alike.
+    times: dict[int, tuple[list[float], list[float], list[int], list[int]]] = {
+        m: ([], [], [], []) for m in sizes
+    }
+    for _ in range(rounds):
+        for mib in sizes:
+            tag = f"localhost/change{mib}"
+            ours, theirs, mem_ours, mem_theirs = times[mib]
+            a = b.build_ours(contexts[mib], tag, cache=False)
+            t = b.build_theirs(contexts[mib], tag, cache=False)
+            ours.append(a[0])
+            theirs.append(t[0])
+            mem_ours.append(a[1])
+            mem_theirs.append(t[1])
+            b.forget(tag)
+    results: list[dict[str, object]] = []
+    for mib in sizes:
+        ours, theirs, mem_ours, mem_theirs = times[mib]
+        results.append(
+            {
+                "benchmark": f"small-change: RUN echo x > /etc/one-file on a {mib} MiB base, --no-cache "
+                "(vs buildah build --layers --no-cache)",
+                "pybuild_s": statistics.median(ours),
+                "peer_s": statistics.median(theirs),
+                "ratio": statistics.median(o / t for o, t in zip(ours, theirs, strict=True)),
+                "pybuild_peak_mib": max(mem_ours),
+                "peer_peak_mib": max(mem_theirs),
+            }
+        )
+    big, small = times[200][0], times[20][0]
+    growth = statistics.median(x / y for x, y in zip(big, small, strict=True))
+    growth_peer = statistics.median(x / y for x, y in zip(times[200][1], times[20][1], strict=True))
+    results[0]["note"] = note
+    results[1]["note"] = (
+        f"pybuild 200 MiB base {statistics.median(big):.2f}s vs 20 MiB base {statistics.median(small):.2f}s: "
+        f"{growth:.2f}x (median of per-round ratios; goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
+        f"buildah {growth_peer:.2f}x"
+    )
+    return results
+
+
+# --- push-pull: through a local registry, vs skopeo copy ---------------------------------------
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's docker-registry on 127.0.0.1, filesystem storage in ``work``; (process, HOST:PORT)."""
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    port = free_port()
+    storage = work / "registry-storage"
+    storage.mkdir()
+    config = work / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    with open(work / "registry.log", "wb") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            NO_PROXY.open(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
+            return process, f"127.0.0.1:{port}"
+        except urllib.error.HTTPError:
+            return process, f"127.0.0.1:{port}"
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_registry(process)
+                log_text = (work / "registry.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"docker-registry did not start: {log_text}") from None
+            time.sleep(0.05)
+
+
+def stop_registry(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def bench_push_pull(work: Path, rounds: int) -> list[dict[str, object]]:
+    layout = setup_debian(work)
+    policy = work / "policy.json"
+    policy.write_text(json.dumps(POLICY))
+    subprocess.run(["chown", "-R", USER, str(work)], check=True)
+    pybuild = [str(PROJECT / ".venv" / "bin" / "pybuild")]
+    skopeo = ["skopeo", "--policy", str(policy)]
+    # skopeo remembers where it has seen blobs and would mount them from an earlier round's repository
+    blob_cache = work / ".local" / "share" / "containers" / "cache"
+    process, host = start_registry(work)
+    try:
+        src = f"docker://{host}/src:latest"
+        as_user([*skopeo, "copy", "--dest-tls-verify=false", f"oci:{layout}:latest", src], work)
+        shutil.rmtree(blob_cache, ignore_errors=True)
+        index = 0
+
+        def push_ours() -> tuple[float, int]:
+            return as_user(
+                [
+                    *pybuild,
+                    "--store",
+                    str(work / "store"),
+                    "push",
+                    "-q",
+                    f"oci:{layout}:latest",
+                    f"docker://{host}/p{index}:latest",
+                ],
+                work,
+            )
+
+        def push_theirs() -> tuple[float, int]:
+            dst = f"docker://{host}/s{index}:latest"
+            return as_user(
+                [*skopeo, "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:latest", dst], work
+            )
+
+        def pull_ours() -> tuple[float, int]:
+            return as_user([*pybuild, "--store", str(work / f"pull-store{index}"), "pull", "-q", src], work)
+
+        def pull_theirs() -> tuple[float, int]:
+            dst = f"oci:{work / f'pull-layout{index}'}:latest"
+            return as_user([*skopeo, "copy", "-q", "--src-tls-verify=false", src, dst], work)
+
+        def between() -> None:
+            nonlocal index
+            shutil.rmtree(blob_cache, ignore_errors=True)
+            for d in (f"pull-store{index}", f"pull-layout{index}"):
+                subprocess.run(["rm", "-rf", str(work / d)], check=True)
+            index += 1
+
+        pushed = alternate(rounds, push_ours, push_theirs, between)
+        index = 0
+        pulled = alternate(rounds, pull_ours, pull_theirs, between)
+    finally:
+        stop_registry(process)
+    return [
+        {"benchmark": "push Debian minbase to a local registry (vs skopeo copy oci: docker://)", **pushed},
+        {
+            "benchmark": "pull Debian minbase from a local registry into an empty store "
+            "(vs skopeo copy docker:// oci: into an empty layout)",
+            **pulled,
+        },
+    ]
+
+
+Result = dict[str, object]
+BENCHMARKS: dict[str, Callable[[Path, int], Result | list[Result]]] = {
     "unpack": bench_unpack,
     "build-small": bench_build_small,
     "build-noop": bench_build_noop,
     "build-big": bench_build_big,
+    "commit-1g": bench_commit_1g,
+    "small-change": bench_small_change,
+    "push-pull": bench_push_pull,
 }
 
 
@@ -370,23 +638,25 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmarks switch to the unprivileged user pybuild-test")
-    for tool in ("umoci", "setpriv", "buildah"):
+    for tool in ("umoci", "setpriv", "buildah", "skopeo", "docker-registry"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run scripts/setup.sh")
     for name in args.only or sorted(BENCHMARKS):
         work = Path(tempfile.mkdtemp(prefix=f"pybuild-bench-{name}-"))
         os.chmod(work, 0o755)
         try:
-            r = BENCHMARKS[name](work, args.rounds)
+            out = BENCHMARKS[name](work, args.rounds)
         finally:
             subprocess.run(["rm", "-rf", str(work)], check=False)
-        print(
-            f"{r['benchmark']}: pybuild {r['pybuild_s']:.2f}s, peer {r['peer_s']:.2f}s, "
-            f"ratio {r['ratio']:.2f}x (median of {args.rounds} pairs); "
-            f"peak RSS pybuild {r['pybuild_peak_mib']} MiB, peer {r['peer_peak_mib']} MiB"
-        )
-        if r.get("note"):
-            print(f"  {r['note']}")
+        for r in out if isinstance(out, list) else [out]:
+            print(
+                f"{r['benchmark']}: pybuild {r['pybuild_s']:.2f}s, peer {r['peer_s']:.2f}s, "
+                f"ratio {r['ratio']:.2f}x (median of {args.rounds} pairs); "
+                f"peak RSS pybuild {r['pybuild_peak_mib']} MiB, peer {r['peer_peak_mib']} MiB"
+            )
+            if r.get("note"):
+                print(f"  {r['note']}")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":
