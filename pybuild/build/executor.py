@@ -45,6 +45,7 @@ from .cache import BuildCache, step_key
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, find_containerfile, parse_arg, plan
 from .copier import CopyRequest, CopySource, copy_into_root, mkdirs_in_root
 from .ignore import IgnoreRules, walk_context
+from .shell import Lexer
 from .sources import match_all_sources, sources_digest
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -1035,12 +1036,12 @@ class Builder:
             self._fs_step(state, inst, created_by, key_parts, action)
 
     def _expand_heredoc(self, inst: Instruction, body: str, scope: dict[str, str]) -> str:
-        out = []
-        for line in body.splitlines(keepends=True):
-            end = "\n" if line.endswith("\n") else ""
-            core = line[:-1] if end else line
-            out.append(_expand_text(inst, core, scope) + end)
-        return "".join(out)
+        """Variables in a COPY/ADD heredoc body, as BuildKit expands them: quotes and escapes are
+        kept as written, only $VAR and ${VAR...} forms change."""
+        try:
+            return Lexer(inst.escape, raw_quotes=True, raw_escapes=True).process_word(body, scope)
+        except ContainerfileError as exc:
+            raise inst.error(f"heredoc <<{inst.node.heredocs[0].name}: {exc.reason}") from None
 
     def _context_source(self, rel: str, excludes: list[str], parents: bool, pattern: str) -> CopySource:
         """A matched context path: directories list their included entries; a symlink at the top is
@@ -1228,16 +1229,6 @@ def desc_config_id(layout: Layout, desc: Descriptor) -> str:
 def _parents(rel: str) -> list[str]:
     parts = rel.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def _expand_text(inst: Instruction, text: str, scope: dict[str, str]) -> str:
-    """Expand $VAR and ${VAR} in heredoc text, leaving quotes as they are."""
-
-    def one(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(2)
-        return scope.get(name, "")
-
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", one, text)
 
 
 def _export(out_fd: int, patterns: list[str], workdir: str) -> list[tuple[str, str]]:

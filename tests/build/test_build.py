@@ -406,3 +406,15 @@ def test_rebuild_of_a_workdir_that_exists_gives_the_same_image(pb: Pybuild, tmp_
     second = pb.build(ctx, None, None, "-q").stdout.strip()
     assert first == second
     assert pb.config(first[:12])["WorkingDir"] == "/tmp"
+
+
+def test_copy_heredoc_expands_like_buildkit(pb: Pybuild, tmp_path: Path) -> None:
+    text = (
+        "FROM busybox\nARG WHO=world\n"
+        "COPY <<EOF /expanded\nhello \"$WHO\" ${MISSING:-fallback} 'kept'\nEOF\n"
+        "COPY <<'EOF' /verbatim\nhello $WHO\nEOF\n"
+    )
+    ctx = context(tmp_path / "ctx", text)
+    pb.build(ctx, None, "localhost/heredoc-expand")
+    out = pb("run", "localhost/heredoc-expand", "--", "cat", "/expanded", "/verbatim").stdout
+    assert out == "hello \"world\" fallback 'kept'\nhello $WHO\n"
