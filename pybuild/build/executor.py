@@ -804,7 +804,6 @@ class Builder:
                         mounts=binds,
                     )
                 )
-                self._clean_mount_points(upper, lowers, [dst for _, dst, _ in binds])
             if result.exit_status != 0:
                 raise StepFailed(
                     f"{inst.file}:{inst.line}: {inst.text}: "
@@ -896,40 +895,6 @@ class Builder:
             cache_id = opts.get("id") or target
             return RunMount(kind, target, cache_id=cache_id, spec=f"cache:{cache_id}:{target}")
         return RunMount(kind, target, spec=f"tmpfs:{target}")
-
-    def _clean_mount_points(self, upper: Path, lowers: list[Path], targets: list[str]) -> None:
-        """Remove the empty files and directories only made to mount on, so no mount reaches a layer."""
-
-        def clean() -> None:
-            from ..diff.changeset import lstat_in
-
-            for target in targets:
-                rel = target.strip("/")
-                while rel:
-                    path = upper / rel
-                    if any(lstat_in(lower, rel) is not None for lower in lowers):
-                        break
-                    try:
-                        if path.is_dir() and not path.is_symlink():
-                            path.rmdir()
-                        elif path.is_file() and path.stat().st_size == 0:
-                            path.unlink()
-                        else:
-                            break
-                    except OSError:
-                        break
-                    rel = rel.rpartition("/")[0]
-                # a directory only copied up to hold the mount point keeps its lower times
-                for parent in _parents(target.strip("/")):
-                    old = next((st for lower in lowers if (st := lstat_in(lower, parent)) is not None), None)
-                    if old is not None and (upper / parent).is_dir():
-                        with contextlib.suppress(OSError):
-                            os.utime(
-                                upper / parent, ns=(old.st_atime_ns, old.st_mtime_ns), follow_symlinks=False
-                            )
-
-        if targets:
-            run_in_userns(clean)
 
     # COPY / ADD
     def _do_copy(self, state: StageState, inst: Instruction, _: dict[str, str]) -> None:
@@ -1224,11 +1189,6 @@ class Builder:
 def desc_config_id(layout: Layout, desc: Descriptor) -> str:
     """The image ID: the hex of the config's digest, as buildah prints it."""
     return load_image(layout, desc).manifest.config.digest.encoded
-
-
-def _parents(rel: str) -> list[str]:
-    parts = rel.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _export(out_fd: int, patterns: list[str], workdir: str) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ import socket
 import stat
 import tempfile
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..errors import RunError
 from .cleanup import force_remove
 from .modes import overlay_mode
 from .rootfs import Rootfs, _check, _mount
-from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map
+from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map, run_in_userns
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -298,9 +299,10 @@ def _generated_files(folder: Path, hostname: str) -> None:
     (folder / "hostname").write_text(hostname + "\n")
 
 
-def _clean_upperdir(upper: Path, lowers: list[Path]) -> None:
+def _clean_upperdir(upper: Path, lowers: list[Path], targets: Sequence[str] = ()) -> None:
     """Remove what only the container's plumbing put in the upperdir: mount points for /proc, /dev,
-    /sys and the generated /etc files, where the image did not have them."""
+    /sys, the generated /etc files and the bind mounts (``targets``), with the empty directories
+    made to hold them, where the image did not have them."""
 
     def below(rel: str) -> os.stat_result | None:
         for lower in lowers:
@@ -309,18 +311,22 @@ def _clean_upperdir(upper: Path, lowers: list[Path]) -> None:
         return None
 
     touched: set[str] = set()
-    for rel in (*GENERATED, "proc", "dev", "sys", "etc"):
-        path = upper / rel
-        if not os.path.lexists(path) or below(rel) is not None:
-            continue
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode):
-            if not any(path.iterdir()):
-                path.rmdir()
-                touched.add(os.path.dirname(rel))
-        elif st.st_size == 0:
-            path.unlink()
-            touched.add(os.path.dirname(rel))
+    for start in (*GENERATED, "proc", "dev", "sys", "etc", *(t.strip("/") for t in targets)):
+        rel = start
+        while rel and below(rel) is None:
+            path = upper / rel
+            try:
+                st = os.lstat(path)
+                if stat.S_ISDIR(st.st_mode) and not any(path.iterdir()):
+                    path.rmdir()
+                elif stat.S_ISREG(st.st_mode) and st.st_size == 0 and rel == start:
+                    path.unlink()
+                else:
+                    break
+            except OSError:
+                break
+            rel = os.path.dirname(rel)
+            touched.add(rel)
     # a directory only copied up to hold those mount points gets its lower times back, so the
     # changeset does not see it as changed
     for rel in touched:
@@ -386,7 +392,12 @@ def run_container(spec: RunSpec) -> RunResult:
         for fd in (ready_r, go_w, pid_r, err_r):
             os.close(fd)
         force_remove(tmp)
-    _clean_upperdir(spec.upperdir, spec.lowerdirs)
+    targets = [dst for _, dst, _ in spec.mounts]
+    if targets and rootless:
+        # mount points may sit in directories of subordinate ids: clean up as the container's root
+        run_in_userns(lambda: _clean_upperdir(spec.upperdir, spec.lowerdirs, targets))
+    else:
+        _clean_upperdir(spec.upperdir, spec.lowerdirs, targets)
     code = os.waitstatus_to_exitcode(status)
     if interrupted:
         raise KeyboardInterrupt

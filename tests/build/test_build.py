@@ -418,3 +418,54 @@ def test_copy_heredoc_expands_like_buildkit(pb: Pybuild, tmp_path: Path) -> None
     pb.build(ctx, None, "localhost/heredoc-expand")
     out = pb("run", "localhost/heredoc-expand", "--", "cat", "/expanded", "/verbatim").stdout
     assert out == "hello \"world\" fallback 'kept'\nhello $WHO\n"
+
+
+# --- RUN mounts leave no trace ------------------------------------------------------------------
+MOUNTS = """FROM busybox
+RUN --mount=type=cache,target=/var/cache/deep/c \\
+    --mount=type=bind,source=data.txt,target=/mnt/in/data.txt \\
+    --mount=type=tmpfs,target=/scratch/t \\
+    cat /mnt/in/data.txt > /etc/result && touch /var/cache/deep/c/kept-in-cache /scratch/t/gone
+"""
+
+
+def _last_layer_names(store: Path, ref: str) -> list[str]:
+    from pybuild.diff import open_layer
+    from pybuild.layout import ImageStore, load_image
+
+    layout = ImageStore.at(store)
+    image = load_image(layout, layout.lookup(ref)[1])
+    layer = image.layers[-1]
+    with (
+        layout.blobs.open(layer.digest, layer.size) as blob,
+        tarfile.open(fileobj=open_layer(blob, layer.media_type), mode="r|") as tar,
+    ):
+        return sorted(m.name for m in tar)
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_run_mount_points_stay_out_of_the_layer(
+    pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool
+) -> None:
+    if not rootless:
+        ctx = context(tmp_path / "ctx", MOUNTS, **{"data.txt": "from the context\n"})
+        pb.build(ctx, None, "localhost/mounts")
+        names = _last_layer_names(pb.store, "localhost/mounts")
+    else:
+        import subprocess
+
+        from tests.fixtures.cli import PYBUILD
+        from tests.fixtures.rootless import TEST_USER, as_test_user
+
+        ctx = context(user_home / "ctx", MOUNTS, **{"data.txt": "from the context\n"})
+        oci = user_home / "oci"
+        pb("copy", "busybox", f"oci:{oci}:latest")
+        subprocess.run(["chown", "-R", TEST_USER, str(ctx), str(oci)], check=True)
+        env = {"PYBUILD_STORE": str(user_home / "store")}
+        for args in (["copy", f"oci:{oci}:latest", "busybox"], ["build", "-t", "localhost/mounts", str(ctx)]):
+            proc = as_test_user([PYBUILD, *args], user_home, env)
+            assert proc.returncode == 0, proc.stderr
+        names = _last_layer_names(user_home / "store", "localhost/mounts")
+    # only what the command wrote: no mount point, nor a directory made only to hold one
+    assert "etc/result" in names
+    assert [n for n in names if not n.startswith("etc")] == []
