@@ -1,6 +1,6 @@
 """pybuild next to its peers, in one run, as the unprivileged user `pybuild-test`.
 
-    sudo .venv/bin/python bench/run.py [--rounds 5] [--only NAME ...]
+    .venv/bin/python bench/run.py [--rounds 5]   # as root [--only NAME ...]
 
 Sets up the inputs (a debootstrap'd Debian image, a busybox-static image and generated bases as OCI
 layouts; a local registry for push-pull), then alternates pybuild and the peer tool on the same

@@ -5,6 +5,8 @@
 # oci-image-tool, runs it with `pybuild run` and, unpacked, with runc, and repacks a change as a new
 # layer. Everything goes under ./demo (removed first).
 set -euo pipefail
+# root is needed (apt, and the rootless parts switch to the test user): re-run through sudo if not root
+if [ "$(id -u)" != 0 ]; then exec sudo -- "$0" "$@"; fi
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 DEMO="$PWD/demo"
