@@ -103,7 +103,12 @@ def main_options(
     ctx.obj = State(store_path=store or default_store_path())
 
 
-CompressionOption = typer.Option(None, "--compression", help="Re-compress layers: gzip, zstd or none.")
+CompressionOption = typer.Option(
+    None,
+    "--compression",
+    help="Re-compress layers: gzip, zstd or none (default: keep them, but gzip uncompressed ones for "
+    "a registry, an OCI layout or an oci-archive).",
+)
 CredsOption = typer.Option(None, "--creds", help="USER:PASSWORD for the registry.")
 TlsOption = typer.Option(True, "--tls-verify/--no-tls-verify", help="Verify the registry's TLS certificate.")
 PlatformOption = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT] to pick from an index.")
@@ -361,11 +366,14 @@ def transfer(
     if not _is_remote(src) and not _is_remote(dst) and wanted is None and compression is None:
         found = locate(state, src)
         layout, name = destination(state, dst)
-        copied = store_image(found.layout, found.descriptor, layout, name)
-        total = len({d.digest for d in referenced_blobs(found.layout, found.descriptor)})
-        if digestfile is not None:
-            _write_digestfile(digestfile, found.descriptor)
-        return found.descriptor, f"copied {copied} of {total} blobs; {dst} is {found.descriptor.digest}"
+        # blobs are shared as they are, except that an OCI layout gets uncompressed layers gzipped
+        # (copy_image does that, as skopeo would); the store keeps whatever it is given
+        if layout is state.store or not _has_uncompressed_layers(found.layout, found.descriptor):
+            copied = store_image(found.layout, found.descriptor, layout, name)
+            total = len({d.digest for d in referenced_blobs(found.layout, found.descriptor)})
+            if digestfile is not None:
+                _write_digestfile(digestfile, found.descriptor)
+            return found.descriptor, f"copied {copied} of {total} blobs; {dst} is {found.descriptor.digest}"
     from .remote import copy_image
 
     with transfer_progress(quiet) as progress:
@@ -383,6 +391,12 @@ def transfer(
             compression=compression,
         )
     return desc, f"{dst} is {desc.digest}"
+
+
+def _has_uncompressed_layers(layout: Layout, desc: Descriptor) -> bool:
+    from .remote.recompress import has_uncompressed_layers
+
+    return has_uncompressed_layers(layout, desc)
 
 
 def _write_digestfile(path: Path, desc: Descriptor) -> None:
@@ -421,7 +435,8 @@ def copy(
     compression: str | None = CompressionOption,
 ) -> None:
     """Copy an image between the store, OCI layouts, archives and registries (blobs are copied as
-    they are unless --compression asks for another)."""
+    they are, but uncompressed layers are gzipped for a registry, an OCI layout or an oci-archive;
+    --compression asks for another)."""
     _, summary = transfer(
         _state(ctx),
         src,
@@ -746,7 +761,12 @@ def build_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step; take nothing from the cache."),
     layers: bool = typer.Option(True, "--layers/--no-layers", help="Use and keep the layer cache."),
     format_: str = typer.Option("oci", "--format", help="oci or docker."),
-    compression: str = typer.Option("gzip", "--compression", help="gzip, zstd or none."),
+    compression: str | None = typer.Option(
+        None,
+        "--compression",
+        help="gzip, zstd or none for the new layers (default: none in the store, as buildah keeps them, "
+        "and gzip in oci: targets and on push; gzip with --format docker).",
+    ),
     label: list[str] = typer.Option([], "--label", help="K=V: set a label on the image."),
     annotation: list[str] = typer.Option([], "--annotation", help="K=V: set a manifest annotation."),
     iidfile: Path | None = typer.Option(None, "--iidfile", help="Write the image ID to this file."),

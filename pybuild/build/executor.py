@@ -76,7 +76,9 @@ class BuildOptions:
     target: str | None = None
     no_cache: bool = False
     format: str = "oci"
-    compression: str = "gzip"
+    # None: uncompressed in the store (as buildah keeps its layers), gzip with format docker; oci:
+    # targets and later pushes gzip uncompressed layers on the way out
+    compression: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     timestamp: int | None = None
@@ -196,6 +198,7 @@ class Builder:
         self.reporter = reporter or Reporter()
         self.cache = BuildCache(store)
         self.docker = options.format == "docker"
+        self.compression = options.compression or ("gzip" if self.docker else "none")
         self.epoch = options.timestamp
         if self.epoch is None and os.environ.get("SOURCE_DATE_EPOCH", "").strip():
             text = os.environ["SOURCE_DATE_EPOCH"].strip()
@@ -665,7 +668,7 @@ class Builder:
         """Run ``action(upper, lowers)`` (or take the cached result) and commit what it changed."""
         pending = list(state.pending_dirs)
         state.pending_dirs.clear()
-        media = mediatype.layer_media_type(self.options.compression, docker=self.docker)
+        media = mediatype.layer_media_type(self.compression, docker=self.docker)
         key = step_key(
             state.key, created_by, key_parts, pending, sorted(state.args.items()), media, self.epoch
         )
@@ -734,7 +737,7 @@ class Builder:
         return True
 
     def _commit_upper(self, upper: Path, lowers: list[Path]) -> tuple[str, int, str] | None:
-        store, compression, epoch = self.store, self.options.compression, self.epoch
+        store, compression, epoch = self.store, self.compression, self.epoch
 
         def produce() -> tuple[str, int, str] | None:
             changes = scan_upperdir(upper, lowers)
@@ -1162,20 +1165,31 @@ class Builder:
                 assert ref.path is not None
                 layout = Layout.create(ref.path, label=f"oci:{ref.path}")
                 with layout.writing():
-                    copy_blobs(self.store, layout, plain)
-                    layout.set_tag(ref.name, plain)
+                    layout.set_tag(ref.name, self._to_layout(layout, plain))
                 tags.append(tag)
         image_id = desc_config_id(self.store, plain)
         return BuildResult(plain, image_id, tags, self.warnings)
+
+    def _to_layout(self, layout: Layout, desc: Descriptor) -> Descriptor:
+        """Put the built image into an OCI layout: its blobs as they are, or, when no --compression
+        was asked for, with the store's uncompressed layers gzipped (as buildah and skopeo write an
+        OCI layout). Returns the descriptor to tag there."""
+        from ..remote.recompress import has_uncompressed_layers, recompress_image
+
+        if self.options.compression is None and has_uncompressed_layers(self.store, desc):
+            new = recompress_image(self.store, desc, layout, "gzip", only_uncompressed=True)
+            return Descriptor(new.media_type, new.digest, new.size)
+        copy_blobs(self.store, layout, desc)
+        return desc
 
     def _empty_layer(self, state: StageState) -> None:
         """An image with no files (FROM scratch and config steps): buildah commits it with no layer,
         but an OCI manifest needs at least one (the image-spec schema's minItems), so it gets one
         empty layer."""
-        media = mediatype.layer_media_type(self.options.compression, docker=self.docker)
+        media = mediatype.layer_media_type(self.compression, docker=self.docker)
         with self.store.blobs.writer() as writer:
             stats = write_layer(
-                [], self.scratch, writer, compression=self.options.compression, source_date_epoch=self.epoch
+                [], self.scratch, writer, compression=self.compression, source_date_epoch=self.epoch
             )
         assert writer.digest is not None
         diff_id = Digest.parse(str(stats.diff_id))
@@ -1258,7 +1272,7 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
     """Build the Containerfile in ``options`` into ``store``; tags and oci: targets are written too."""
     if options.format not in ("oci", "docker"):
         raise UsageError(f"--format {options.format!r}: expected oci or docker")
-    if options.compression not in ("gzip", "zstd", "none"):
+    if options.compression not in (None, "gzip", "zstd", "none"):
         raise UsageError(f"--compression {options.compression!r}: expected gzip, zstd or none")
     if options.pull not in ("always", "missing", "never"):
         raise UsageError(f"--pull {options.pull!r}: expected always, missing or never")

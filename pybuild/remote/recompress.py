@@ -7,11 +7,28 @@ from ..errors import DigestMismatch, UsageError
 from ..layout import Descriptor, Layout, commit_image, copy_blobs, load_image, mediatype
 
 
-def recompress_image(src: Layout, desc: Descriptor, dst: Layout, compression: str) -> Descriptor:
+def _plain(layer: Descriptor) -> bool:
+    """An uncompressed layer that may be compressed on the way out (not a non-distributable one)."""
+    media = layer.media_type
+    return mediatype.layer_compression(media) == "none" and "nondistributable" not in media
+
+
+def has_uncompressed_layers(layout: Layout, desc: Descriptor) -> bool:
+    """Whether the image ``desc`` names (a manifest, not an index) has an uncompressed layer."""
+    if desc.media_type not in mediatype.MANIFESTS:
+        return False
+    return any(_plain(layer) for layer in load_image(layout, desc).layers)
+
+
+def recompress_image(
+    src: Layout, desc: Descriptor, dst: Layout, compression: str, *, only_uncompressed: bool = False
+) -> Descriptor:
     """Write ``desc``'s image into ``dst`` with every layer in ``compression``; returns the new manifest.
 
-    Layers already in that compression are copied as they are. Each new layer's diff_id is checked
-    against the config, so a damaged layer can never be re-signed by recompression.
+    Layers already in that compression are copied as they are; with ``only_uncompressed`` so are
+    all compressed ones (what skopeo does for an OCI layout or a registry: plain tar layers get
+    compressed, gzip and zstd ones stay). Each new layer's diff_id is checked against the config,
+    so a damaged layer can never be re-signed by recompression.
     """
     if compression not in ("gzip", "zstd", "none"):
         raise UsageError(f"unknown compression {compression!r}: expected gzip, zstd or none")
@@ -21,7 +38,8 @@ def recompress_image(src: Layout, desc: Descriptor, dst: Layout, compression: st
     layers: list[Descriptor] = []
     with dst.writing():
         for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
-            if mediatype.layer_compression(layer.media_type) == compression:
+            keep = only_uncompressed and not _plain(layer)
+            if keep or mediatype.layer_compression(layer.media_type) == compression:
                 copy_blobs(src, dst, layer)
                 layers.append(layer)
                 continue

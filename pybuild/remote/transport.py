@@ -108,8 +108,9 @@ def copy_image(
 ) -> Descriptor:
     """Copy one image from ``src`` to ``dst`` (any transport, store names too); the descriptor written.
 
-    ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way; otherwise blobs
-    are copied as they are.
+    ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way. Otherwise blobs are
+    copied as they are, except that uncompressed layers are gzipped on their way to a registry, an
+    OCI layout or an oci-archive (as skopeo does; the store keeps built layers uncompressed).
 
     Indexes are resolved to the manifest for ``platform`` (the host's by default), except between
     two layouts where the whole index is copied when no platform is given. ``digestfile`` receives
@@ -159,11 +160,15 @@ def copy_image(
             else:
                 desc = read_oci_archive(source.path, layout, source.name)
                 desc = select_manifest(layout, desc, platform)
-        if compression is not None:
-            from .recompress import recompress_image
+        from .recompress import has_uncompressed_layers, recompress_image
 
+        # like skopeo: plain tar layers (the store keeps built layers uncompressed) are gzipped on
+        # their way to a registry, an OCI layout or an oci-archive, unless --compression says
+        auto = compression is None and _compresses(dest) and has_uncompressed_layers(layout, desc)
+        if compression is not None or auto:
             staging = Layout.create(Path(tmpdir) / "recompressed")
-            desc = recompress_image(layout, select_manifest(layout, desc, platform), staging, compression)
+            manifest = select_manifest(layout, desc, platform)
+            desc = recompress_image(layout, manifest, staging, compression or "gzip", only_uncompressed=auto)
             layout = staging
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
@@ -177,6 +182,7 @@ def copy_image(
                 if isinstance(source, RegistryReference)
                 and source.registry == dest.registry
                 and compression is None
+                and not auto
                 else None
             )
             push(
@@ -194,6 +200,15 @@ def copy_image(
             write_oci_archive(layout, desc, dest.path, dest.name)
     _write_digestfile(digestfile, desc)
     return desc
+
+
+def _compresses(dest: ImageReference) -> bool:
+    """Whether uncompressed layers get compressed on their way to ``dest``: yes for registries, OCI
+    layouts and oci-archives; not for the store (it keeps what it gets) or docker-archive (whose
+    layers are plain tars)."""
+    if isinstance(dest, RegistryReference):
+        return True
+    return dest.transport in ("oci", "oci-archive")
 
 
 def _dest_tag(ref: LayoutReference) -> str:

@@ -100,6 +100,53 @@ def test_push_with_recompression(
     assert run_check.returncode == 0
 
 
+PLAIN = "application/vnd.oci.image.layer.v1.tar"
+GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+@pytest.mark.slow
+def test_uncompressed_layers_are_gzipped_on_the_way_out(
+    pybuild_cli: Any, busybox_layout: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """What skopeo does with plain tar layers (the store keeps built layers so): gzip them for a
+    registry, an OCI layout or an oci-archive; keep them in the store, or with --compression none."""
+    from pybuild.layout import load_image
+
+    def media(layout_dir: Path, tag: str) -> list[str]:
+        layout = Layout.open(layout_dir)
+        return [layer.media_type for layer in load_image(layout, layout.resolve(tag)).layers]
+
+    def raw_media(ref: str) -> list[str]:
+        raw = json.loads(skopeo("inspect", "--tls-verify=false", "--raw", ref).stdout)
+        return [layer["mediaType"] for layer in raw["layers"]]
+
+    pybuild_cli("copy", "--compression", "none", f"oci:{busybox_layout}", f"oci:{tmp_path}/plain:p")
+    assert media(tmp_path / "plain", "p") == [PLAIN]
+    pybuild_cli("copy", f"oci:{tmp_path}/plain:p", "localhost/plain")  # into the store: as it is
+    stored = json.loads(pybuild_cli("inspect", "--json", "localhost/plain").stdout)
+    assert [layer["mediaType"] for layer in stored["layers"]] == [PLAIN]
+
+    pybuild_cli("copy", "localhost/plain", f"oci:{tmp_path}/out:t")  # to a layout: gzipped
+    assert media(tmp_path / "out", "t") == [GZIP]
+    out = json.loads(pybuild_cli("inspect", "--json", f"oci:{tmp_path}/out:t").stdout)
+    assert out["id"] == stored["id"] and out["diff_ids"] == stored["diff_ids"]
+    pybuild_cli("tag", "localhost/plain", f"oci:{tmp_path}/tagged:t")
+    assert media(tmp_path / "tagged", "t") == [GZIP]
+    pybuild_cli("copy", "--compression", "none", "localhost/plain", f"oci:{tmp_path}/kept:t")
+    assert media(tmp_path / "kept", "t") == [PLAIN]
+    pybuild_cli("copy", "localhost/plain", f"oci-archive:{tmp_path}/o.tar:t")
+    assert raw_media(f"oci-archive:{tmp_path}/o.tar:t") == [GZIP]
+
+    digest = pybuild_cli("push", "localhost/plain", f"docker://{registry.host}/plain:v1").stdout.strip()
+    assert digest == out["digest"]  # the same gzip bytes as the layout copy: deterministic
+    assert raw_media(f"docker://{registry.host}/plain:v1") == [GZIP]
+    skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/plain:v1", f"oci:{tmp_path}/sk:t")
+    pybuild_cli("push", "--compression", "none", "localhost/plain", f"docker://{registry.host}/plain:none")
+    assert raw_media(f"docker://{registry.host}/plain:none") == [PLAIN]  # (skopeo copy would gzip it)
+    for layout in ("out", "tagged", "kept", "sk"):
+        assert pybuild_cli("check", f"oci:{tmp_path}/{layout}").returncode == 0
+
+
 @pytest.mark.slow
 def test_build_from_a_registry_image(
     pybuild_cli: Any, busybox_layout: Path, registry: RegistryServer, tmp_path: Path
