@@ -251,11 +251,25 @@ def alternate(
     theirs: Callable[[], tuple[float, int]],
     between: Callable[[], None] | None = None,
 ) -> dict[str, object]:
-    """pybuild then the peer, ``rounds`` times, ``between`` (untimed) after each pair."""
+    """pybuild and the peer, ``rounds`` times, ``between`` (untimed) after each pair.
+
+    The order alternates (pybuild first in even rounds, the peer first in odd ones), and dirty data
+    is written back (`sync`, untimed) before each timed run: otherwise whoever runs first pays for
+    the deletions of ``between`` and whoever runs second for the other's unsynced writes (buildah
+    does not fsync its layers; pybuild does)."""
     times_ours, times_theirs, ratios, mem_ours, mem_theirs = [], [], [], [], []
-    for _ in range(rounds):
-        a = ours()
-        b = theirs()
+
+    def timed(run: Callable[[], tuple[float, int]]) -> tuple[float, int]:
+        os.sync()
+        return run()
+
+    for i in range(rounds):
+        if i % 2 == 0:
+            a = timed(ours)
+            b = timed(theirs)
+        else:
+            b = timed(theirs)
+            a = timed(ours)
         times_ours.append(a[0])
         times_theirs.append(b[0])
         ratios.append(a[0] / b[0])
