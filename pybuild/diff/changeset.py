@@ -28,14 +28,15 @@ class Change:
 
 def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, lstat) for every entry below ``root``, parents before children."""
+    base = os.fspath(root)
     stack = [""]
     while stack:
         rel = stack.pop()
         try:
-            with os.scandir(root / rel if rel else root) as it:
+            with os.scandir(f"{base}/{rel}" if rel else base) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            raise LayerError(f"cannot read {root / rel}: {exc.strerror or exc}") from None
+            raise LayerError(f"cannot read {Path(root) / rel}: {exc.strerror or exc}") from None
         subdirs = []
         for entry in entries:
             path = f"{rel}/{entry.name}" if rel else entry.name
@@ -46,7 +47,7 @@ def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
         stack.extend(reversed(subdirs))
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def _lstat(path: Path | str) -> os.stat_result | None:
     try:
         return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -55,17 +56,38 @@ def _lstat(path: Path) -> os.stat_result | None:
 
 def lstat_in(root: Path, path: str) -> os.stat_result | None:
     """lstat of ``root/path`` where every parent must be a real directory (no symlink followed)."""
-    parts = path.split("/")
-    here = root
-    for part in parts[:-1]:
-        here = here / part
-        st = _lstat(here)
-        if st is None or not stat.S_ISDIR(st.st_mode):
+    return _ParentDirs(os.fspath(root)).lstat(path)
+
+
+class _ParentDirs:
+    """``lstat_in`` for many paths below one root: which directories are real is looked up once each."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._real: dict[str, bool] = {"": True}
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        parent = path.rpartition("/")[0]
+        if parent and not self.real_dir(parent):
             return None
-    return _lstat(root / path)
+        return _lstat(f"{self.root}/{path}")
+
+    def real_dir(self, path: str) -> bool:
+        real = self._real
+        todo = []
+        while path not in real:
+            todo.append(path)
+            path = path.rpartition("/")[0]
+        ok = real[path]
+        for below in reversed(todo):
+            if ok:
+                st = _lstat(f"{self.root}/{below}")
+                ok = st is not None and stat.S_ISDIR(st.st_mode)
+            real[below] = ok
+        return ok
 
 
-def _xattrs(path: Path) -> dict[str, bytes]:
+def _xattrs(path: Path | str) -> dict[str, bytes]:
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
@@ -104,8 +126,9 @@ def diff_trees(lower: Path, upper: Path) -> list[Change]:
     xattrs are compared, and content where the metadata cannot tell them apart."""
     lower, upper = Path(lower), Path(upper)
     changes: list[Change] = []
+    lower_dirs = _ParentDirs(os.fspath(lower))
     for path, st in walk(upper):
-        old = lstat_in(lower, path)
+        old = lower_dirs.lstat(path)
         if old is None or stat.S_IFMT(old.st_mode) != stat.S_IFMT(st.st_mode):
             if old is not None and stat.S_ISDIR(old.st_mode):
                 changes.append(Change(path, "delete"))  # a directory replaced by something else
@@ -139,10 +162,10 @@ def diff_trees(lower: Path, upper: Path) -> list[Change]:
     return changes
 
 
-def _lower_stat(lowers: list[Path], path: str) -> os.stat_result | None:
+def _lower_stat(lowers: list[_ParentDirs], path: str) -> os.stat_result | None:
     """The entry a path names in the stacked lowers (top first), or None where none has it."""
     for lower in lowers:
-        st = lstat_in(lower, path)
+        st = lower.lstat(path)
         if st is None:
             continue
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
@@ -154,17 +177,18 @@ def _lower_stat(lowers: list[Path], path: str) -> os.stat_result | None:
 def scan_upperdir(upper: Path, lowers: list[Path]) -> list[Change]:
     """The changeset an overlay upperdir holds over ``lowers`` (top first)."""
     upper = Path(upper)
+    base = os.fspath(upper)
+    below_dirs = [_ParentDirs(os.fspath(lower)) for lower in lowers]
     changes: list[Change] = []
     for path, st in walk(upper):
-        full = upper / path
-        attrs = _xattrs(full)
+        attrs = _xattrs(f"{base}/{path}")
         for name in attrs:
             if name.endswith(REFUSED_XATTRS):
                 raise LayerError(
                     f"upperdir {upper} uses {name} on {path}: redirect_dir and metacopy are not supported",
                     hints=["mount overlay without redirect_dir and metacopy"],
                 )
-        below = _lower_stat(lowers, path)
+        below = _lower_stat(below_dirs, path)
         if (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0) or any(x in attrs for x in WHITEOUT_XATTRS):
             if below is not None:
                 changes.append(Change(path, "delete"))

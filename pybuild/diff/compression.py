@@ -42,7 +42,12 @@ def compression_workers() -> int:
 
 
 class Sink(Protocol):
-    """Anything bytes can be written to: a file, a BytesIO, a blob store writer."""
+    """Anything bytes can be written to: a file, a BytesIO, a blob store writer.
+
+    A sink that hashes what it is given anyway (the blob store's writer) may also offer
+    ``sha256_hasher()``: the sha256 object it feeds every byte written to it, or None. An uncompressed
+    layer's diff_id and digest are then read from it instead of hashing the same bytes again.
+    """
 
     def write(self, data: bytes, /) -> int: ...
 
@@ -55,16 +60,19 @@ class LayerStats:
 
 
 class _CountingHasher:
-    """Passes bytes to ``out`` while hashing and counting them."""
+    """Passes bytes to ``out`` while hashing and counting them; ``hasher`` is ``out``'s own sha256 where
+    it offers one (see Sink), then the bytes are not hashed here."""
 
-    def __init__(self, out: Any) -> None:
+    def __init__(self, out: Any, hasher: Any = None) -> None:
         self.out = out
-        self.hasher = hashlib.sha256()
+        self.hasher = hasher if hasher is not None else hashlib.sha256()
+        self._hash = hasher is None
         self.size = 0
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
-        self.hasher.update(view)
+        if self._hash:
+            self.hasher.update(view)
         self.size += len(view)
         if self.out is not None:
             self.out.write(view)
@@ -218,7 +226,11 @@ class LayerWriter:
         if compression not in COMPRESSIONS:
             raise LayerError(f"unknown compression {compression!r}: expected gzip, zstd or none")
         workers = compression_workers() if workers is None else max(1, workers)
-        self._compressed = _CountingHasher(out)
+        shared = None
+        if compression == "none":
+            offer = getattr(out, "sha256_hasher", None)
+            shared = offer() if callable(offer) else None
+        self._compressed = _CountingHasher(out, shared)
         self._compressor: Any
         if compression == "gzip":
             self._compressor = _ParallelGzip(self._compressed, level or 6, workers)
@@ -229,7 +241,8 @@ class LayerWriter:
             self._compressor = cctx.stream_writer(self._compressed, closefd=False)  # type: ignore[arg-type]
         else:
             self._compressor = self._compressed
-        self._plain = _CountingHasher(self._compressor)
+        # uncompressed: one hasher gives both the diff_id and the digest
+        self._plain = self._compressed if compression == "none" else _CountingHasher(self._compressor)
         self.stats: LayerStats | None = None
 
     def write(self, data: Any) -> int:

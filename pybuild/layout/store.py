@@ -8,6 +8,8 @@ EOF and raises ``DigestMismatch``. Callers never name blob paths.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import io
 import os
@@ -21,6 +23,29 @@ from .digest import Digest
 
 CHUNK = 1 << 20
 TMP_DIR = ".pybuild/tmp"
+WRITEBACK = 8 << 20  # a blob writer starts the disk writes every this many bytes (see _start_writeback)
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Any:
+    """Linux's sync_file_range(2) from the C library, or None where there is none."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range of the file to disk, without waiting for it: the
+    fsync at commit then finds little left to do. Only a hint; errors come from that fsync."""
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def fsync_dir(path: Path) -> None:
@@ -185,13 +210,25 @@ class BlobWriter:
         self._hasher = hashlib.new(algorithm)
         self._path, self._f = temp_file(store.root, "blob")
         self.size = 0
+        self._written_back = 0  # bytes handed to _start_writeback
         self.digest: Digest | None = None
+
+    def sha256_hasher(self) -> Any:
+        """The sha256 object fed every byte written here, for a writer that needs the same digest (an
+        uncompressed layer's diff_id): only to read (``hexdigest``), never to update. None unless this
+        writer hashes with sha256 and nothing has been written yet."""
+        return self._hasher if self._hasher.name == "sha256" and self.size == 0 else None
 
     def write(self, data: bytes) -> int:
         self._hasher.update(data)
         self._f.write(data)
-        self.size += len(data)
-        return len(data)
+        n = len(data)
+        self.size += n
+        if self.size - self._written_back >= WRITEBACK:
+            self._f.flush()
+            _start_writeback(self._f.fileno(), self._written_back, self.size - self._written_back)
+            self._written_back = self.size
+        return n
 
     def commit(self) -> Digest:
         try:

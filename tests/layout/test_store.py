@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from pybuild.errors import BlobNotFound, DigestMismatch, ImageNotFound, LayoutError
 from pybuild.layout import Descriptor, Digest, Layout, gc
-from pybuild.layout.store import TMP_DIR
+from pybuild.layout import store as store_module
+from pybuild.layout.store import TMP_DIR, WRITEBACK
 from tests.fixtures.images import make_image
 from tests.fixtures.tools import validate_documents, validate_layout
 
@@ -53,6 +54,45 @@ def test_writer_with_expected_digest_refuses_other_content(tmp_path: Path) -> No
         w.write(b"wrong")
     assert not layout.blobs.exists(expected)
     assert list(layout.blobs.digests()) == []
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_large_blob_starts_writeback_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, available: bool
+) -> None:
+    calls: list[tuple[int, int]] = []
+    real = store_module._start_writeback
+
+    def record(fd: int, offset: int, length: int) -> None:
+        assert os.fstat(fd).st_size >= offset + length  # flushed to the file before the hint
+        calls.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(store_module, "_start_writeback", record)
+    if not available:  # no sync_file_range in the C library: only the fsync at commit
+        monkeypatch.setattr(store_module, "_sync_file_range", lambda: None)
+    layout = Layout.create(tmp_path / "l")
+    data = os.urandom(WRITEBACK // 3) * 8
+    with layout.blobs.writer() as w:
+        for pos in range(0, len(data), 100_000):
+            w.write(data[pos : pos + 100_000])
+    assert w.digest == Digest.of_bytes(data)
+    assert layout.blobs.read(w.digest, limit=len(data)) == data
+    assert len(calls) == 2 and calls[0][0] == 0 and calls[1][0] == sum(calls[0])
+    assert all(length >= WRITEBACK for _, length in calls)
+
+
+def test_sha256_hasher_is_shared_only_while_the_writer_is_fresh(tmp_path: Path) -> None:
+    layout = Layout.create(tmp_path / "l")
+    with layout.blobs.writer() as w:
+        hasher = w.sha256_hasher()
+        assert hasher is not None
+        w.write(b"abc")
+        assert hasher.hexdigest() == Digest.of_bytes(b"abc").encoded  # reading leaves it usable
+        assert w.sha256_hasher() is None
+    assert w.digest == Digest.of_bytes(b"abc")
+    with layout.blobs.writer("sha512") as w512:
+        assert w512.sha256_hasher() is None
 
 
 def test_layout_errors_name_the_layout(tmp_path: Path) -> None:
