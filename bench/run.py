@@ -129,6 +129,7 @@ def bench_unpack(work: Path, rounds: int) -> dict[str, object]:
         "pybuild_s": statistics.median(ours),
         "peer_s": statistics.median(theirs),
         "ratio": statistics.median(ratios),
+        "ratios": ratios,
         "pybuild_peak_mib": max(mem_ours),
         "peer_peak_mib": max(mem_theirs),
     }
@@ -281,6 +282,7 @@ def alternate(
         "pybuild_s": statistics.median(times_ours),
         "peer_s": statistics.median(times_theirs),
         "ratio": statistics.median(ratios),
+        "ratios": ratios,
         "pybuild_peak_mib": max(mem_ours),
         "peer_peak_mib": max(mem_theirs),
     }
@@ -668,6 +670,8 @@ def main() -> None:
                 f"ratio {r['ratio']:.2f}x (median of {args.rounds} pairs); "
                 f"peak RSS pybuild {r['pybuild_peak_mib']} MiB, peer {r['peer_peak_mib']} MiB"
             )
+            if r.get("ratios"):
+                print("  per-round ratios: " + " ".join(f"{x:.2f}" for x in r["ratios"]))
             if r.get("note"):
                 print(f"  {r['note']}")
             sys.stdout.flush()
