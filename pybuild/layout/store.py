@@ -8,7 +8,6 @@ EOF and raises ``DigestMismatch``. Callers never name blob paths.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import io
@@ -30,6 +29,8 @@ _SYNC_FILE_RANGE_WRITE = 2
 @functools.cache
 def _sync_file_range() -> Any:
     """Linux's sync_file_range(2) from the C library, or None where there is none."""
+    import ctypes  # here, not at start-up: only a large blob needs it
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.sync_file_range
