@@ -765,7 +765,7 @@ def build_command(
         None,
         "--compression",
         help="gzip, zstd or none for the new layers (default: none in the store, as buildah keeps them, "
-        "and gzip in oci: targets and on push; gzip with --format docker).",
+        "and gzip in oci: targets and on push).",
     ),
     label: list[str] = typer.Option([], "--label", help="K=V: set a label on the image."),
     annotation: list[str] = typer.Option([], "--annotation", help="K=V: set a manifest annotation."),
@@ -914,8 +914,8 @@ def repack(
         if layout.root != source.root:
             copy_blobs(source, layout, desc)
         image = load_image(layout, desc)
-        if image.is_docker and compression != "gzip":
-            raise UsageError(f"{tag_}: Docker-format images only have gzip layers")
+        if image.is_docker and compression == "zstd":
+            raise UsageError(f"{tag_}: Docker-format images have gzip or plain tar layers, not zstd")
         new = repack_bundle(
             bundle,
             image,

@@ -76,8 +76,8 @@ class BuildOptions:
     target: str | None = None
     no_cache: bool = False
     format: str = "oci"
-    # None: uncompressed in the store (as buildah keeps its layers), gzip with format docker; oci:
-    # targets and later pushes gzip uncompressed layers on the way out
+    # None: uncompressed in the store (as buildah keeps its layers); oci: targets and later pushes
+    # gzip uncompressed layers on the way out
     compression: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
@@ -163,9 +163,9 @@ def _media_type(desc: Descriptor, docker: bool) -> Descriptor:
     compression = mediatype.layer_compression(desc.media_type)
     if compression is None:
         return desc
-    if docker and compression != "gzip":
+    if docker and compression == "zstd":
         raise UsageError(
-            f"layer {desc.digest} is {compression}-compressed: Docker-format images only have gzip layers",
+            f"layer {desc.digest} is zstd-compressed: Docker-format images have gzip or plain tar layers",
             hints=["build with --format oci"],
         )
     wanted = mediatype.layer_media_type(compression, docker=docker)
@@ -198,7 +198,7 @@ class Builder:
         self.reporter = reporter or Reporter()
         self.cache = BuildCache(store)
         self.docker = options.format == "docker"
-        self.compression = options.compression or ("gzip" if self.docker else "none")
+        self.compression = options.compression or "none"
         self.epoch = options.timestamp
         if self.epoch is None and os.environ.get("SOURCE_DATE_EPOCH", "").strip():
             text = os.environ["SOURCE_DATE_EPOCH"].strip()
@@ -1274,6 +1274,8 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
         raise UsageError(f"--format {options.format!r}: expected oci or docker")
     if options.compression not in (None, "gzip", "zstd", "none"):
         raise UsageError(f"--compression {options.compression!r}: expected gzip, zstd or none")
+    if options.format == "docker" and options.compression == "zstd":
+        raise UsageError("--compression zstd: Docker-format images have gzip or plain tar layers, not zstd")
     if options.pull not in ("always", "missing", "never"):
         raise UsageError(f"--pull {options.pull!r}: expected always, missing or never")
     if options.network not in ("host", "none"):

@@ -21,6 +21,8 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# schema2.MediaTypeUncompressedLayer: what buildah writes for an uncompressed Docker-format layer
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
 MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
@@ -37,8 +39,7 @@ LAYERS: dict[str, str] = {
     OCI_LAYER_ND_ZSTD: "zstd",
     DOCKER_LAYER_GZIP: "gzip",
     DOCKER_LAYER_FOREIGN_GZIP: "gzip",
-    # Docker's uncompressed layer type, seen from `docker save`-derived images
-    "application/vnd.docker.image.rootfs.diff.tar": "none",
+    DOCKER_LAYER: "none",
 }
 
 # descriptor.md / defs-descriptor.json: type "/" subtype, each starting alphanumeric, <= 127 chars
@@ -57,7 +58,7 @@ def layer_compression(media_type: str) -> str | None:
 def layer_media_type(compression: str, *, docker: bool = False) -> str:
     """The media type pybuild writes for a layer with this compression."""
     if docker:
-        if compression != "gzip":
+        if compression not in ("gzip", "none"):
             raise ValueError(f"Docker schema 2 has no {compression} layer media type")
-        return DOCKER_LAYER_GZIP
+        return DOCKER_LAYER_GZIP if compression == "gzip" else DOCKER_LAYER
     return {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}[compression]

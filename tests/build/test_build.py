@@ -179,8 +179,8 @@ def test_format_docker_keeps_fields_oci_warns(pb: Pybuild, tmp_path: Path) -> No
 
 
 def test_layer_compression_default_and_choices(pb: Pybuild, tmp_path: Path) -> None:
-    """New layers stay uncompressed in the store (buildah's storage does the same), gzip with
-    --format docker; --compression picks another, and oci: targets then get the layers as they are."""
+    """New layers stay uncompressed in the store (buildah's storage does the same, for --format
+    docker too); --compression picks another, and oci: targets then get the layers as they are."""
     ctx = context(tmp_path / "ctx", "FROM busybox\nRUN echo hi > /hi\n")
 
     def new_layer(ref: str) -> str:
@@ -190,7 +190,18 @@ def test_layer_compression_default_and_choices(pb: Pybuild, tmp_path: Path) -> N
     assert new_layer("comp-default") == "application/vnd.oci.image.layer.v1.tar"
     assert (pb.rootfs("comp-default") / "hi").read_text() == "hi\n"
     pb.build(ctx, None, "comp-docker", "--format", "docker")
-    assert new_layer("comp-docker") == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert new_layer("comp-docker") == "application/vnd.docker.image.rootfs.diff.tar"
+    pb("copy", "comp-docker", f"oci:{tmp_path}/docker-out:t")  # gzipped on the way out, still Docker
+    exported = pb.inspect(f"oci:{tmp_path}/docker-out:t")
+    assert exported["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert new_layer(f"oci:{tmp_path}/docker-out:t") == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    ctx2 = context(tmp_path / "ctx2", "FROM comp-default\nRUN echo more > /more\n")
+    pb.build(ctx2, None, "comp-docker2", "--format", "docker")  # on an uncompressed OCI base
+    assert {layer["mediaType"] for layer in pb.inspect("comp-docker2")["layers"][1:]} == {
+        "application/vnd.docker.image.rootfs.diff.tar"
+    }
+    bad = pb.build(ctx, None, "comp-docker-zstd", "--format", "docker", "--compression", "zstd", check=False)
+    assert bad.returncode == 1 and "Docker-format images have gzip or plain tar layers" in bad.stderr
     pb.build(ctx, None, "comp-gzip", "--compression", "gzip")
     assert new_layer("comp-gzip") == "application/vnd.oci.image.layer.v1.tar+gzip"
     for choice, media in (("zstd", "+zstd"), ("none", "")):
