@@ -51,6 +51,39 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+CREATED = "created"  # in the run's temp dir: mount points made where an /etc symlink points
+MAX_LINKS = 40  # as Linux's path resolution
+
+
+def resolve_in_root(root: str, rel: str) -> str | None:
+    """``rel`` with every symlink followed as if ``root`` were ``/`` (``..`` stops at it, absolute
+    targets start from it): the path below ``root`` it names, which may not exist. None when the
+    links loop or are too many."""
+    todo = [part for part in rel.split("/") if part]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        path = "/".join([root, *done, part])
+        if os.path.islink(path):
+            links += 1
+            if links > MAX_LINKS:
+                return None
+            link = os.readlink(path)
+            if link.startswith("/"):
+                done = []
+            todo = [p for p in link.split("/") if p] + todo
+            continue
+        done.append(part)
+    return "/".join(done)
+
+
 GENERATED = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
 
 
@@ -156,13 +189,24 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
                 "stderr": "/proc/self/fd/2",
             }[name]
             os.symlink(target, f"{merged}/dev/{name}")
+        created: list[str] = []
         for rel in GENERATED:
-            target = f"{merged}/{rel}"
-            if os.path.islink(target):
-                os.unlink(target)
-            if not os.path.exists(target):
+            # a symlink (/etc/resolv.conf -> ../run/...) stays: the file goes where it points
+            inside = resolve_in_root(merged, rel)
+            if inside is None or inside.split("/")[0] in ("proc", "sys", "dev"):
+                continue  # a loop, or a link into the kernel's files: the image keeps what it has
+            target = f"{merged}/{inside}"
+            if not os.path.lexists(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
                 open(target, "w").close()
+                if inside != rel:  # (the cleanup always looks at GENERATED itself)
+                    created.append(inside)
+            elif not stat.S_ISREG(os.lstat(target).st_mode):
+                continue
             _mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
+        if created:  # for the cleanup afterwards, beside the generated files' directory
+            with open(os.path.join(os.path.dirname(generated), CREATED), "w") as out:
+                out.write("\n".join(created))
         for src, dst, readonly in spec.mounts:
             target = f"{merged}/{dst.lstrip('/')}"
             if os.path.isdir(src):
@@ -273,7 +317,7 @@ def _keeper(
         code = 128 - code if code < 0 else code
         rootfs.finish()
         for child in tmp.iterdir():  # a copied rootfs may be owned by subordinate ids
-            if child.name != "merged":  # never walk a mount point: the parent removes it
+            if child.name not in ("merged", CREATED):  # never walk a mount point: the parent removes it
                 force_remove(child)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, (RunError, OSError)) else traceback.format_exc()
@@ -391,8 +435,11 @@ def run_container(spec: RunSpec) -> RunResult:
             signal.signal(s, handler)
         for fd in (ready_r, go_w, pid_r, err_r):
             os.close(fd)
+        created = ""
+        with contextlib.suppress(OSError):
+            created = (tmp / CREATED).read_text()
         force_remove(tmp)
-    targets = [dst for _, dst, _ in spec.mounts]
+    targets = [dst for _, dst, _ in spec.mounts] + created.splitlines()
     if targets and rootless:
         # mount points may sit in directories of subordinate ids: clean up as the container's root
         run_in_userns(lambda: _clean_upperdir(spec.upperdir, spec.lowerdirs, targets))

@@ -488,29 +488,64 @@ def _last_layer_names(store: Path, ref: str) -> list[str]:
         return sorted(m.name for m in tar)
 
 
+def _build_as(pb: Pybuild, ctx: Path, tag: str, rootless: bool, user_home: Path) -> Path:
+    """Build ``ctx`` as root into ``pb``'s store, or rootless as the test user into a store of its
+    own (with busybox copied in); returns the store."""
+    if not rootless:
+        pb.build(ctx, None, tag)
+        return pb.store
+    import subprocess
+
+    from tests.fixtures.cli import PYBUILD
+    from tests.fixtures.rootless import TEST_USER, as_test_user
+
+    oci = user_home / "oci"
+    pb("copy", "busybox", f"oci:{oci}:latest")
+    subprocess.run(["chown", "-R", TEST_USER, str(ctx), str(oci)], check=True)
+    env = {"PYBUILD_STORE": str(user_home / "store")}
+    for args in (["copy", f"oci:{oci}:latest", "busybox"], ["build", "-t", tag, str(ctx)]):
+        proc = as_test_user([PYBUILD, *args], user_home, env)
+        assert proc.returncode == 0, proc.stderr
+    return user_home / "store"
+
+
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
 def test_run_mount_points_stay_out_of_the_layer(
     pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool
 ) -> None:
-    if not rootless:
-        ctx = context(tmp_path / "ctx", MOUNTS, **{"data.txt": "from the context\n"})
-        pb.build(ctx, None, "localhost/mounts")
-        names = _last_layer_names(pb.store, "localhost/mounts")
-    else:
-        import subprocess
-
-        from tests.fixtures.cli import PYBUILD
-        from tests.fixtures.rootless import TEST_USER, as_test_user
-
-        ctx = context(user_home / "ctx", MOUNTS, **{"data.txt": "from the context\n"})
-        oci = user_home / "oci"
-        pb("copy", "busybox", f"oci:{oci}:latest")
-        subprocess.run(["chown", "-R", TEST_USER, str(ctx), str(oci)], check=True)
-        env = {"PYBUILD_STORE": str(user_home / "store")}
-        for args in (["copy", f"oci:{oci}:latest", "busybox"], ["build", "-t", "localhost/mounts", str(ctx)]):
-            proc = as_test_user([PYBUILD, *args], user_home, env)
-            assert proc.returncode == 0, proc.stderr
-        names = _last_layer_names(user_home / "store", "localhost/mounts")
+    where = user_home if rootless else tmp_path
+    ctx = context(where / "ctx", MOUNTS, **{"data.txt": "from the context\n"})
+    names = _last_layer_names(_build_as(pb, ctx, "localhost/mounts", rootless, user_home), "localhost/mounts")
     # only what the command wrote: no mount point, nor a directory made only to hold one
     assert "etc/result" in names
     assert [n for n in names if not n.startswith("etc")] == []
+
+
+ETC_LINKS = """FROM busybox
+COPY links/ /
+RUN readlink /etc/resolv.conf > /link-seen && cat /etc/resolv.conf > /resolv-seen && \\
+    cat /etc/hostname > /hostname-seen
+"""
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_run_keeps_etc_symlinks(pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool) -> None:
+    """An image whose /etc/resolv.conf is a symlink (systemd-resolved's) keeps it: the generated
+    file is mounted where it points, and neither it nor the directories made for it reach the
+    layer; links into /proc and loops are left alone."""
+    ctx = context((user_home if rootless else tmp_path) / "ctx", ETC_LINKS)
+    etc = ctx / "links" / "etc"
+    etc.mkdir(parents=True)
+    os.symlink("../run/systemd/resolve/stub-resolv.conf", etc / "resolv.conf")
+    os.symlink("/proc/sys/kernel/hostname", etc / "hostname")
+    os.symlink("/etc/hosts.loop", etc / "hosts")
+    os.symlink("/etc/hosts", etc / "hosts.loop")
+    store = _build_as(pb, ctx, "localhost/etc-links", rootless, user_home)
+    assert _last_layer_names(store, "localhost/etc-links") == ["hostname-seen", "link-seen", "resolv-seen"]
+    bundle = tmp_path / "bundle"
+    pb("--store", str(store), "unpack", "localhost/etc-links", str(bundle))
+    root = bundle / "rootfs"
+    assert os.readlink(root / "etc" / "resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
+    assert (root / "link-seen").read_text() == "../run/systemd/resolve/stub-resolv.conf\n"
+    assert (root / "hostname-seen").read_text().strip()  # the container's hostname, through /proc
+    assert not (root / "run" / "systemd").exists()
