@@ -21,7 +21,7 @@ import socket
 import stat
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +151,21 @@ def _resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
     return uid, gid, extra
 
 
+@contextlib.contextmanager
+def _times_kept(merged: str, rel: str) -> Iterator[None]:
+    """Around making ``rel`` (and any missing parents) in the merged root, as a mount point: the
+    nearest directory that exists gets its times back afterwards, so the plumbing leaves no mtime
+    in the upperdir (the cleanup removes what was made, and keeps the times a command gave)."""
+    parent = os.path.dirname(rel.strip("/"))
+    while parent and not os.path.lexists(f"{merged}/{parent}"):
+        parent = os.path.dirname(parent)
+    path = f"{merged}/{parent}" if parent else merged
+    st = os.lstat(path)
+    yield
+    if stat.S_ISDIR(st.st_mode):
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: int) -> None:
     """The container's pid 1: /proc, /dev, /etc and volume mounts over the mounted rootfs, pivot_root,
     user, exec. Never returns."""
@@ -160,7 +175,9 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
         _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
         for d in ("proc", "dev", "etc", "sys"):
-            os.makedirs(f"{merged}/{d}", exist_ok=True)
+            if not os.path.lexists(f"{merged}/{d}"):
+                with _times_kept(merged, d):
+                    os.makedirs(f"{merged}/{d}")
         _mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         _mount("tmpfs", f"{merged}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
         for dev in DEVICES:
@@ -197,8 +214,9 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
                 continue  # a loop, or a link into the kernel's files: the image keeps what it has
             target = f"{merged}/{inside}"
             if not os.path.lexists(target):
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                open(target, "w").close()
+                with _times_kept(merged, inside):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    open(target, "w").close()
                 if inside != rel:  # (the cleanup always looks at GENERATED itself)
                     created.append(inside)
             elif not stat.S_ISREG(os.lstat(target).st_mode):
@@ -209,11 +227,13 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
                 out.write("\n".join(created))
         for src, dst, readonly in spec.mounts:
             target = f"{merged}/{dst.lstrip('/')}"
-            if os.path.isdir(src):
-                os.makedirs(target, exist_ok=True)
-            elif not os.path.exists(target):
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                open(target, "w").close()
+            if not os.path.exists(target):
+                with _times_kept(merged, dst):
+                    if os.path.isdir(src):
+                        os.makedirs(target, exist_ok=True)
+                    else:
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        open(target, "w").close()
             _mount(src, target, None, MS_BIND | MS_REC)
             if readonly:
                 _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
@@ -354,29 +374,31 @@ def _clean_upperdir(upper: Path, lowers: list[Path], targets: Sequence[str] = ()
                 return os.lstat(lower / rel)
         return None
 
-    touched: set[str] = set()
+    # the directories they are removed from keep the times they had: the lower's (pid 1 put them
+    # back after making the mount points) unless the command itself changed the directory
+    times: dict[str, os.stat_result] = {}
     for start in (*GENERATED, "proc", "dev", "sys", "etc", *(t.strip("/") for t in targets)):
         rel = start
         while rel and below(rel) is None:
             path = upper / rel
+            parent = os.path.dirname(rel)
             try:
                 st = os.lstat(path)
-                if stat.S_ISDIR(st.st_mode) and not any(path.iterdir()):
-                    path.rmdir()
-                elif stat.S_ISREG(st.st_mode) and st.st_size == 0 and rel == start:
-                    path.unlink()
-                else:
+                empty_dir = stat.S_ISDIR(st.st_mode) and not any(path.iterdir())
+                if not empty_dir and not (stat.S_ISREG(st.st_mode) and st.st_size == 0 and rel == start):
                     break
+                if parent and parent not in times:
+                    times[parent] = os.lstat(upper / parent)
+                if empty_dir:
+                    path.rmdir()
+                else:
+                    path.unlink()
             except OSError:
                 break
-            rel = os.path.dirname(rel)
-            touched.add(rel)
-    # a directory only copied up to hold those mount points gets its lower times back, so the
-    # changeset does not see it as changed
-    for rel in touched:
-        old = below(rel) if rel else None
-        if old is not None and os.path.isdir(upper / rel):
-            os.utime(upper / rel, ns=(old.st_atime_ns, old.st_mtime_ns))
+            rel = parent
+    for rel, st in times.items():
+        if os.path.isdir(upper / rel):
+            os.utime(upper / rel, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def run_container(spec: RunSpec) -> RunResult:
