@@ -51,7 +51,7 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-CREATED = "created"  # in the run's temp dir: mount points made where an /etc symlink points
+CREATED = "created"  # in the run's temp dir: mount points made where a symlink pointed
 MAX_LINKS = 40  # as Linux's path resolution
 
 
@@ -222,21 +222,28 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
             elif not stat.S_ISREG(os.lstat(target).st_mode):
                 continue
             _mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
-        if created:  # for the cleanup afterwards, beside the generated files' directory
-            with open(os.path.join(os.path.dirname(generated), CREATED), "w") as out:
-                out.write("\n".join(created))
         for src, dst, readonly in spec.mounts:
-            target = f"{merged}/{dst.lstrip('/')}"
+            # resolved inside the root: a symlink in the image (/foo -> /etc) must not lead the
+            # mount point, or the directories made for it, out onto the host
+            inside = resolve_in_root(merged, dst)
+            if inside is None:
+                raise RunError(f"mount target {dst}: too many levels of symbolic links")
+            target = f"{merged}/{inside}"
             if not os.path.exists(target):
-                with _times_kept(merged, dst):
+                with _times_kept(merged, inside):
                     if os.path.isdir(src):
                         os.makedirs(target, exist_ok=True)
                     else:
                         os.makedirs(os.path.dirname(target), exist_ok=True)
                         open(target, "w").close()
+            if inside != dst.strip("/"):
+                created.append(inside)
             _mount(src, target, None, MS_BIND | MS_REC)
             if readonly:
                 _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        if created:  # for the cleanup afterwards, beside the generated files' directory
+            with open(os.path.join(os.path.dirname(generated), CREATED), "w") as out:
+                out.write("\n".join(created))
         if not rootless:
             _mount("sysfs", f"{merged}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
         os.chdir(merged)

@@ -522,6 +522,27 @@ def test_run_mount_points_stay_out_of_the_layer(
     assert names == ["etc", "etc/result"]
 
 
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_run_mount_target_through_a_symlink_stays_inside(
+    pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool
+) -> None:
+    """A mount target under an image symlink that points at a host path (/foo -> /HOST/probe):
+    the mount point is made inside the root, never on the host, and leaves nothing in the layer."""
+    where = user_home if rootless else tmp_path
+    probe = where / "probe"  # exists on the host, writable by whoever builds
+    probe.mkdir()
+    text = (
+        "FROM busybox\nCOPY links/ /\n"
+        "RUN --mount=type=cache,target=/foo/sub touch /foo/sub/x && ls /foo/sub > /seen\n"
+    )
+    ctx = context(where / "ctx", text)
+    (ctx / "links").mkdir()
+    os.symlink(str(probe), ctx / "links" / "foo")
+    store = _build_as(pb, ctx, "localhost/mount-link", rootless, user_home)
+    assert list(probe.iterdir()) == []
+    assert _last_layer_names(store, "localhost/mount-link") == ["seen"]
+
+
 ETC_LINKS = """FROM busybox
 COPY links/ /
 RUN readlink /etc/resolv.conf > /link-seen && cat /etc/resolv.conf > /resolv-seen && \\
