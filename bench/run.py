@@ -57,6 +57,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -209,6 +210,24 @@ class Builders:
             flags.append("--no-cache")
         return as_user([*self.buildah, "build", *flags, "-t", tag, str(context)], self.work)
 
+    def no_cache_rounds(
+        self, rounds: int, context: Path, tag: str, between: Callable[[], None] | None = None
+    ) -> dict[str, object]:
+        """``alternate`` of `--no-cache` builds of ``context``, the image forgotten after each pair
+        (then ``between``), so that every round writes its layers anew."""
+
+        def after() -> None:
+            self.forget(tag)
+            if between:
+                between()
+
+        return alternate(
+            rounds,
+            lambda: self.build_ours(context, tag, cache=False),
+            lambda: self.build_theirs(context, tag, cache=False),
+            after,
+        )
+
     def warm_up(self, context: Path, tag: str) -> None:
         """One untimed build each, then forget the result: pybuild extracts base layers into its
         store on first use (buildah does it at pull time), which is setup, not the build."""
@@ -246,31 +265,30 @@ def setup_busybox(work: Path) -> Path:
     return layout
 
 
+def pair(
+    round_: int, ours: Callable[[], tuple[float, int]], theirs: Callable[[], tuple[float, int]]
+) -> tuple[tuple[float, int], tuple[float, int]]:
+    """One timed run of each side: pybuild first in even rounds, the peer first in odd ones, with
+    dirty data written back (`sync`, untimed) before each run. Otherwise whoever runs first pays for
+    the deletions between rounds, and whoever runs second for the other's unsynced writes (buildah
+    does not fsync its layers; pybuild does)."""
+    os.sync()
+    first = ours() if round_ % 2 == 0 else theirs()
+    os.sync()
+    second = theirs() if round_ % 2 == 0 else ours()
+    return (first, second) if round_ % 2 == 0 else (second, first)
+
+
 def alternate(
     rounds: int,
     ours: Callable[[], tuple[float, int]],
     theirs: Callable[[], tuple[float, int]],
     between: Callable[[], None] | None = None,
 ) -> dict[str, object]:
-    """pybuild and the peer, ``rounds`` times, ``between`` (untimed) after each pair.
-
-    The order alternates (pybuild first in even rounds, the peer first in odd ones), and dirty data
-    is written back (`sync`, untimed) before each timed run: otherwise whoever runs first pays for
-    the deletions of ``between`` and whoever runs second for the other's unsynced writes (buildah
-    does not fsync its layers; pybuild does)."""
+    """pybuild and the peer, ``rounds`` times (see ``pair``), ``between`` (untimed) after each pair."""
     times_ours, times_theirs, ratios, mem_ours, mem_theirs = [], [], [], [], []
-
-    def timed(run: Callable[[], tuple[float, int]]) -> tuple[float, int]:
-        os.sync()
-        return run()
-
     for i in range(rounds):
-        if i % 2 == 0:
-            a = timed(ours)
-            b = timed(theirs)
-        else:
-            b = timed(theirs)
-            a = timed(ours)
+        a, b = pair(i, ours, theirs)
         times_ours.append(a[0])
         times_theirs.append(b[0])
         ratios.append(a[0] / b[0])
@@ -297,12 +315,7 @@ def bench_build_small(work: Path, rounds: int) -> dict[str, object]:
     note = b.storage_driver()
     tag = "localhost/small"
     b.warm_up(context, tag)
-    r = alternate(
-        rounds,
-        lambda: b.build_ours(context, tag, cache=False),
-        lambda: b.build_theirs(context, tag, cache=False),
-        lambda: b.forget(tag),
-    )
+    r = b.no_cache_rounds(rounds, context, tag)
     bench = "build-small: busybox, 8 steps, --no-cache (vs buildah build --layers --no-cache)"
     return {"benchmark": bench, "note": note, **r}
 
@@ -369,16 +382,7 @@ def bench_build_big(work: Path, rounds: int) -> dict[str, object]:
     b.warm_up(context, tag)
     floors: list[float] = []
 
-    def between() -> None:
-        b.forget(tag)
-        floors.append(floor_copy_and_hash(rootfs, work))
-
-    r = alternate(
-        rounds,
-        lambda: b.build_ours(context, tag, cache=False),
-        lambda: b.build_theirs(context, tag, cache=False),
-        between,
-    )
+    r = b.no_cache_rounds(rounds, context, tag, lambda: floors.append(floor_copy_and_hash(rootfs, work)))
     floor = statistics.median(floors)
     note += f"; floor (cp -a of /usr, then sha256 of its tar) {floor:.2f}s"
     note += f", pybuild / floor {r['pybuild_s'] / floor:.2f}x"  # type: ignore[operator]
@@ -411,12 +415,7 @@ def bench_commit_1g(work: Path, rounds: int) -> dict[str, object]:
     note = b.storage_driver()
     tag = "localhost/commit1g"
     b.warm_up(context, tag)
-    r = alternate(
-        rounds,
-        lambda: b.build_ours(context, tag, cache=False),
-        lambda: b.build_theirs(context, tag, cache=False),
-        lambda: b.forget(tag),
-    )
+    r = b.no_cache_rounds(rounds, context, tag)
     peak = r["pybuild_peak_mib"]
     verdict = "met" if peak <= 100 else "missed"  # type: ignore[operator]
     note += f"; goal pybuild peak RSS <= 100 MiB: {verdict} ({peak} MiB)"
@@ -483,12 +482,11 @@ def bench_small_change(work: Path, rounds: int) -> list[dict[str, object]]:
     times: dict[int, tuple[list[float], list[float], list[int], list[int]]] = {
         m: ([], [], [], []) for m in sizes
     }
-    for _ in range(rounds):
+    for i in range(rounds):
         for mib in sizes:
-            tag = f"localhost/change{mib}"
+            tag, ctx = f"localhost/change{mib}", contexts[mib]
             ours, theirs, mem_ours, mem_theirs = times[mib]
-            a = b.build_ours(contexts[mib], tag, cache=False)
-            t = b.build_theirs(contexts[mib], tag, cache=False)
+            a, t = pair(i, partial(b.build_ours, ctx, tag, False), partial(b.build_theirs, ctx, tag, False))
             ours.append(a[0])
             theirs.append(t[0])
             mem_ours.append(a[1])
