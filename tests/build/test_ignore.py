@@ -11,17 +11,7 @@ from hypothesis import strategies as st
 
 from pybuild.build.ignore import IgnoreRules, clean_path, walk_context
 from pybuild.errors import ContainerfileError, UsageError
-
-
-def make_tree(root: Path, files: list[str]) -> Path:
-    for name in files:
-        path = root / name
-        if name.endswith("/"):
-            path.mkdir(parents=True, exist_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(name)
-    return root
+from tests.fixtures.trees import make_tree
 
 
 def walked(root: Path, rules: IgnoreRules, start: str = "") -> list[str]:

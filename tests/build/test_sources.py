@@ -13,19 +13,9 @@ from hypothesis import strategies as st
 from pybuild.build.ignore import IgnoreRules
 from pybuild.build.sources import match_all_sources, match_sources, source_rel, sources_digest
 from pybuild.errors import ContainerfileError
+from tests.fixtures.trees import make_tree
 
 NONE = IgnoreRules()
-
-
-def make_tree(root: Path, files: list[str]) -> Path:
-    for name in files:
-        path = root / name
-        if name.endswith("/"):
-            path.mkdir(parents=True, exist_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(name)
-    return root
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,16 @@ def test_oversized_extended_header_is_refused(tmp_path: Path) -> None:
 # --- the worker threads ------------------------------------------------------------------------
 
 
+def _add_entry(tar: tarfile.TarFile, name: str, body: bytes | None = None, **attrs: object) -> None:
+    """One member: ``attrs`` set on its TarInfo, ``body`` as its data."""
+    info = tarfile.TarInfo(name)
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    if body is not None:
+        info.size = len(body)
+    tar.addfile(info, io.BytesIO(body) if body is not None else None)
+
+
 @pytest.mark.parametrize("max_cached", [applier_module.MAX_CACHED, 2])
 def test_many_entries_in_order_across_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_cached: int
@@ -234,14 +245,7 @@ def test_many_entries_in_order_across_workers(
     monkeypatch.setattr(applier_module, "MAX_CACHED", max_cached)  # 2: the fd cache dropped often
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-
-        def add(name: str, body: bytes | None = None, **attrs: object) -> None:
-            info = tarfile.TarInfo(name)
-            for k, v in attrs.items():
-                setattr(info, k, v)
-            if body is not None:
-                info.size = len(body)
-            tar.addfile(info, io.BytesIO(body) if body is not None else None)
+        add = partial(_add_entry, tar)
 
         for d in range(8):
             add(f"d{d}", type=tarfile.DIRTYPE, mode=0o755)
@@ -308,14 +312,7 @@ def test_names_made_implicitly_or_through_symlinks_are_still_found(tmp_path: Pat
     on the way, and files made through a symlink, must still count as existing."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-
-        def add(name: str, body: bytes | None = None, **attrs: object) -> None:
-            info = tarfile.TarInfo(name)
-            for k, v in attrs.items():
-                setattr(info, k, v)
-            if body is not None:
-                info.size = len(body)
-            tar.addfile(info, io.BytesIO(body) if body is not None else None)
+        add = partial(_add_entry, tar)
 
         add("a", type=tarfile.DIRTYPE, mode=0o755)
         add("a/b/c", b"implicit parent")  # a/b made on the way

@@ -15,6 +15,7 @@ import pytest
 
 from pybuild.run import RunSpec, run_container
 from tests.fixtures.rootless import PYBUILD, TEST_USER, as_test_user, subordinate_start, user_uid
+from tests.fixtures.trees import many_layers
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -216,12 +217,7 @@ def test_ctrl_c_cleans_up(pybuild_cli: Any, busybox_layout: Path) -> None:
 
 def test_many_layers_beyond_the_mount_option_page(tmp_path: Path, busybox_rootfs: Path) -> None:
     base = tmp_path / ("a-rather-long-directory-name-for-layers-" * 2)
-    layers = []
-    for i in range(150):
-        layer = base / f"layer-{i:04d}-with-a-long-name-to-overflow-the-mount-options"
-        layer.mkdir(parents=True)
-        (layer / f"file{i}").write_text(str(i))
-        layers.append(layer)
+    layers = many_layers(base)
     bottom = tmp_path / "bottom"
     shutil.copytree(busybox_rootfs, bottom, symlinks=True)
     lowers = [*reversed(layers), bottom]

@@ -15,6 +15,7 @@ import pytest
 from pybuild.errors import RunError
 from pybuild.run import run_function
 from tests.fixtures.rootless import TEST_USER, as_test_user
+from tests.fixtures.trees import many_layers
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -90,12 +91,7 @@ def test_scratch_and_many_layers(tmp_path: Path) -> None:
     upper.mkdir()
     assert run_function([], upper, lambda: os.listdir("/")) == []
     base = tmp_path / ("a-long-directory-name-for-many-layers-" * 2)
-    layers = []
-    for i in range(150):
-        layer = base / f"layer-{i:04d}-with-a-long-name-to-overflow-the-mount-options"
-        layer.mkdir(parents=True)
-        (layer / f"file{i}").write_text(str(i))
-        layers.append(layer)
+    layers = many_layers(base)
     assert len(":".join(map(str, layers))) > 4096
     upper2 = tmp_path / "upper2"
     upper2.mkdir()
