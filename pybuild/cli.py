@@ -756,7 +756,12 @@ def build_command(
     tag_: list[str] = typer.Option(
         [], "-t", "--tag", help="Name the image (store name or oci:DIR:TAG); repeat."
     ),
-    build_arg: list[str] = typer.Option([], "--build-arg", help="K=V: set a build argument."),
+    build_arg: list[str] = typer.Option(
+        [], "--build-arg", help="NAME=VALUE, or NAME for the value of $NAME (skipped when unset)."
+    ),
+    build_arg_file: list[Path] = typer.Option(
+        [], "--build-arg-file", help="A file of NAME=VALUE lines (# comments); --build-arg wins."
+    ),
     target: str | None = typer.Option(None, "--target", help="Build up to this stage."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step; take nothing from the cache."),
     layers: bool = typer.Option(True, "--layers/--no-layers", help="Use and keep the layer cache."),
@@ -775,7 +780,9 @@ def build_command(
     ),
     network: str = typer.Option("host", "--network", help="host (shared, the default) or none, for RUN."),
     secret: list[str] = typer.Option(
-        [], "--secret", help="id=ID,src=PATH: a secret for RUN --mount=type=secret."
+        [],
+        "--secret",
+        help="id=ID,src=FILE or id=ID,env=VARIABLE (type=file|env): a secret for RUN --mount=type=secret.",
     ),
     ignorefile: Path | None = typer.Option(None, "--ignorefile", help="Use this ignore file."),
     pull: str = typer.Option("missing", "--pull", help="always, missing or never: pull base images."),
@@ -784,21 +791,14 @@ def build_command(
 ) -> None:
     """Build an image from a Containerfile (like `buildah build`)."""
     from .build import BuildOptions, Reporter, build
+    from .build.options import parse_secret, read_build_args
 
-    secrets = {}
-    for spec in secret:
-        fields = dict(part.partition("=")[::2] for part in spec.split(","))
-        sid, src = fields.get("id", ""), fields.get("src") or fields.get("source") or ""
-        if not sid or not src:
-            raise UsageError(f"--secret {spec!r}: expected id=ID,src=PATH")
-        if not os.path.isfile(src):
-            raise UsageError(f"--secret {spec!r}: {src} is not a file")
-        secrets[sid] = Path(os.path.abspath(src))
+    secrets = dict(parse_secret(spec) for spec in secret)
     options = BuildOptions(
         context=context,
         containerfile=file,
         tags=list(tag_),
-        build_args=_pairs(build_arg, "--build-arg"),
+        build_args=read_build_args(build_arg, build_arg_file),
         target=target,
         no_cache=no_cache,
         layers=layers,
@@ -1023,7 +1023,8 @@ def _one_line(text: str) -> str:
 
 
 def main() -> None:
-    """Console entry point: one line per error, exit status 1 (2 for usage errors), no traceback."""
+    """Console entry point: one line per error, exit status 1 (2 for a bad command line, a failed RUN's
+    own status for a build), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"
     try:
         code = app(standalone_mode=False)
@@ -1033,8 +1034,9 @@ def main() -> None:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         for hint in exc.hints:
             print(f"hint: {_one_line(hint)}", file=sys.stderr)
-        # a failed RUN step passes its exit status on, as `buildah build` does
-        sys.exit(getattr(exc, "exit_status", 1) or 1)
+        # a failed RUN step passes its exit status on, as `buildah build` does; a bad command line
+        # exits 2, as the option parser's own errors do
+        sys.exit(2 if isinstance(exc, UsageError) else getattr(exc, "exit_status", 1) or 1)
     except CliException as exc:
         if debug:
             raise

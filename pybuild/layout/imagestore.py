@@ -12,6 +12,8 @@ from .image import load_image
 from .imagelayout import Layout
 from .reference import parse_name
 
+# what an image built without a name is tagged in the store (so that index.json references it)
+UNTAGGED = "localhost/pybuild-untagged"
 _HEX_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{6,64})")
 
 
