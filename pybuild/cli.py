@@ -214,10 +214,10 @@ def image_summary(image: Image, name: str | None) -> dict[str, Any]:
 
 @app.command()
 def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the images in the store."""
+    """List the images in the store (`<none>` for those without a name, as podman lists them)."""
     store = _state(ctx).store
     out = []
-    for tag, desc in store.tags():
+    for tag, desc in store.listing():
         image = load_image(store, desc)
         out.append(image_summary(image, tag))
     if as_json:
@@ -230,11 +230,64 @@ def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         return
     rows = []
     for s in out:
-        repo, _, tag = s["name"].rpartition(":")
+        repo, _, tag = (s["name"] or "<none>:<none>").rpartition(":")
         rows.append(
             [repo, tag, s["id"][:12], (s["created"] or "")[:19].replace("T", " "), human_size(s["size"])]
         )
     print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME[:TAG], an image ID, or oci:DIR[:TAG]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not shorten IDs and commands."),
+) -> None:
+    """Show an image's history, newest first: one line per entry with its layer's size (of the blob
+    as stored), as `podman history` shows it."""
+    found = locate(_state(ctx), ref)
+    image = load_image(found.layout, found.descriptor)
+    entries = image_history(image)
+    if as_json:
+        echo_json(entries)
+        return
+    rows = []
+    for entry in entries:
+        image_id, created_by = entry["id"] or "<missing>", entry["created_by"]
+        if not no_trunc:
+            image_id = image_id[:12]
+            if len(created_by) > 45:
+                created_by = created_by[:42] + "..."
+        created = (entry["created"] or "")[:19].replace("T", " ")
+        rows.append([image_id, created, created_by, human_size(entry["size"]), entry["comment"]])
+    print_table(["ID", "CREATED", "CREATED BY", "SIZE", "COMMENT"], rows)
+
+
+def image_history(image: Image) -> list[dict[str, Any]]:
+    """The config's history, newest first, each entry with the layer it made (entries that are not
+    empty_layer take the layers in order) and that layer's size; the newest carries the image ID."""
+    layers = list(image.layers)
+    out = []
+    for entry in image.config.history:
+        layer = None
+        if not entry.get("empty_layer") and layers:
+            layer = layers.pop(0)
+        out.append(
+            {
+                "id": None,
+                "created": entry.get("created"),
+                "created_by": str(entry.get("created_by") or ""),
+                "size": layer.size if layer is not None else 0,
+                "comment": str(entry.get("comment") or ""),
+                "empty_layer": bool(entry.get("empty_layer")),
+                "layer": str(layer.digest) if layer is not None else None,
+            }
+        )
+    out.reverse()
+    if out:
+        out[0]["id"] = image.manifest.config.digest.encoded
+    return out
 
 
 def _remote_image(ref: str, creds: str | None, tls_verify: bool) -> tuple[Image, str]:
@@ -541,7 +594,9 @@ def logout(
     from .remote import logout as remote_logout
 
     if not remote_logout(registry, auth_file=authfile):
-        raise UsageError(f"not logged in to {registry}")
+        from .errors import AuthError
+
+        raise AuthError(f"not logged in to {registry}")  # a state, not a bad command line: exit 1
     typer.echo(f"removed login credentials for {registry}")
 
 
