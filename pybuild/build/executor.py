@@ -223,6 +223,7 @@ class Builder:
         self.warnings: list[str] = []
         self.used_args: set[str] = set()
         self.stage_results: dict[int, StageState] = {}
+        self.stages: list[Stage] = []
         self._rules: IgnoreRules | None = None
         self.scratch = store.root / BUILD_DIR
         self.total = 0
@@ -233,6 +234,7 @@ class Builder:
         text = self._read_containerfile()
         label = self.options.containerfile.name if self.options.containerfile else self.file.name
         the_plan = plan(text, label if str(self.file) != "-" else "Containerfile")
+        self.stages = the_plan.stages
         for w in the_plan.warnings:
             self.warn(w)
         target = self._target(the_plan)
@@ -428,8 +430,12 @@ class Builder:
             state.shell = [str(s) for s in shell]
         return state
 
-    def _base_image(self, base: str, inst: Instruction, platform: str | None) -> tuple[Layout, Descriptor]:
-        """Find (or pull) the base image: oci:DIR[:TAG], docker://..., or a name in the store."""
+    def _base_image(
+        self, base: str, inst: Instruction, platform: str | None, what: str | None = None
+    ) -> tuple[Layout, Descriptor]:
+        """Find (or pull) the base image: oci:DIR[:TAG], docker://..., or a name in the store.
+        ``what`` starts the error messages (default: FROM BASE)."""
+        what = what or f"FROM {base}"
         from ..errors import RegistryError
         from ..remote import copy_image
 
@@ -459,7 +465,7 @@ class Builder:
             return self.store, desc
         except RegistryError as exc:
             raise ContainerfileError(
-                f"FROM {base}: {exc}",
+                f"{what}: {exc}",
                 file=inst.file,
                 line=inst.line,
                 hints=[
@@ -469,7 +475,7 @@ class Builder:
                 ],
             ) from None
         except PybuildError as exc:
-            raise inst.error(f"FROM {base}: {exc}") from None
+            raise inst.error(f"{what}: {exc}") from None
 
     # --- instructions -----------------------------------------------------------------------
     def _dispatch(self, state: StageState, inst: Instruction, global_args: dict[str, str]) -> None:
@@ -1050,7 +1056,14 @@ class Builder:
                 the_stage = result
         if the_stage is not None:
             return list(the_stage.layers)
-        layout, desc = self._base_image(ref, inst, None)
+        what = f"{'RUN --mount from' if inst.keyword == 'run' else inst.keyword.upper() + ' --from'}={ref}"
+        for stage in self.stages:  # this stage or a later one: BuildKit's circular dependency
+            if stage.name == ref.lower() or (ref.isdigit() and int(ref) == stage.index):
+                raise inst.error(
+                    f"{what}: names stage {stage.label()}, which is not built before this one "
+                    "(a stage can use only earlier stages)"
+                )
+        layout, desc = self._base_image(ref, inst, None, what)
         image = load_image(layout, desc)
         if layout.root != self.store.root:
             with self.store.writing():

@@ -9,41 +9,16 @@ import lzma
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from pybuild.layout import Layout, check_layout
-from tests.fixtures.cli import Pybuild, assert_fails, base_store, build_as
+from tests.fixtures.cli import Pybuild, assert_fails, base_store, build_as, context
 from tests.fixtures.tools import validate_layout
 
-
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pybuild]:
-    tool = base_store(tmp_path_factory.mktemp("build"), ("busybox",))
-    yield tool
-    tool.check()
-
-
-@pytest.fixture(autouse=True)
-def store_checked(pb: Pybuild) -> Iterator[None]:
-    yield
-    assert check_layout(Layout.open(pb.store)) == []
-
-
-def context(root: Path, containerfile: str, **files: str | bytes) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "Containerfile").write_text(containerfile)
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data)
-    return root
+pytestmark = pytest.mark.usefixtures("store_checked")
 
 
 def cached_steps(stdout: str) -> list[str]:

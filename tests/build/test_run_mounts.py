@@ -17,24 +17,10 @@ import zstandard
 
 from pybuild.diff import open_layer
 from pybuild.layout import ImageStore, Layout, check_layout, load_image
-from tests.fixtures.cli import Pybuild, assert_fails, base_store, build_as
+from tests.fixtures.cli import Pybuild, assert_fails, build_as, context
 from tests.fixtures.tools import validate_layout
 
-
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pybuild]:
-    tool = base_store(tmp_path_factory.mktemp("mounts"), ("busybox",))
-    yield tool
-    tool.check()
-
-
-def context(root: Path, containerfile: str, **files: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "Containerfile").write_text(containerfile)
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(data)
-    return root
+pytestmark = pytest.mark.usefixtures("store_checked")
 
 
 def file_in(store: Path, tag: str, path: str) -> str:
@@ -176,6 +162,8 @@ def test_mount_from_an_image_and_from_scratch(pb: Pybuild, tmp_path: Path) -> No
         ("RUN --mount=type=bind,from=src,target=/m,bogus=1 true", "unknown option 'bogus'"),
         ("RUN --mount=type=bind,from=no-such-image-here,target=/m true", "no-such-image-here"),
         ("RUN --mount=type=secret,id=s,mode=999 true", "mode=999: expected an octal mode"),
+        ("RUN --mount=type=bind,from=1,target=/m true", "from=1: names stage 1, which is not built before"),
+        ("COPY --from=1 /f /f", "COPY --from=1: names stage 1, which is not built before"),
     ],
 )
 def test_mount_errors_are_one_line(pb: Pybuild, tmp_path: Path, text: str, fragment: str) -> None:

@@ -5,36 +5,17 @@ build args from the environment and from files. Every build runs the real consol
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pybuild.layout import Layout, check_layout, host_platform
-from tests.fixtures.cli import Pybuild, assert_fails, base_store, build_as
+from tests.fixtures.cli import Pybuild, assert_fails, build_as, context
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pybuild]:
-    tool = base_store(tmp_path_factory.mktemp("semantics"), ("busybox",))
-    yield tool
-    tool.check()
-
-
-@pytest.fixture(autouse=True)
-def store_checked(pb: Pybuild) -> Iterator[None]:
-    yield
-    assert check_layout(Layout.open(pb.store)) == []
-
-
-def context(root: Path, containerfile: str, **files: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "Containerfile").write_text(containerfile)
-    for name, data in files.items():
-        (root / name).write_text(data)
-    return root
+pytestmark = pytest.mark.usefixtures("store_checked")
 
 
 def cat(pb: Pybuild, ref: str, *paths: str) -> str:
