@@ -47,17 +47,19 @@ COPY --from=build /before /after /where /
 """
 
 
-def test_platform_args_with_buildkit_scoping(pb: Pybuild, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_platform_args_with_buildkit_scoping(
+    pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool
+) -> None:
     host = host_platform()
     build_platform = f"linux/{host.architecture}" + (f"/{host.variant}" if host.variant else "")
-    ctx = context(tmp_path / "ctx", PLATFORM_ARGS)
+    ctx = context((user_home if rootless else tmp_path) / "ctx", PLATFORM_ARGS)
     # a target platform other than the host: the build stage still runs on the host's platform
-    pb.build(ctx, None, "localhost/platform-args", "--platform", "linux/arm64/v8")
-    info = pb.inspect("localhost/platform-args")
+    built = build_as(pb, ctx, "localhost/platform-args", rootless, user_home, "--platform", "linux/arm64/v8")
+    store = Pybuild(built.store, tmp_path)
+    info = store.inspect("localhost/platform-args")
     assert (info["os"], info["architecture"]) == ("linux", "arm64")
-    bundle = tmp_path / "bundle"
-    pb("unpack", "localhost/platform-args", str(bundle))
-    root = bundle / "rootfs"
+    root = store.rootfs("localhost/platform-args")
     # inside a stage, only after `ARG NAME`; a global ARG is not visible in a stage without ARG
     assert (root / "before").read_text() == "[][][]\n"
     variant = host.variant or ""
@@ -66,12 +68,13 @@ def test_platform_args_with_buildkit_scoping(pb: Pybuild, tmp_path: Path) -> Non
     )
     assert (root / "where").read_text() == "[]\n"
     # without --platform, TARGET* is the host, with an empty variant where it has none
-    pb.build(ctx, None, "localhost/platform-host")
-    root = pb.rootfs("localhost/platform-host")
+    build_as(pb, ctx, "localhost/platform-host", rootless, user_home)
+    root = store.rootfs("localhost/platform-host")
     assert (root / "after").read_text() == (
         f"{build_platform}|linux|{host.architecture}|{variant}\n"
         f"{build_platform}|linux|{host.architecture}|{variant}\n"
     )
+    store.validate_oci("localhost/platform-args")
 
 
 def test_platform_args_in_from_and_a_bad_platform(pb: Pybuild, tmp_path: Path) -> None:
@@ -127,18 +130,23 @@ RUN echo "$FROM_ENV|$UNSET|$IN_FILE|$OVERRIDDEN|$DROPPED|$EQUALS" > /args
 """
 
 
-def test_build_arg_from_the_environment_and_files(pb: Pybuild, tmp_path: Path) -> None:
-    ctx = context(tmp_path / "ctx", ARGS)
-    args_file = tmp_path / "args.conf"
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_build_arg_from_the_environment_and_files(
+    pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool
+) -> None:
+    where = user_home if rootless else tmp_path
+    ctx = context(where / "ctx", ARGS)
+    args_file = ctx / "args.conf"
     args_file.write_text(
         "# comments and empty lines are skipped\n\nIN_FILE=from file\nOVERRIDDEN=file\nDROPPED=file\n"
         "EQUALS=a=b\n"
     )
-    env = {"FROM_ENV": "from env", "PYBUILD_TEST_UNSET_VAR": ""}
-    pb(
-        "build",
-        "-t",
+    built = build_as(
+        pb,
+        ctx,
         "localhost/args",
+        rootless,
+        user_home,
         "--build-arg-file",
         str(args_file),
         "--build-arg",
@@ -149,11 +157,13 @@ def test_build_arg_from_the_environment_and_files(pb: Pybuild, tmp_path: Path) -
         "OVERRIDDEN=flag",  # --build-arg wins over the file
         "--build-arg",
         "DROPPED",  # unset in the environment: the file's value goes too (as buildah does)
-        str(ctx),
-        env=env,
+        env={"FROM_ENV": "from env"},
     )
-    assert cat(pb, "localhost/args", "/args") == "from env|default-unset|from file|flag|default-dropped|a=b\n"
-    history = pb.inspect("localhost/args")["history"][-1]["created_by"]
+    store = Pybuild(built.store, tmp_path)
+    assert (
+        cat(store, "localhost/args", "/args") == "from env|default-unset|from file|flag|default-dropped|a=b\n"
+    )
+    history = store.inspect("localhost/args")["history"][-1]["created_by"]
     assert "FROM_ENV=from env" in history and "OVERRIDDEN=flag" in history
 
 
@@ -176,11 +186,12 @@ def test_bad_build_args_are_a_bad_command_line(
     assert_fails(proc, 2, f"--build-arg-file {bad_file}:2: '=nothing'")
 
 
-def test_a_failing_run_keeps_its_status(pb: Pybuild, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_a_failing_run_keeps_its_status(pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool) -> None:
+    where = user_home if rootless else tmp_path
     for status in (1, 2, 7, 130):
-        ctx = context(tmp_path / f"ctx{status}", f"FROM busybox\nRUN exit {status}\n")
-        proc = pb.build(ctx, None, "localhost/fails", check=False)
-        assert_fails(proc, status, "Containerfile:2: RUN exit", f"exited with status {status}")
-    assert "localhost/fails" not in pb("images").stdout
-    info = json.loads(pb("images", "--json").stdout)
-    assert all(i["name"] != "localhost/fails:latest" for i in info)
+        ctx = context(where / f"ctx{status}", f"FROM busybox\nRUN exit {status}\n")
+        built = build_as(pb, ctx, "localhost/fails", rootless, user_home, check=False)
+        assert_fails(built.proc, status, "Containerfile:2: RUN exit", f"exited with status {status}")
+    names = [i["name"] for i in json.loads(Pybuild(built.store, tmp_path)("images", "--json").stdout)]
+    assert "localhost/fails:latest" not in names and "docker.io/library/busybox:latest" in names
