@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bundle.layers import remove_tree
+from ..bundle.securejoin import secure_join
 from ..errors import ContainerfileError, RunError
 from ..layout import Descriptor, Digest, Layout
 from ..run import FileMount, ViewMount, copy_stack, force_remove, run_in_userns, view_path, with_view
@@ -141,10 +142,9 @@ def parse_mount(
             gid=gid,
         )
     readonly = not _flag(opts, "rw", "readwrite")
-    if layers is None:  # the build context
-        rel = source.lstrip("/")
-        path = os.path.normpath(os.path.join(str(context), rel))
-        if not (path + "/").startswith(str(context) + "/") or not os.path.lexists(path):
+    if layers is None:  # the build context: symlinks in it are followed inside it, never out of it
+        path = str(secure_join(context, source))
+        if not os.path.exists(path):
             raise inst.error(f"RUN --mount=type=bind: source {source!r} is not in the build context")
         return RunMount(kind, target, ["bind", source, target, str(readonly)], source=path, readonly=readonly)
     return RunMount(

@@ -286,3 +286,18 @@ def test_secret_errors_never_show_the_value(pb: Pybuild, tmp_path: Path) -> None
     )
     for path, data in all_bytes(pb.store):
         assert value.encode() not in data, path
+
+
+def test_a_context_bind_never_follows_a_symlink_out_of_the_context(pb: Pybuild, tmp_path: Path) -> None:
+    """source= is resolved inside the context: a link to /etc names the context's own etc (absent)."""
+    ctx = context(tmp_path / "ctx", "FROM busybox\nRUN --mount=type=bind,source=hostetc,target=/m ls /m\n")
+    os.symlink("/etc", ctx / "hostetc")
+    proc = pb.build(ctx, None, "localhost/bind-link", check=False)
+    assert_fails(proc, 1, "Containerfile:2: ", "source 'hostetc' is not in the build context")
+    (ctx / "etc").mkdir()
+    (ctx / "etc" / "inside").write_text("inside\n")
+    (ctx / "Containerfile").write_text(
+        "FROM busybox\nRUN --mount=type=bind,source=hostetc,target=/m ls /m > /seen\n"
+    )
+    pb.build(ctx, None, "localhost/bind-link")
+    assert pb("run", "localhost/bind-link", "--", "cat", "/seen").stdout == "inside\n"
