@@ -37,7 +37,7 @@ from .layout import (
     parse_reference,
     referenced_blobs,
 )
-from .layout.imagestore import default_store_path
+from .layout.imagestore import UNTAGGED, default_store_path
 
 
 class _Interrupted(Exception):
@@ -187,6 +187,8 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 def image_summary(image: Image, name: str | None) -> dict[str, Any]:
     config = image.config
+    if name is not None and name.startswith(UNTAGGED + ":"):
+        name = None  # built without a name: the store's placeholder tag is no name of its own
     return {
         "name": name,
         "digest": str(image.descriptor.digest),

@@ -162,6 +162,8 @@ def test_untagged_images_are_listed_as_none(pybuild_cli: Any, busybox_layout: Pa
     rows = [line.split() for line in pybuild_cli("images").stdout.splitlines()]
     assert [r[:2] for r in rows if r[2] == image_id[:12]] == [["localhost/named", "latest"]]
     assert pybuild_cli("run", image_id[:12], "--", "cat", "/u").stdout == "untagged\n"
+    pybuild_cli("rm", "localhost/named")
+    assert json.loads(pybuild_cli("inspect", "--json", image_id[:12]).stdout)["name"] is None
 
 
 HISTORY = """FROM busybox
