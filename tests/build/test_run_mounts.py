@@ -3,22 +3,19 @@ build through the console script, as root and rootless, in the native overlay mo
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import os
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from pybuild.diff import open_layer
 from pybuild.layout import ImageStore, Layout, check_layout, load_image
 from tests.fixtures.cli import Pybuild, assert_fails, build_as, context
 from tests.fixtures.tools import validate_layout
+from tests.fixtures.trees import all_bytes
 
 pytestmark = pytest.mark.usefixtures("store_checked")
 
@@ -193,21 +190,6 @@ RUN --mount=type=secret,id=tok,env=BOTH,target=/run/secrets/tok \\
     sha256sum < /run/secrets/tok > /both-file-sum
 RUN echo "[$TOKEN][$BOTH]" > /later
 """
-
-
-def all_bytes(root: Path) -> Iterator[tuple[Path, bytes]]:
-    """Every regular file under ``root``, decompressed when it is a gzip or zstd blob."""
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            data = path.read_bytes()
-            if data[:2] == b"\x1f\x8b":
-                data = gzip.decompress(data)
-            elif data[:4] == b"\x28\xb5\x2f\xfd":
-                data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-            yield path, data
 
 
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
