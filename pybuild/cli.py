@@ -37,7 +37,7 @@ from .layout import (
     parse_reference,
     referenced_blobs,
 )
-from .layout.imagestore import default_store_path
+from .layout.imagestore import UNTAGGED, default_store_path
 
 
 class _Interrupted(Exception):
@@ -187,6 +187,8 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 def image_summary(image: Image, name: str | None) -> dict[str, Any]:
     config = image.config
+    if name is not None and name.startswith(UNTAGGED + ":"):
+        name = None  # built without a name: the store's placeholder tag is no name of its own
     return {
         "name": name,
         "digest": str(image.descriptor.digest),
@@ -214,10 +216,10 @@ def image_summary(image: Image, name: str | None) -> dict[str, Any]:
 
 @app.command()
 def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the images in the store."""
+    """List the images in the store (`<none>` for those without a name, as podman lists them)."""
     store = _state(ctx).store
     out = []
-    for tag, desc in store.tags():
+    for tag, desc in store.listing():
         image = load_image(store, desc)
         out.append(image_summary(image, tag))
     if as_json:
@@ -230,11 +232,64 @@ def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         return
     rows = []
     for s in out:
-        repo, _, tag = s["name"].rpartition(":")
+        repo, _, tag = (s["name"] or "<none>:<none>").rpartition(":")
         rows.append(
             [repo, tag, s["id"][:12], (s["created"] or "")[:19].replace("T", " "), human_size(s["size"])]
         )
     print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME[:TAG], an image ID, or oci:DIR[:TAG]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not shorten IDs and commands."),
+) -> None:
+    """Show an image's history, newest first: one line per entry with its layer's size (of the blob
+    as stored), as `podman history` shows it."""
+    found = locate(_state(ctx), ref)
+    image = load_image(found.layout, found.descriptor)
+    entries = image_history(image)
+    if as_json:
+        echo_json(entries)
+        return
+    rows = []
+    for entry in entries:
+        image_id, created_by = entry["id"] or "<missing>", entry["created_by"]
+        if not no_trunc:
+            image_id = image_id[:12]
+            if len(created_by) > 45:
+                created_by = created_by[:42] + "..."
+        created = (entry["created"] or "")[:19].replace("T", " ")
+        rows.append([image_id, created, created_by, human_size(entry["size"]), entry["comment"]])
+    print_table(["ID", "CREATED", "CREATED BY", "SIZE", "COMMENT"], rows)
+
+
+def image_history(image: Image) -> list[dict[str, Any]]:
+    """The config's history, newest first, each entry with the layer it made (entries that are not
+    empty_layer take the layers in order) and that layer's size; the newest carries the image ID."""
+    layers = list(image.layers)
+    out = []
+    for entry in image.config.history:
+        layer = None
+        if not entry.get("empty_layer") and layers:
+            layer = layers.pop(0)
+        out.append(
+            {
+                "id": None,
+                "created": entry.get("created"),
+                "created_by": str(entry.get("created_by") or ""),
+                "size": layer.size if layer is not None else 0,
+                "comment": str(entry.get("comment") or ""),
+                "empty_layer": bool(entry.get("empty_layer")),
+                "layer": str(layer.digest) if layer is not None else None,
+            }
+        )
+    out.reverse()
+    if out:
+        out[0]["id"] = image.manifest.config.digest.encoded
+    return out
 
 
 def _remote_image(ref: str, creds: str | None, tls_verify: bool) -> tuple[Image, str]:
@@ -541,7 +596,9 @@ def logout(
     from .remote import logout as remote_logout
 
     if not remote_logout(registry, auth_file=authfile):
-        raise UsageError(f"not logged in to {registry}")
+        from .errors import AuthError
+
+        raise AuthError(f"not logged in to {registry}")  # a state, not a bad command line: exit 1
     typer.echo(f"removed login credentials for {registry}")
 
 
@@ -756,7 +813,12 @@ def build_command(
     tag_: list[str] = typer.Option(
         [], "-t", "--tag", help="Name the image (store name or oci:DIR:TAG); repeat."
     ),
-    build_arg: list[str] = typer.Option([], "--build-arg", help="K=V: set a build argument."),
+    build_arg: list[str] = typer.Option(
+        [], "--build-arg", help="NAME=VALUE, or NAME for the value of $NAME (skipped when unset)."
+    ),
+    build_arg_file: list[Path] = typer.Option(
+        [], "--build-arg-file", help="A file of NAME=VALUE lines (# comments); --build-arg wins."
+    ),
     target: str | None = typer.Option(None, "--target", help="Build up to this stage."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step; take nothing from the cache."),
     layers: bool = typer.Option(True, "--layers/--no-layers", help="Use and keep the layer cache."),
@@ -775,7 +837,9 @@ def build_command(
     ),
     network: str = typer.Option("host", "--network", help="host (shared, the default) or none, for RUN."),
     secret: list[str] = typer.Option(
-        [], "--secret", help="id=ID,src=PATH: a secret for RUN --mount=type=secret."
+        [],
+        "--secret",
+        help="id=ID,src=FILE or id=ID,env=VARIABLE (type=file|env): a secret for RUN --mount=type=secret.",
     ),
     ignorefile: Path | None = typer.Option(None, "--ignorefile", help="Use this ignore file."),
     pull: str = typer.Option("missing", "--pull", help="always, missing or never: pull base images."),
@@ -784,21 +848,14 @@ def build_command(
 ) -> None:
     """Build an image from a Containerfile (like `buildah build`)."""
     from .build import BuildOptions, Reporter, build
+    from .build.options import parse_secret, read_build_args
 
-    secrets = {}
-    for spec in secret:
-        fields = dict(part.partition("=")[::2] for part in spec.split(","))
-        sid, src = fields.get("id", ""), fields.get("src") or fields.get("source") or ""
-        if not sid or not src:
-            raise UsageError(f"--secret {spec!r}: expected id=ID,src=PATH")
-        if not os.path.isfile(src):
-            raise UsageError(f"--secret {spec!r}: {src} is not a file")
-        secrets[sid] = Path(os.path.abspath(src))
+    secrets = dict(parse_secret(spec) for spec in secret)
     options = BuildOptions(
         context=context,
         containerfile=file,
         tags=list(tag_),
-        build_args=_pairs(build_arg, "--build-arg"),
+        build_args=read_build_args(build_arg, build_arg_file),
         target=target,
         no_cache=no_cache,
         layers=layers,
@@ -1023,7 +1080,8 @@ def _one_line(text: str) -> str:
 
 
 def main() -> None:
-    """Console entry point: one line per error, exit status 1 (2 for usage errors), no traceback."""
+    """Console entry point: one line per error, exit status 1 (2 for a bad command line, a failed RUN's
+    own status for a build), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"
     try:
         code = app(standalone_mode=False)
@@ -1033,8 +1091,9 @@ def main() -> None:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         for hint in exc.hints:
             print(f"hint: {_one_line(hint)}", file=sys.stderr)
-        # a failed RUN step passes its exit status on, as `buildah build` does
-        sys.exit(getattr(exc, "exit_status", 1) or 1)
+        # a failed RUN step passes its exit status on, as `buildah build` does; a bad command line
+        # exits 2, as the option parser's own errors do
+        sys.exit(2 if isinstance(exc, UsageError) else getattr(exc, "exit_status", 1) or 1)
     except CliException as exc:
         if debug:
             raise

@@ -1,7 +1,8 @@
 """The errors a user can act on.
 
 Every failure pybuild expects is a :class:`PybuildError`. The CLI prints ``error: <message>`` on one
-line, then each hint on its own line, and exits 1 with no traceback (``PYBUILD_DEBUG=1`` shows it).
+line, then each hint on its own line, and exits 1 (2 for a :class:`UsageError`) with no traceback
+(``PYBUILD_DEBUG=1`` shows it).
 Errors from other libraries are translated into these where they enter pybuild; anything else that
 escapes is a bug and keeps its traceback.
 
@@ -29,7 +30,7 @@ class PybuildError(Exception):
 
 
 class UsageError(PybuildError):
-    """A flag, argument or reference the user gave is malformed."""
+    """A flag, argument or reference the user gave is malformed: a bad command line (exit status 2)."""
 
 
 # --- layout -----------------------------------------------------------------------------------
@@ -57,6 +58,10 @@ class DigestMismatch(LayoutError):
 
 class ImageNotFound(LayoutError):
     """No image answers to a reference."""
+
+
+class AmbiguousImage(LayoutError):
+    """An image ID prefix matches images with different configs."""
 
 
 class LockTimeout(LayoutError):

@@ -19,21 +19,9 @@ from hypothesis import strategies as st
 from pybuild.build import plan
 from pybuild.errors import ContainerfileError
 from pybuild.layout import Layout, check_layout
-from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, base_store
+from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, base_store, context
 from tests.fixtures.rootless import TEST_USER, as_test_user
 from tests.fixtures.tools import run
-
-
-def context(root: Path, containerfile: str, **files: str | bytes) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "Containerfile").write_text(containerfile)
-    for name, data in files.items():
-        path = root / name
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data)
-    return root
 
 
 def start(pb: Pybuild, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -392,6 +380,11 @@ TEMPLATES = [
     'SHELL ["/bin/sh", "-c"]', "ONBUILD RUN true {}", "VOLUME /v{}", "STOPSIGNAL SIGTERM", "HEALTHCHECK NONE",
     'ENTRYPOINT ["sh"]', "RUN --network=none echo {}", "ADD . /add/", "FROM busybox AS s2{}",
     "COPY --from=0 /bin/sh /sh{}", "COPY <<EOF /here\n{}\nEOF", "RUN echo ${{X:-{}}} >> /f",
+    "RUN --mount=type=bind,from=0,target=/m{} ls /m",
+    "RUN --mount=type=cache,from=0,source=/bin,target=/c{} true",
+    "RUN --mount=type=secret,id=s{},required=true true", "RUN --mount=type=secret,id=s,env=E{} true",
+    "RUN --mount=type=bind,from={},target=/m true", "COPY --from={} /f /f", "FROM 0 AS s3{}",
+    "FROM --platform=$BUILDPLATFORM busybox AS p{}", "ARG TARGETARCH{}", "RUN --mount={} true",
 ]  # fmt: skip
 
 
@@ -401,6 +394,38 @@ def buildable_text(draw: st.DrawFn) -> str:
     word = st.sampled_from(WORDS) | st.text(max_size=8)
     line = st.builds(lambda t, w: t.format(w), st.sampled_from(TEMPLATES), word)
     return "\n".join(["FROM busybox", *draw(st.lists(line, max_size=6))]) + "\n"
+
+
+# stages FROM earlier stages (by index or name), copying from and mounting each other, with the
+# same file copied back and forth (layers with equal diff_ids stacked twice)
+STAGE_LINES = [
+    "COPY --from={j} /f /f", "COPY --from=s{j} /f /g", "COPY --from={j} /bin/busybox /b", "RUN echo {i} > /f",
+    "COPY f /f", "RUN --mount=type=bind,from={j},target=/m ls /m > /dev/null",
+    "RUN --mount=type=bind,from=s{j},source=/f,target=/mf cat /mf",
+    "RUN --mount=type=bind,from={j},source=/bin,target=/m,rw touch /m/x",
+    "RUN --mount=type=cache,from={j},target=/c true",
+    "RUN --mount=type=cache,from={j},source=/nope,target=/c true",
+    "RUN --mount=type=tmpfs,target=/t touch /t/x", "RUN --mount=type=secret,id=tok,env=T test -n \"$T\"",
+    "RUN --mount=type=bind,target=/ctx cat /ctx/f", "RUN rm -f /f", "ARG TARGETARCH",
+    "RUN test -n \"$TARGETARCH\" || exit 4",
+]  # fmt: skip
+STAGE_BASES = ["busybox", "{j}", "s{j}", "scratch", "--platform=$BUILDPLATFORM busybox"]
+
+
+@st.composite
+def multi_stage_text(draw: st.DrawFn) -> str:
+    """Two to four stages, each FROM busybox, scratch or an earlier stage, with COPY --from and RUN
+    --mount lines naming earlier stages by index or name."""
+    stages = draw(st.integers(min_value=2, max_value=4))
+    lines = []
+    for i in range(stages):
+        base = draw(st.sampled_from(STAGE_BASES if i else STAGE_BASES[:1] + STAGE_BASES[3:]))
+        earlier = st.integers(min_value=0, max_value=max(0, i - 1))
+        lines.append(f"FROM {base.format(j=draw(earlier))} AS s{i}")
+        choices = STAGE_LINES if i else [t for t in STAGE_LINES if "{j}" not in t]  # no self-reference
+        for template in draw(st.lists(st.sampled_from(choices), max_size=4)):
+            lines.append(template.format(i=i, j=draw(earlier) if i else 0))
+    return "\n".join(lines) + "\n"
 
 
 def check_plan(text: str) -> ContainerfileError | None:
@@ -424,7 +449,7 @@ def test_fuzzed_containerfile_plan(text: str) -> None:
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.text(max_size=200) | buildable_text())
+@given(st.text(max_size=200) | buildable_text() | multi_stage_text())
 def test_fuzzed_containerfile_plan_any_text(text: str) -> None:
     check_plan(text)
 
@@ -454,6 +479,40 @@ def test_fuzzed_containerfiles_through_the_cli(tmp_path: Path) -> None:
     one()
     assert len(seen) >= 10
     assert 0 in statuses, statuses  # some builds got through
+    assert_clean(pb)
+
+
+@pytest.mark.slow
+def test_fuzzed_multi_stage_builds_through_the_cli(tmp_path: Path) -> None:
+    """No Containerfile gives a traceback: stages from stages, --from by index and name, mounts."""
+    pb = base_store(tmp_path, ("busybox",))
+    ctx = context(tmp_path / "ctx", "", f="context file\n")
+    seen: list[str] = []
+    statuses: list[int] = []
+    secret = tmp_path / "tok"
+    secret.write_text("fuzz-secret-value")
+
+    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(multi_stage_text())
+    def one(text: str) -> None:
+        seen.append(text)
+        (ctx / "Containerfile").write_text(text)
+        mode = ("native", "fuse", "copy")[len(seen) % 3]
+        proc = pb(
+            "build", "--secret", f"id=tok,src={secret}", "-t", f"multi{len(seen)}", str(ctx),
+            check=False, env={"PYBUILD_RUN_MODE": mode},
+        )  # fmt: skip
+        assert "Traceback" not in proc.stderr, (text, proc.stderr)
+        statuses.append(proc.returncode)
+        if proc.returncode != 0:
+            assert_fails(proc, None)
+        assert mounts_under(pb.store) == [], text
+
+    one()
+    assert len(seen) >= 10
+    assert 0 in statuses, statuses
+    print(f"multi-stage fuzz: {len(seen)} builds, exit statuses {sorted(statuses)}")
+    assert leftovers(pb.store) == []
     assert_clean(pb)
 
 

@@ -32,6 +32,7 @@ from ..layout import (
     ImageConfig,
     ImageStore,
     Layout,
+    Platform,
     commit_image,
     copy_blobs,
     host_platform,
@@ -40,18 +41,19 @@ from ..layout import (
     parse_platform,
     parse_reference,
 )
+from ..layout.imagestore import UNTAGGED
 from ..run import RunSpec, run_container, run_function, run_in_userns
 from .cache import BuildCache, step_key
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, find_containerfile, parse_arg, plan
 from .copier import CopyRequest, CopySource, copy_into_root, mkdirs_in_root
 from .ignore import IgnoreRules, walk_context
+from .mounts import RunMounts, check_required, parse_mount
 from .shell import Lexer
 from .sources import match_all_sources, sources_digest
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUILD_DIR = ".pybuild/build"
-CACHE_MOUNTS = ".pybuild/cache-mounts"
 # args every build knows without an ARG (their values reach RUN only when declared)
 PROXY_ARGS = (
     "HTTP_PROXY",
@@ -83,7 +85,8 @@ class BuildOptions:
     annotations: dict[str, str] = field(default_factory=dict)
     timestamp: int | None = None
     network: str = "host"
-    secrets: dict[str, Path] = field(default_factory=dict)
+    # id -> a file to read, or the value itself (--secret id=ID,env=VAR)
+    secrets: dict[str, Path | bytes] = field(default_factory=dict)
     ignorefile: Path | None = None
     pull: str = "missing"
     platform: str | None = None
@@ -158,6 +161,11 @@ def _now(epoch: int | None) -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _platform_text(platform: Platform) -> str:
+    """OS/ARCH[/VARIANT], as BuildKit formats TARGETPLATFORM and BUILDPLATFORM."""
+    return f"{platform.os}/{platform.architecture}" + (f"/{platform.variant}" if platform.variant else "")
+
+
 def _media_type(desc: Descriptor, docker: bool) -> Descriptor:
     """The layer's descriptor with the media type of the output format (same bytes)."""
     compression = mediatype.layer_compression(desc.media_type)
@@ -209,10 +217,13 @@ class Builder:
         if not self.context.is_dir():
             raise UsageError(f"build context {options.context} is not a directory")
         self.file = find_containerfile(self.context, options.containerfile)
+        if options.ignorefile is not None and not Path(options.ignorefile).is_file():
+            raise UsageError(f"ignore file {options.ignorefile}: no such file")
         self.platform = parse_platform(options.platform) if options.platform else host_platform()
         self.warnings: list[str] = []
         self.used_args: set[str] = set()
         self.stage_results: dict[int, StageState] = {}
+        self.stages: list[Stage] = []
         self._rules: IgnoreRules | None = None
         self.scratch = store.root / BUILD_DIR
         self.total = 0
@@ -223,6 +234,7 @@ class Builder:
         text = self._read_containerfile()
         label = self.options.containerfile.name if self.options.containerfile else self.file.name
         the_plan = plan(text, label if str(self.file) != "-" else "Containerfile")
+        self.stages = the_plan.stages
         for w in the_plan.warnings:
             self.warn(w)
         target = self._target(the_plan)
@@ -306,16 +318,19 @@ class Builder:
         return out
 
     def _global_args(self, the_plan: BuildPlan) -> dict[str, str]:
-        platform = self.platform
+        """The scope of FROM lines (and what `ARG NAME` in a stage inherits): the automatic platform
+        ARGs, always defined there as in BuildKit, under the ARGs declared before the first FROM.
+        Inside a stage, a platform ARG is visible only after `ARG NAME` (see _do_arg)."""
+        target, host = self.platform, host_platform()
         values = {
-            "TARGETPLATFORM": f"{platform.os}/{platform.architecture}"
-            + (f"/{platform.variant}" if platform.variant else ""),
-            "TARGETOS": platform.os,
-            "TARGETARCH": platform.architecture,
-            "TARGETVARIANT": platform.variant or "",
-            "BUILDPLATFORM": str(host_platform().os) + "/" + host_platform().architecture,
-            "BUILDOS": host_platform().os,
-            "BUILDARCH": host_platform().architecture,
+            "TARGETPLATFORM": _platform_text(target),
+            "TARGETOS": target.os,
+            "TARGETARCH": target.architecture,
+            "TARGETVARIANT": target.variant or "",
+            "BUILDPLATFORM": _platform_text(host),
+            "BUILDOS": host.os,
+            "BUILDARCH": host.architecture,
+            "BUILDVARIANT": host.variant or "",
         }
         scope: dict[str, str] = {}
         for inst in the_plan.global_args:
@@ -328,7 +343,7 @@ class Builder:
                 elif name in values:
                     scope[name] = values[name]
         self._automatic = values
-        return scope
+        return {**values, **scope}
 
     # --- stages -----------------------------------------------------------------------------
     def _announce(self, inst: Instruction) -> None:
@@ -341,7 +356,14 @@ class Builder:
         base_text = expand_in(inst, stage.base, global_args)
         if not base_text:
             raise inst.error("FROM names no image (an ARG in it expanded to nothing)")
-        state = self._from(the_plan, stage, base_text, inst)
+        stage_platform = None
+        if stage.platform is not None:
+            stage_platform = expand_in(inst, stage.platform, global_args)
+            try:
+                parse_platform(stage_platform)
+            except PybuildError as exc:
+                raise inst.error(f"FROM --platform={stage.platform}: {exc}") from None
+        state = self._from(the_plan, stage, base_text, inst, stage_platform)
         triggers = list(state.runtime.pop("OnBuild", None) or [])
         for trigger in triggers:
             self._onbuild(state, trigger, inst)
@@ -362,7 +384,9 @@ class Builder:
             self.reporter.step(f"ONBUILD {trigger}")
             self._dispatch(state, inst, {})
 
-    def _from(self, the_plan: BuildPlan, stage: Stage, base: str, inst: Instruction) -> StageState:
+    def _from(
+        self, the_plan: BuildPlan, stage: Stage, base: str, inst: Instruction, stage_platform: str | None
+    ) -> StageState:
         ref = self._stage_ref(the_plan, base, stage.index)
         if ref is not None:
             prev = self.stage_results[ref.index]
@@ -374,19 +398,20 @@ class Builder:
                 shell=list(prev.shell),
             )
         if base == "scratch":
-            platform = self.platform
+            platform = parse_platform(stage_platform) if stage_platform else self.platform
             config: dict[str, Any] = {
                 "architecture": platform.architecture,
                 "os": platform.os,
-                "config": {},
+                # as BuildKit and buildah give a scratch image: the default PATH in its Env
+                "config": {"Env": [f"PATH={DEFAULT_PATH}"]},
                 "rootfs": {"type": "layers", "diff_ids": []},
                 "history": [],
             }
             if platform.variant:
                 config["variant"] = platform.variant
             return StageState(stage, [], config, step_key("scratch", self.docker))
-        layout, desc = self._base_image(base, inst, stage.platform)
-        image = load_image(layout, desc, parse_platform(stage.platform) if stage.platform else None)
+        layout, desc = self._base_image(base, inst, stage_platform)
+        image = load_image(layout, desc, parse_platform(stage_platform) if stage_platform else None)
         if layout.root != self.store.root:
             with self.store.writing():
                 copy_blobs(layout, self.store, image.descriptor)
@@ -405,8 +430,12 @@ class Builder:
             state.shell = [str(s) for s in shell]
         return state
 
-    def _base_image(self, base: str, inst: Instruction, platform: str | None) -> tuple[Layout, Descriptor]:
-        """Find (or pull) the base image: oci:DIR[:TAG], docker://..., or a name in the store."""
+    def _base_image(
+        self, base: str, inst: Instruction, platform: str | None, what: str | None = None
+    ) -> tuple[Layout, Descriptor]:
+        """Find (or pull) the base image: oci:DIR[:TAG], docker://..., or a name in the store.
+        ``what`` starts the error messages (default: FROM BASE)."""
+        what = what or f"FROM {base}"
         from ..errors import RegistryError
         from ..remote import copy_image
 
@@ -436,7 +465,7 @@ class Builder:
             return self.store, desc
         except RegistryError as exc:
             raise ContainerfileError(
-                f"FROM {base}: {exc}",
+                f"{what}: {exc}",
                 file=inst.file,
                 line=inst.line,
                 hints=[
@@ -446,7 +475,7 @@ class Builder:
                 ],
             ) from None
         except PybuildError as exc:
-            raise inst.error(f"FROM {base}: {exc}") from None
+            raise inst.error(f"{what}: {exc}") from None
 
     # --- instructions -----------------------------------------------------------------------
     def _dispatch(self, state: StageState, inst: Instruction, global_args: dict[str, str]) -> None:
@@ -647,7 +676,10 @@ class Builder:
 
     # --- filesystem steps -------------------------------------------------------------------
     def _lowers(self, state: StageState) -> list[Path]:
-        return layer_dirs_of(self.store, self.store, state.layers)
+        return self._layer_dirs(state.layers)
+
+    def _layer_dirs(self, layers: list[tuple[Descriptor, Digest]]) -> list[Path]:
+        return layer_dirs_of(self.store, self.store, layers)
 
     @contextlib.contextmanager
     def _workspace(self) -> Iterator[Path]:
@@ -764,7 +796,12 @@ class Builder:
             network = self.options.network
         if network not in ("host", "none"):
             raise inst.error(f"RUN --network={network}: expected default, host or none")
-        mounts = [self._parse_mount(state, inst, m) for m in inst.flags.get("mount", [])]
+        scope, workdir = state.scope(), state.workdir
+        mounts = [
+            parse_mount(inst, m, scope, workdir, self.context, lambda ref: self._source_layers(inst, ref))
+            for m in inst.flags.get("mount", [])
+        ]
+        check_required(inst, mounts, self.options.secrets)
         heredocs = [(h.name, h.content) for h in inst.node.heredocs]
         # like buildah: the shell form shows the shell and the command, the exec form the argv;
         # build args in scope come first as `|N K=V ...` (their values are part of the step)
@@ -776,7 +813,7 @@ class Builder:
             "run",
             args,
             heredocs,
-            [m.spec for m in mounts],
+            [m.spec for m in mounts],  # never a secret's value
             network,
             state.runtime.get("User"),
             state.workdir,
@@ -784,7 +821,10 @@ class Builder:
 
         def action(upper: Path, lowers: list[Path]) -> None:
             with contextlib.ExitStack() as stack:
-                binds = [m.bind(stack, self, upper) for m in mounts]
+                prepared = RunMounts(self.store, self.scratch, self._layer_dirs, self.options.secrets)
+                for m in mounts:
+                    prepared.add(m, stack, inst)
+                binds = prepared.binds
                 run_args = list(args)
                 if script is not None:
                     folder = Path(tempfile.mkdtemp(prefix="heredoc-", dir=self.scratch))
@@ -800,11 +840,13 @@ class Builder:
                         lowerdirs=lowers,
                         upperdir=upper,
                         args=run_args,
-                        env=[f"{k}={v}" for k, v in env.items()],
+                        env=[f"{k}={v}" for k, v in {**env, **prepared.env}.items()],
                         cwd=state.workdir,
                         user=str(state.runtime.get("User") or ""),
                         network=network,
                         mounts=binds,
+                        views=prepared.views,
+                        files=prepared.files,
                     )
                 )
             if result.exit_status != 0:
@@ -837,67 +879,6 @@ class Builder:
                 text += "\n" + body + doc.name
             return [*state.shell, text], None
         return ([*state.shell, command] if command.strip() else []), None
-
-    def _parse_mount(self, state: StageState, inst: Instruction, spec: str) -> RunMount:
-        opts: dict[str, str] = {}
-        flags: set[str] = set()
-        for part in spec.split(","):
-            k, sep, v = part.partition("=")
-            k = k.strip().lower()
-            if sep:
-                opts[k] = expand_in(inst, v, state.scope())
-            elif k:
-                flags.add(k)
-        kind = opts.get("type", "bind")
-        if kind not in ("bind", "cache", "tmpfs", "secret"):
-            raise inst.error(f"RUN --mount type={kind}: expected bind, cache, tmpfs or secret")
-        target = opts.get("target") or opts.get("dst") or opts.get("destination")
-        if kind == "secret":
-            secret_id = opts.get("id") or (os.path.basename(target) if target else "")
-            if not secret_id:
-                raise inst.error("RUN --mount=type=secret needs id=ID")
-            target = target or f"/run/secrets/{secret_id}"
-            source = self.options.secrets.get(secret_id)
-            required = opts.get("required", "false") == "true" or "required" in flags
-            if source is None and required:
-                raise inst.error(
-                    f"RUN --mount=type=secret: secret {secret_id!r} is required: "
-                    f"give --secret id={secret_id},src=FILE"
-                )
-            return RunMount(
-                kind,
-                target,
-                source=str(source) if source else None,
-                readonly=True,
-                spec=f"secret:{secret_id}:{target}",
-            )
-        if not target:
-            raise inst.error(f"RUN --mount type={kind} needs target=PATH")
-        if not target.startswith("/"):
-            target = os.path.normpath(os.path.join(state.workdir, target))
-        readonly = kind == "bind" and not (
-            {"rw", "readwrite"} & flags or opts.get("rw") == "true" or opts.get("readwrite") == "true"
-        )
-        if kind == "bind":
-            if opts.get("from"):
-                raise inst.error(
-                    "RUN --mount=type=bind,from=... is not supported yet: copy the files in with COPY --from"
-                )
-            rel = opts.get("source") or opts.get("src") or ""
-            source_path = Path(os.path.normpath(os.path.join(str(self.context), rel.lstrip("/"))))
-            if not str(source_path).startswith(str(self.context)) or not source_path.exists():
-                raise inst.error(f"RUN --mount=type=bind: source {rel!r} is not in the build context")
-            return RunMount(
-                kind,
-                target,
-                source=str(source_path),
-                readonly=readonly,
-                spec=f"bind:{rel}:{target}:{readonly}",
-            )
-        if kind == "cache":
-            cache_id = opts.get("id") or target
-            return RunMount(kind, target, cache_id=cache_id, spec=f"cache:{cache_id}:{target}")
-        return RunMount(kind, target, spec=f"tmpfs:{target}")
 
     # COPY / ADD
     def _do_copy(self, state: StageState, inst: Instruction, _: dict[str, str]) -> None:
@@ -1043,19 +1024,7 @@ class Builder:
     ) -> list[CopySource]:
         """COPY --from: export the matched paths of another stage or image into ``staging`` (through
         a tar, inside the source's own root view) and name them as sources."""
-        the_stage = None
-        for idx, result in self.stage_results.items():
-            if result.stage.name == from_.lower() or (from_.isdigit() and int(from_) == idx):
-                the_stage = result
-        if the_stage is not None:
-            layers = the_stage.layers
-        else:
-            layout, desc = self._base_image(from_, inst, None)
-            image = load_image(layout, desc)
-            if layout.root != self.store.root:
-                with self.store.writing():
-                    copy_blobs(layout, self.store, image.descriptor)
-            layers = list(zip(image.layers, image.config.diff_ids, strict=True))
+        layers = self._source_layers(inst, from_)
         lowers = layer_dirs_of(self.store, self.store, layers)
         tar_path = staging / "export.tar"
         out_fd = os.open(tar_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -1077,6 +1046,29 @@ class Builder:
 
         run_in_userns(unpack)
         return [CopySource(f"tree/{i}/{name}", None, as_path=orig) for i, (name, orig) in enumerate(names)]
+
+    def _source_layers(self, inst: Instruction, ref: str) -> list[tuple[Descriptor, Digest]]:
+        """The layers (bottom first, blobs in the store) of an earlier stage, by name or index, or of
+        an image (in the store, pulled, or oci:DIR:TAG): COPY --from and RUN --mount from=."""
+        the_stage = None
+        for idx, result in self.stage_results.items():
+            if result.stage.name == ref.lower() or (ref.isdigit() and int(ref) == idx):
+                the_stage = result
+        if the_stage is not None:
+            return list(the_stage.layers)
+        what = f"{'RUN --mount from' if inst.keyword == 'run' else inst.keyword.upper() + ' --from'}={ref}"
+        for stage in self.stages:  # this stage or a later one: BuildKit's circular dependency
+            if stage.name == ref.lower() or (ref.isdigit() and int(ref) == stage.index):
+                raise inst.error(
+                    f"{what}: names stage {stage.label()}, which is not built before this one "
+                    "(a stage can use only earlier stages)"
+                )
+        layout, desc = self._base_image(ref, inst, None, what)
+        image = load_image(layout, desc)
+        if layout.root != self.store.root:
+            with self.store.writing():
+                copy_blobs(layout, self.store, image.descriptor)
+        return list(zip(image.layers, image.config.diff_ids, strict=True))
 
     def _fetch(
         self, inst: Instruction, url: str, folder: Path, checksum: str | None, into_dir: bool
@@ -1158,7 +1150,7 @@ class Builder:
                     self.store.set_tag(ref.name, plain)
                     tags.append(ref.name)
             if not self.options.tags or all(parse_reference(t).transport == "oci" for t in self.options.tags):
-                self.store.set_tag(f"localhost/pybuild-untagged:{plain.digest.encoded[:12]}", plain)
+                self.store.set_tag(f"{UNTAGGED}:{plain.digest.encoded[:12]}", plain)
         for tag in self.options.tags:
             ref = parse_reference(tag)
             if ref.transport == "oci":
@@ -1232,40 +1224,6 @@ def _export(out_fd: int, patterns: list[str], workdir: str) -> list[tuple[str, s
                 tar.add(real, arcname=f"{index}/{name}", recursive=True)
                 names.append((name, match.lstrip("/")))
     return names
-
-
-@dataclass
-class RunMount:
-    kind: str
-    target: str
-    source: str | None = None
-    readonly: bool = False
-    cache_id: str | None = None
-    spec: str = ""
-
-    def bind(self, stack: contextlib.ExitStack, builder: Builder, upper: Path) -> tuple[str, str, bool]:
-        if self.kind == "cache":
-            import hashlib
-
-            name = hashlib.sha256((self.cache_id or self.target).encode()).hexdigest()[:32]
-            folder = builder.store.root / CACHE_MOUNTS / name
-            folder.mkdir(parents=True, exist_ok=True)
-            return str(folder), self.target, False
-        if self.kind == "tmpfs":
-            folder = Path(tempfile.mkdtemp(prefix="tmpfs-", dir=builder.scratch))
-            os.chmod(folder, 0o1777)
-            stack.callback(remove_tree, folder)
-            return str(folder), self.target, False
-        if self.kind == "secret":
-            if self.source is None:
-                folder = Path(tempfile.mkdtemp(prefix="secret-", dir=builder.scratch))
-                stack.callback(remove_tree, folder)
-                empty = folder / "absent"
-                empty.write_text("")
-                return str(empty), self.target, True
-            return self.source, self.target, True
-        assert self.source is not None
-        return self.source, self.target, self.readonly
 
 
 def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = None) -> BuildResult:

@@ -6,7 +6,7 @@ import platform as _platform
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ImageNotFound, InvalidDocument, LayoutError
+from ..errors import ImageNotFound, InvalidDocument, LayoutError, UsageError
 from . import mediatype
 from .descriptor import Descriptor, Platform
 from .document import ImageConfig, Index, Manifest
@@ -37,7 +37,7 @@ def parse_platform(text: str) -> Platform:
     """``os/arch[/variant]``, as in ``--platform linux/arm64/v8``."""
     parts = text.split("/")
     if len(parts) not in (2, 3) or not all(parts):
-        raise LayoutError(f"invalid platform {text!r}: expected OS/ARCH[/VARIANT]")
+        raise UsageError(f"invalid platform {text!r}: expected OS/ARCH[/VARIANT]")
     return Platform(architecture=parts[1], os=parts[0], variant=parts[2] if len(parts) == 3 else None)
 
 

@@ -6,12 +6,14 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import ImageNotFound, PybuildError, UsageError
+from ..errors import AmbiguousImage, ImageNotFound, PybuildError, UsageError
 from .descriptor import Descriptor
 from .image import load_image
 from .imagelayout import Layout
 from .reference import parse_name
 
+# what an image built without a name is tagged in the store (so that index.json references it)
+UNTAGGED = "localhost/pybuild-untagged"
 _HEX_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{6,64})")
 
 
@@ -47,16 +49,44 @@ class ImageStore(Layout):
         match = _HEX_PREFIX.fullmatch(text)
         if match:
             prefix = match.group(1)
-            hits = {}
+            # by image ID: a build and its pushed-and-pulled copy have different manifests but
+            # one config, so they are one image; only different configs make a prefix ambiguous
+            hits: dict[str, tuple[str, Descriptor]] = {}
             for tag, desc in tags:
                 image_id = self.image_id(desc)
                 if image_id.startswith(prefix) or desc.digest.encoded.startswith(prefix):
-                    hits[desc.digest] = (tag, desc)
+                    hits[image_id or desc.digest.encoded] = (tag, desc)  # the newest entry wins
             if len(hits) == 1:
                 return next(iter(hits.values()))
             if len(hits) > 1:
-                raise UsageError(f"image ID prefix {text!r} is ambiguous in {self.label}")
+                candidates = ", ".join(f"{iid[:12]} ({tag})" for iid, (tag, _) in sorted(hits.items()))
+                raise AmbiguousImage(
+                    f"image ID prefix {text!r} is ambiguous in {self.label}: it matches {candidates}",
+                    hints=["give more of the ID, or a name"],
+                )
         raise ImageNotFound(f"image {name or text!r} is not in {self.label}")
+
+    def listing(self) -> list[tuple[str | None, Descriptor]]:
+        """Every image in the store as (name, descriptor), index order; None for an image with no
+        name (built untagged, or in index.json without a ref name), listed once, and only when no
+        name points at the same manifest (as podman lists `<none>`)."""
+        named: set[str] = set()
+        entries: list[tuple[str | None, Descriptor]] = []
+        for desc in self.read_index().manifests:
+            name = desc.ref_name
+            if name is not None and not name.startswith(UNTAGGED + ":"):
+                named.add(str(desc.digest))
+            entries.append((name, desc))
+        out: list[tuple[str | None, Descriptor]] = []
+        seen: set[str] = set()
+        for name, desc in entries:
+            if name is None or name.startswith(UNTAGGED + ":"):
+                if str(desc.digest) in named or str(desc.digest) in seen:
+                    continue
+                seen.add(str(desc.digest))
+                name = None
+            out.append((name, desc))
+        return out
 
     def image_id(self, desc: Descriptor) -> str:
         try:

@@ -4,14 +4,19 @@ from .cleanup import force_remove
 from .container import RunResult, RunSpec, run_container
 from .doctor import Check, doctor
 from .modes import overlay_mode, probe_mode
+from .mounts import FileMount, ViewMount, view_path, with_view
 from .rootfs import MODES, run_function
+from .treecopy import copy_stack
 from .userns import current_id_map, run_in_userns, subordinate_range
 
 __all__ = [
     "MODES",
     "Check",
+    "FileMount",
     "RunResult",
     "RunSpec",
+    "ViewMount",
+    "copy_stack",
     "current_id_map",
     "doctor",
     "force_remove",
@@ -21,4 +26,6 @@ __all__ = [
     "run_function",
     "run_in_userns",
     "subordinate_range",
+    "view_path",
+    "with_view",
 ]

@@ -28,6 +28,8 @@ from pathlib import Path
 from ..errors import RunError
 from .cleanup import force_remove
 from .modes import overlay_mode
+from .mounts import FileMount, MountedViews, ViewMount, mount_files
+from .paths import resolve_in_root
 from .rootfs import Rootfs, _check, _mount
 from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map, run_in_userns
 
@@ -52,36 +54,6 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 CREATED = "created"  # in the run's temp dir: mount points made where a symlink pointed
-MAX_LINKS = 40  # as Linux's path resolution
-
-
-def resolve_in_root(root: str, rel: str) -> str | None:
-    """``rel`` with every symlink followed as if ``root`` were ``/`` (``..`` stops at it, absolute
-    targets start from it): the path below ``root`` it names, which may not exist. None when the
-    links loop or are too many."""
-    todo = [part for part in rel.split("/") if part]
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        path = "/".join([root, *done, part])
-        if os.path.islink(path):
-            links += 1
-            if links > MAX_LINKS:
-                return None
-            link = os.readlink(path)
-            if link.startswith("/"):
-                done = []
-            todo = [p for p in link.split("/") if p] + todo
-            continue
-        done.append(part)
-    return "/".join(done)
 
 
 GENERATED = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
@@ -97,6 +69,8 @@ class RunSpec:
     user: str = ""
     network: str = "host"
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
+    views: list[ViewMount] = field(default_factory=list)  # other stages or images (mounts.py)
+    files: list[FileMount] = field(default_factory=list)  # secrets, held in memory (mounts.py)
     hostname: str = "pybuild"
     mode: str | None = None  # overlay mode: native, fuse, copy; None: $PYBUILD_RUN_MODE or probed
 
@@ -166,9 +140,16 @@ def _times_kept(merged: str, rel: str) -> Iterator[None]:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: int) -> None:
-    """The container's pid 1: /proc, /dev, /etc and volume mounts over the mounted rootfs, pivot_root,
-    user, exec. Never returns."""
+def _pid1(
+    spec: RunSpec,
+    merged: str,
+    generated: str,
+    rootless: bool,
+    err_fd: int,
+    views: list[tuple[str, str, bool]],
+) -> None:
+    """The container's pid 1: /proc, /dev, /etc and volume mounts over the mounted rootfs (``views``:
+    the binds of the views the keeper mounted), pivot_root, user, exec. Never returns."""
     try:
         # a mount namespace of its own, so that pivot_root moves only the container's root, not
         # the keeper's (which writes the upperdir afterwards)
@@ -222,7 +203,8 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
             elif not stat.S_ISREG(os.lstat(target).st_mode):
                 continue
             _mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
-        for src, dst, readonly in spec.mounts:
+        files = mount_files(spec.files, os.path.join(os.path.dirname(generated), "files"))
+        for src, dst, readonly in [*spec.mounts, *views, *files]:
             # resolved inside the root: a symlink in the image (/foo -> /etc) must not lead the
             # mount point, or the directories made for it, out onto the host
             inside = resolve_in_root(merged, dst)
@@ -314,6 +296,7 @@ def _keeper(
     ready_w, go_r, pid_w, _ = sync
     code = 126
     rootfs: Rootfs | None = None
+    views: MountedViews | None = None
     try:
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if rootless:
@@ -327,6 +310,8 @@ def _keeper(
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
         rootfs = Rootfs(spec.lowerdirs, spec.upperdir, tmp, rootless, mode)
         merged = str(rootfs.mount())
+        views = MountedViews(spec.views, tmp, rootless, mode)
+        binds = views.mount()
         flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
         if spec.network == "none":
             flags |= CLONE_NEWNET
@@ -336,12 +321,13 @@ def _keeper(
             _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if spec.network == "none":
                 os.system("ip link set lo up >/dev/null 2>&1")
-            _pid1(spec, merged, str(tmp / "etc"), rootless, err_w)
+            _pid1(spec, merged, str(tmp / "etc"), rootless, err_w, binds)
         os.write(pid_w, str(pid).encode())
         os.close(pid_w)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
+        views.finish()
         rootfs.finish()
         for child in tmp.iterdir():  # a copied rootfs may be owned by subordinate ids
             if child.name not in ("merged", CREATED):  # never walk a mount point: the parent removes it
@@ -351,6 +337,9 @@ def _keeper(
         with contextlib.suppress(OSError):
             os.write(err_w, message.encode()[:4000])
         code = 126
+        if views is not None:
+            with contextlib.suppress(BaseException):
+                views.finish()
         if rootfs is not None:
             with contextlib.suppress(BaseException):
                 rootfs.finish()
@@ -468,7 +457,12 @@ def run_container(spec: RunSpec) -> RunResult:
         with contextlib.suppress(OSError):
             created = (tmp / CREATED).read_text()
         force_remove(tmp)
-    targets = [dst for _, dst, _ in spec.mounts] + created.splitlines()
+    targets = [
+        *(dst for _, dst, _ in spec.mounts),
+        *(v.target for v in spec.views),
+        *(f.target for f in spec.files),
+        *created.splitlines(),
+    ]
     if targets and rootless:
         # mount points may sit in directories of subordinate ids: clean up as the container's root
         run_in_userns(lambda: _clean_upperdir(spec.upperdir, spec.lowerdirs, targets))

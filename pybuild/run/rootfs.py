@@ -85,6 +85,27 @@ def _lowerdir_option(lowerdirs: list[Path], tmp: Path, short: bool) -> str:
     return lowers
 
 
+def unique_lowers(lowerdirs: list[Path]) -> list[Path]:
+    """``lowerdirs`` (top first) with only the topmost occurrence of a repeated layer directory.
+
+    Two steps can make the same diff_id (COPY --from of a file a stage already has, byte for byte),
+    so one layer directory can appear twice in an image's stack, and kernel overlay refuses a
+    lowerdir stack that names a directory twice (ELOOP). Dropping the lower occurrence shows the
+    same tree: a path is looked up from the top and stops at the first layer with a file, a
+    whiteout or an opaque directory there, so the lower copy is reached only through paths the
+    upper copy has nothing at (then the lower copy has nothing either: same directory) or has a
+    plain directory at (whose entries the upper copy already provided, above anything between).
+    """
+    seen: set[str] = set()
+    out: list[Path] = []
+    for layer in lowerdirs:
+        key = os.path.realpath(layer)
+        if key not in seen:
+            seen.add(key)
+            out.append(Path(layer))
+    return out
+
+
 def mount_overlay(lowerdirs: list[Path], upperdir: Path, tmp: Path, merged: Path, rootless: bool) -> None:
     """Mount kernel overlay on ``merged`` (work dir, links and empty lower under ``tmp``). Must run
     in a private mount namespace; changes the current directory when the layers need short links."""
@@ -103,7 +124,7 @@ class Rootfs:
     def __init__(self, lowerdirs: list[Path], upperdir: Path, tmp: Path, rootless: bool, mode: str) -> None:
         if mode not in MODES:
             raise RunError(f"unknown overlay mode {mode!r}: expected native, fuse or copy")
-        self.lowerdirs = [Path(p) for p in lowerdirs]
+        self.lowerdirs = unique_lowers([Path(p) for p in lowerdirs])
         self.upperdir = Path(upperdir)
         self.tmp = Path(tmp)
         self.merged = self.tmp / "merged"
@@ -123,6 +144,11 @@ class Rootfs:
             else:
                 self.copied = copy_stack(self.lowerdirs, self.tmp / "rootfs")
                 _mount(str(self.tmp / "rootfs"), str(self.merged), None, MS_BIND)
+        except OSError as exc:  # one line for the user, not the traceback of a helper process
+            raise RunError(
+                f"cannot mount the root filesystem ({self.mode} mode, {len(self.lowerdirs)} layers): "
+                f"{exc.strerror or exc}"
+            ) from None
         finally:
             os.fchdir(cwd)
             os.close(cwd)
@@ -164,8 +190,9 @@ class Rootfs:
                 )
             time.sleep(0.002)
 
-    def finish(self) -> None:
-        """Unmount; for fuse and copy, write the upperdir in overlay format. Idempotent."""
+    def finish(self, keep_changes: bool = True) -> None:
+        """Unmount; for fuse and copy, write the upperdir in overlay format (unless the changes are
+        to be thrown away: ``keep_changes=False``). Idempotent."""
         if self.mode == "native":
             with contextlib.suppress(OSError):
                 _umount(str(self.merged), MNT_DETACH)
@@ -182,13 +209,15 @@ class Rootfs:
                     self.fuse.kill()
                     self.fuse.wait()
                 self.fuse = None
-                translate_fuse_upperdir(self.upperdir, self.lowerdirs, self.rootless)
+                if keep_changes:
+                    translate_fuse_upperdir(self.upperdir, self.lowerdirs, self.rootless)
         elif self.copied is not None:
             with contextlib.suppress(OSError):
                 _umount(str(self.merged), MNT_DETACH)
             copied, self.copied = self.copied, None
             try:
-                write_difference(copied, self.upperdir, self.rootless)
+                if keep_changes:
+                    write_difference(copied, self.upperdir, self.rootless)
             finally:
                 copied.close()
                 force_remove(copied.root)

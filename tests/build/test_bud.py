@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.layout import Layout, check_layout
 from tests.fixtures.cli import Pybuild, assert_fails, base_store
+
+pytestmark = pytest.mark.usefixtures("store_checked")  # tests/build/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,6 @@ def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pybuild]:
     tool = base_store(tmp_path_factory.mktemp("bud"))
     yield tool
     tool.check()  # `pybuild check` of the whole store, once every test of the module has built
-
-
-@pytest.fixture(autouse=True)
-def store_checked(pb: Pybuild) -> Iterator[None]:
-    """After each test, the store passes pybuild's check (in-process: the CLI runs at teardown)."""
-    yield
-    assert check_layout(Layout.open(pb.store)) == []
 
 
 @pytest.fixture(scope="module")

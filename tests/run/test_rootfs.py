@@ -168,3 +168,33 @@ def test_an_opaque_directory_in_a_layer_hides_the_layers_below(tmp_path: Path, m
     (above / "d" / "new").write_text("new")
     os.setxattr(above / "d", "user.overlay.opaque", b"y")
     assert run_function([above, below], upper, _listing_of_d, mode=mode) == ["new"]
+
+
+def _listing_of_root() -> list[str]:
+    return sorted(os.listdir("/"))
+
+
+@pytest.mark.parametrize("mode", ["native", "fuse", "copy"])
+def test_a_layer_directory_twice_in_the_stack_shows_one_view(tmp_path: Path, mode: str) -> None:
+    """Two steps can make the same diff_id, so an image's stack can name one layer directory twice;
+    kernel overlay refuses that with ELOOP. Only the topmost occurrence is kept: the same view."""
+    base, twice, middle, upper = (tmp_path / n for n in ("base", "twice", "middle", "upper"))
+    for d in (base, twice, middle, upper):
+        d.mkdir()
+    (base / "b").write_text("b")
+    (twice / "t").write_text("t")
+    os.mknod(middle / "t", stat.S_IFCHR, 0)  # the middle layer deletes t; the upper copy brings it back
+    (middle / "m").write_text("m")
+    stack = [twice, middle, twice, base]
+    assert run_function(stack, upper, _listing_of_root, mode=mode) == ["b", "m", "t"]
+
+
+def test_a_mount_that_fails_is_one_line(tmp_path: Path) -> None:
+    """The OSError of a failed overlay mount comes back as a RunError of one line, no traceback."""
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    with pytest.raises(RunError) as info:
+        run_function([tmp_path / "no-such-layer"], upper, _listing_of_root, mode="native")
+    message = str(info.value)
+    assert message.startswith("cannot mount the root filesystem (native mode, 1 layers): "), message
+    assert "No such file or directory" in message and "\n" not in message and "Traceback" not in message
