@@ -1014,12 +1014,12 @@ class Builder:
     def _context_source(self, rel: str, excludes: list[str], parents: bool, pattern: str) -> CopySource:
         """A matched context path: directories list their included entries; a symlink at the top is
         followed inside the context (as Docker does)."""
-        from ..bundle.securejoin import secure_join
+        from ..run.paths import join_in_root
 
         path = self.context / rel if rel else self.context
         as_path = rel if parents else None
         if path.is_symlink():
-            real = secure_join(self.context, rel)
+            real = join_in_root(self.context, rel)
             rel_real = os.path.relpath(real, self.context)
             if rel_real == ".":
                 rel_real = ""

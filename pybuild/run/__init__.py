@@ -3,8 +3,9 @@
 from .cleanup import force_remove
 from .container import RunResult, RunSpec, run_container
 from .doctor import Check, doctor
+from .function import run_function
 from .modes import overlay_mode, probe_mode
-from .rootfs import MODES, run_function
+from .rootfs import MODES
 from .userns import current_id_map, run_in_userns, subordinate_range
 
 __all__ = [

@@ -28,8 +28,14 @@ from pathlib import Path
 from ..errors import RunError
 from .cleanup import force_remove
 from .modes import overlay_mode
-from .rootfs import Rootfs, _check, _mount
-from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map, run_in_userns
+from .paths import resolve_in_root
+from .rootfs import Rootfs
+from .rootfs import checked as _check  # aliases: the body keeps its names (another branch edits it)
+from .rootfs import mount as _mount
+from .userns import SUBID_HINTS, current_id_map, run_in_userns
+from .userns import libc as _libc
+from .userns import write_id_maps as _write_maps
+from .users import lookup_user
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -52,36 +58,6 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 CREATED = "created"  # in the run's temp dir: mount points made where a symlink pointed
-MAX_LINKS = 40  # as Linux's path resolution
-
-
-def resolve_in_root(root: str, rel: str) -> str | None:
-    """``rel`` with every symlink followed as if ``root`` were ``/`` (``..`` stops at it, absolute
-    targets start from it): the path below ``root`` it names, which may not exist. None when the
-    links loop or are too many."""
-    todo = [part for part in rel.split("/") if part]
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        path = "/".join([root, *done, part])
-        if os.path.islink(path):
-            links += 1
-            if links > MAX_LINKS:
-                return None
-            link = os.readlink(path)
-            if link.startswith("/"):
-                done = []
-            todo = [p for p in link.split("/") if p] + todo
-            continue
-        done.append(part)
-    return "/".join(done)
 
 
 GENERATED = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
@@ -105,50 +81,6 @@ class RunSpec:
 class RunResult:
     exit_status: int
     mode: str = "native"
-
-
-def _resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
-    """uid, gid and supplementary groups for ``spec`` from the container's /etc files (called after
-    pivot_root, so the files are read inside the container's own root)."""
-    if not spec:
-        return 0, 0, []
-    user, _, group = spec.partition(":")
-
-    def entries(path: str) -> list[list[str]]:
-        try:
-            with open(path) as f:
-                return [
-                    line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")
-                ]
-        except OSError:
-            return []
-
-    passwd = [e for e in entries(f"{root}/etc/passwd") if len(e) >= 4]
-    groups = [e for e in entries(f"{root}/etc/group") if len(e) >= 3]
-    name = None
-    if user.isdigit():
-        uid, gid = int(user), 0
-        for e in passwd:
-            if e[2] == user:
-                name, gid = e[0], int(e[3]) if e[3].isdigit() else 0
-    else:
-        for e in passwd:
-            if e[0] == user and e[2].isdigit():
-                name, uid, gid = user, int(e[2]), int(e[3]) if e[3].isdigit() else 0
-                break
-        else:
-            raise RunError(f"user {user!r} is not in the image's /etc/passwd")
-    if group:
-        if group.isdigit():
-            return uid, int(group), []
-        for e in groups:
-            if e[0] == group and e[2].isdigit():
-                return uid, int(e[2]), []
-        raise RunError(f"group {group!r} is not in the image's /etc/group")
-    extra = sorted(
-        {int(e[2]) for e in groups if name and len(e) > 3 and name in e[3].split(",") and e[2].isdigit()}
-    )
-    return uid, gid, extra
 
 
 @contextlib.contextmanager
@@ -255,7 +187,7 @@ def _pid1(spec: RunSpec, merged: str, generated: str, rootless: bool, err_fd: in
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 65536)
         os.set_inheritable(err_fd, False)
-        uid, gid, groups = _resolve_user("", spec.user)
+        uid, gid, groups = lookup_user("/", spec.user)  # after pivot_root: the container's files
         cwd = spec.cwd or "/"
         if not cwd.startswith("/"):
             cwd = "/" + cwd

@@ -29,7 +29,7 @@ from typing import TypeVar
 from ..errors import RunError
 from .cleanup import force_remove
 from .treecopy import CopiedRoot, copy_stack, lower_entry, write_difference
-from .userns import _libc, _payload, call_in_child
+from .userns import call_in_child, libc, result_payload
 
 T = TypeVar("T")
 CLONE_NEWNS = 0x00020000
@@ -42,16 +42,16 @@ MODES = ("native", "fuse", "copy")
 OPTIONS_PAGE = 2048  # beyond this, lowerdirs are named by short links (mount options fit in one page)
 
 
-def _check(ret: int, what: str) -> None:
+def checked(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    libc = _libc()
-    _check(
-        libc.mount(
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    lib = libc()
+    checked(
+        lib.mount(
             source.encode(),
             target.encode(),
             fstype.encode() if fstype else None,
@@ -62,8 +62,8 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
     )
 
 
-def _umount(target: str, flags: int = 0) -> None:
-    _check(_libc().umount2(target.encode(), flags), f"umount {target}")
+def umount(target: str, flags: int = 0) -> None:
+    checked(libc().umount2(target.encode(), flags), f"umount {target}")
 
 
 def _lowerdir_option(lowerdirs: list[Path], tmp: Path, short: bool) -> str:
@@ -93,7 +93,7 @@ def mount_overlay(lowerdirs: list[Path], upperdir: Path, tmp: Path, merged: Path
     # userxattr as root too: layer directories mark opaque directories with user.overlay.opaque
     # (what an unprivileged extraction can write), and without it root's overlay would ignore them
     opts = f"lowerdir={_lowerdir_option(lowerdirs, tmp, True)},upperdir={upperdir},workdir={work},userxattr"
-    _mount("overlay", str(merged), "overlay", 0, opts)
+    mount("overlay", str(merged), "overlay", 0, opts)
 
 
 class Rootfs:
@@ -122,7 +122,7 @@ class Rootfs:
                 self._mount_fuse()
             else:
                 self.copied = copy_stack(self.lowerdirs, self.tmp / "rootfs")
-                _mount(str(self.tmp / "rootfs"), str(self.merged), None, MS_BIND)
+                mount(str(self.tmp / "rootfs"), str(self.merged), None, MS_BIND)
         finally:
             os.fchdir(cwd)
             os.close(cwd)
@@ -136,7 +136,7 @@ class Rootfs:
         before = os.stat(self.merged).st_dev
 
         def die_with_parent() -> None:
-            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
         try:
             self.fuse = subprocess.Popen(
@@ -168,14 +168,14 @@ class Rootfs:
         """Unmount; for fuse and copy, write the upperdir in overlay format. Idempotent."""
         if self.mode == "native":
             with contextlib.suppress(OSError):
-                _umount(str(self.merged), MNT_DETACH)
+                umount(str(self.merged), MNT_DETACH)
         elif self.mode == "fuse":
             if self.fuse is not None:
                 try:
-                    _umount(str(self.merged))
+                    umount(str(self.merged))
                 except OSError:
                     with contextlib.suppress(OSError):
-                        _umount(str(self.merged), MNT_DETACH)
+                        umount(str(self.merged), MNT_DETACH)
                 try:
                     self.fuse.wait(timeout=20)
                 except subprocess.TimeoutExpired:
@@ -185,7 +185,7 @@ class Rootfs:
                 translate_fuse_upperdir(self.upperdir, self.lowerdirs, self.rootless)
         elif self.copied is not None:
             with contextlib.suppress(OSError):
-                _umount(str(self.merged), MNT_DETACH)
+                umount(str(self.merged), MNT_DETACH)
             copied, self.copied = self.copied, None
             try:
                 write_difference(copied, self.upperdir, self.rootless)
@@ -260,13 +260,13 @@ def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> 
 
 
 def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
-    """Run ``fn`` in a forked child chrooted into ``merged``; its ``_payload`` bytes."""
+    """Run ``fn`` in a forked child chrooted into ``merged``; its ``result_payload`` bytes."""
     out_r, out_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(out_r)
-            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             for fd in keep:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -276,7 +276,7 @@ def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
                 os.chdir("/")
                 return fn()
 
-            payload = _payload(call)
+            payload = result_payload(call)
             with os.fdopen(out_w, "wb") as out:
                 out.write(payload)
         finally:
@@ -292,27 +292,17 @@ def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
     return b"".join(chunks) or b"ERunError\tthe function's process died"
 
 
-def run_function(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], *, mode: str | None = None) -> T:
-    """Call ``fn()`` with the image's root as ``/``: the stacked ``lowerdirs`` (top first; empty
-    for scratch) under ``upperdir``, where every change lands in overlay format.
-
-    ``fn`` runs in a child process that is root in a new user namespace (as ``run_in_userns``) and
-    a private mount namespace, chrooted into the merged tree. Its result must pickle; a
-    PybuildError it raises is raised here with its class and message. Descriptors opened before
-    the call stay usable in ``fn``; modules it needs must be imported before (the image's root has
-    no Python). ``mode``: native, fuse, copy, or None for the probed mode (see ``overlay_mode``).
-    """
-    from .modes import overlay_mode
-
+def run_in_rootfs(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], mode: str) -> T:
+    """``run_function`` in the overlay ``mode`` given (native, fuse or copy): no probing here, so
+    ``modes`` can probe with it."""
     upperdir = Path(upperdir)
     lowers = [Path(p) for p in lowerdirs]
-    mode = overlay_mode(mode, upperdir.parent)
     rootless = os.geteuid() != 0
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-fn-", dir=upperdir.parent))
 
     def body() -> bytes:
-        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
-        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        checked(libc().unshare(CLONE_NEWNS), "unshare mount namespace")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
         rootfs = Rootfs(lowers, upperdir, tmp, rootless, mode)
         try:
             merged = rootfs.mount()
