@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..bundle.layers import layer_dir, layer_dirs_of, remove_tree
 from ..diff import scan_upperdir, write_layer
 from ..errors import ContainerfileError, ImageNotFound, PybuildError, StepFailed, UsageError
 from ..layout import (
@@ -41,6 +40,7 @@ from ..layout import (
     parse_reference,
 )
 from ..run import RunSpec, run_container, run_function, run_in_userns
+from ..run.layers import layer_dir, layer_dirs_of, remove_tree
 from .cache import BuildCache, step_key
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, find_containerfile, parse_arg, plan
 from .copier import CopyRequest, CopySource, copy_into_root, mkdirs_in_root
@@ -50,8 +50,6 @@ from .sources import match_all_sources, sources_digest
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-BUILD_DIR = ".pybuild/build"
-CACHE_MOUNTS = ".pybuild/cache-mounts"
 # args every build knows without an ARG (their values reach RUN only when declared)
 PROXY_ARGS = (
     "HTTP_PROXY",
@@ -214,7 +212,7 @@ class Builder:
         self.used_args: set[str] = set()
         self.stage_results: dict[int, StageState] = {}
         self._rules: IgnoreRules | None = None
-        self.scratch = store.root / BUILD_DIR
+        self.scratch = store.private.workspaces
         self.total = 0
         self.count = 0
 
@@ -1248,7 +1246,7 @@ class RunMount:
             import hashlib
 
             name = hashlib.sha256((self.cache_id or self.target).encode()).hexdigest()[:32]
-            folder = builder.store.root / CACHE_MOUNTS / name
+            folder = builder.store.private.cache_mount(name)
             folder.mkdir(parents=True, exist_ok=True)
             return str(folder), self.target, False
         if self.kind == "tmpfs":

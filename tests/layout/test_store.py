@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pybuild.errors import BlobNotFound, DigestMismatch, ImageNotFound, LayoutError
 from pybuild.layout import Descriptor, Digest, Layout, gc
 from pybuild.layout import store as store_module
-from pybuild.layout.store import TMP_DIR, WRITEBACK
+from pybuild.layout.store import WRITEBACK
 from tests.fixtures.images import make_image
 from tests.fixtures.tools import validate_documents, validate_layout
 
@@ -24,7 +24,7 @@ def test_put_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "l" / "blobs" / "sha256" / digest.encoded
     assert path.read_bytes() == b"hello"
     assert layout.blobs.put(io.BytesIO(b"hello")) == (digest, 5)
-    assert not any((tmp_path / "l" / TMP_DIR).iterdir()), "no temp file left behind"
+    assert not any((tmp_path / "l" / ".pybuild" / "tmp").iterdir()), "no temp file left behind"
     assert layout.blobs.read(digest) == b"hello"
 
 
@@ -127,9 +127,9 @@ def test_gc_sweeps_unreferenced_blobs_and_stale_temp_files(tmp_path: Path, busyb
     layout = Layout.create(tmp_path / "l")
     desc = make_image(layout, [busybox_tar], "keep")
     stray, _ = layout.blobs.put(b"nobody references me")
-    stale = tmp_path / "l" / TMP_DIR / "blob-999999999-abcdef"
+    stale = tmp_path / "l" / ".pybuild" / "tmp" / "blob-999999999-abcdef"
     stale.write_bytes(b"half")
-    live = tmp_path / "l" / TMP_DIR / f"blob-{os.getpid()}-abcdef"
+    live = tmp_path / "l" / ".pybuild" / "tmp" / f"blob-{os.getpid()}-abcdef"
     live.write_bytes(b"in progress")
     result = gc(layout)
     assert result.removed == [stray]
