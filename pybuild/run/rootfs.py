@@ -26,9 +26,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ..diff.overlay import (
+    FUSE_OPAQUE_FILES,
+    FUSE_OPAQUE_XATTR,
+    FUSE_XATTR_PREFIX,
+    OPAQUE_XATTRS,
+    WHITEOUT_PREFIX,
+    LowerStack,
+    is_whiteout,
+    make_whiteout,
+    mark_opaque,
+)
 from ..errors import RunError
 from .cleanup import force_remove
-from .treecopy import CopiedRoot, copy_stack, lower_entry, write_difference
+from .treecopy import CopiedRoot, copy_stack, write_difference
 from .userns import call_in_child, libc, result_payload
 
 T = TypeVar("T")
@@ -194,21 +205,18 @@ class Rootfs:
                 force_remove(copied.root)
 
 
-FUSE_OPAQUE = ".wh..wh..opq"
-FUSE_OPAQUE_DEV = ".wh..opq"
-OPAQUE_XATTRS = ("user.fuseoverlayfs.opaque", "trusted.overlay.opaque", "user.overlay.opaque")
-
-
 def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> None:
-    """Rewrite what fuse-overlayfs leaves in ``upper`` as kernel overlay writes it:
+    """Rewrite what fuse-overlayfs leaves in ``upper`` in the overlay format (diff/overlay.py), as
+    kernel overlay writes it:
 
     - an opaque directory's ``.wh..wh..opq`` file (and ``.wh..opq`` device) or fuse-overlayfs
-      xattr become ``*.overlay.opaque=y``, kept only where the lowers have something at that path;
-    - ``.wh.NAME`` files become 0/0 character devices; ``user.fuseoverlayfs.*`` xattrs go;
+      xattr become ``user.overlay.opaque=y``, kept only where the lowers have something at that path;
+    - ``.wh.NAME`` files become whiteouts; ``user.fuseoverlayfs.*`` xattrs go;
     - a directory copied up without a change of its own (no name added, removed or retyped) gets
       its lower times back (fuse-overlayfs does not keep them); others keep theirs.
     """
-    name = "user.overlay.opaque"  # what native overlay writes (it always mounts with userxattr)
+    stack = LowerStack(lowers)
+    opaque_markers = (FUSE_OPAQUE_XATTR, *OPAQUE_XATTRS)
     for dirpath, _dirnames, filenames in os.walk(upper, topdown=False):
         rel = os.path.relpath(dirpath, upper)
         rel = "" if rel == "." else rel
@@ -216,40 +224,40 @@ def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> 
         opaque = False
         with contextlib.suppress(OSError):
             for attr in os.listxattr(dirpath, follow_symlinks=False):
-                if attr in OPAQUE_XATTRS and os.getxattr(dirpath, attr, follow_symlinks=False) == b"y":
+                if attr in opaque_markers and os.getxattr(dirpath, attr, follow_symlinks=False) == b"y":
                     opaque = True
-                if attr.startswith("user.fuseoverlayfs.") or attr in OPAQUE_XATTRS:
+                if attr.startswith(FUSE_XATTR_PREFIX) or attr in opaque_markers:
                     os.removexattr(dirpath, attr, follow_symlinks=False)
         for entry in filenames:
             path = os.path.join(dirpath, entry)
             with contextlib.suppress(OSError):
                 for attr in os.listxattr(path, follow_symlinks=False):
-                    if attr.startswith("user.fuseoverlayfs."):
+                    if attr.startswith(FUSE_XATTR_PREFIX):
                         os.removexattr(path, attr, follow_symlinks=False)
-            if entry in (FUSE_OPAQUE, FUSE_OPAQUE_DEV):
+            if entry in FUSE_OPAQUE_FILES:
                 opaque = True
                 os.unlink(path)
-            elif entry.startswith(".wh."):
-                target = os.path.join(dirpath, entry[len(".wh.") :])
+            elif entry.startswith(WHITEOUT_PREFIX):
+                target = os.path.join(dirpath, entry[len(WHITEOUT_PREFIX) :])
                 os.unlink(path)
-                if not os.path.lexists(target):
-                    os.mknod(target, stat.S_IFCHR, 0)
+                if not os.path.lexists(target) and not make_whiteout(target):
+                    raise OSError(f"cannot make a whiteout at {target}")
         if not rel:
             os.utime(dirpath, ns=(st.st_atime_ns, st.st_mtime_ns))
             continue
-        below = lower_entry(lowers, rel)
+        below = stack.entry(rel)
         if opaque and below is not None:
-            os.setxattr(dirpath, name, b"y", follow_symlinks=False)
+            mark_opaque(dirpath)
         times = (st.st_atime_ns, st.st_mtime_ns)
         if below is not None and stat.S_ISDIR(below.st.st_mode) and not opaque:
             changed = False
             with os.scandir(dirpath) as it:
                 for e in it:
-                    old = lower_entry(lowers, f"{rel}/{e.name}")
+                    old = stack.entry(f"{rel}/{e.name}")
                     est = e.stat(follow_symlinks=False)
                     if (
                         old is None
-                        or (stat.S_ISCHR(est.st_mode) and est.st_rdev == 0)
+                        or is_whiteout(est)
                         or stat.S_IFMT(old.st.st_mode) != stat.S_IFMT(est.st_mode)
                     ):
                         changed = True
