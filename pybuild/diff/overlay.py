@@ -10,8 +10,8 @@ directories, how a layer tar spells them, and how overlay stacks layer directori
 - fuse-overlayfs writes its own markers in an upperdir (``.wh.NAME`` files, ``.wh..wh..opq`` files or
   ``.wh..opq`` devices, ``user.fuseoverlayfs.*`` xattrs); run/rootfs.py rewrites them with these.
 - Stacking (``LowerStack``): layer directories top first; a whiteout hides the name below it, an
-  opaque directory hides the lower content of that directory, and anything but a directory hides
-  what lies below it.
+  opaque directory hides the lower content of that directory (a layer's root is never opaque), and
+  anything but a directory hides what lies below it.
 """
 
 from __future__ import annotations
@@ -138,12 +138,8 @@ class LowerStack:
     up each directory is worked out once per directory."""
 
     def __init__(self, lowers: list[Path] | list[str]) -> None:
-        roots: list[str] = []
-        for lower in lowers:
-            roots.append(os.fspath(lower))
-            if is_opaque(roots[-1]):
-                break
-        self._dirs: dict[str, list[str] | None] = {"": roots}
+        # every layer's root takes part: overlay ignores an opaque marker on a layer's root
+        self._dirs: dict[str, list[str] | None] = {"": [os.fspath(lower) for lower in lowers]}
 
     def dir_layers(self, rel: str) -> list[str] | None:
         """The layer paths that make up the directory ``rel`` (top first), None where the stack
