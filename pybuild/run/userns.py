@@ -178,9 +178,9 @@ def call_in_child(body: Callable[[], bytes], *, new_userns: bool) -> Any:
             os.waitpid(pid, 0)
             done = True
             raise RunError("could not create a user namespace", hints=SUBID_HINTS)
-        if new_userns:
+        if new_userns:  # only then does the child wait for the maps (otherwise it may be gone already)
             write_id_maps(pid, uids, gids)
-        os.write(go_w, b"1")
+            os.write(go_w, b"1")
         chunks = []
         while chunk := os.read(out_r, 1 << 20):
             chunks.append(chunk)
