@@ -14,7 +14,7 @@ import pytest
 
 from pybuild.diff import Change, scan_upperdir
 from pybuild.diff.overlay import LowerStack, is_opaque, is_whiteout, make_whiteout, mark_opaque
-from pybuild.run.treecopy import copy_stack, write_difference
+from pybuild.run.treecopy import CopiedRoot, copy_stack, write_difference
 from tests.fixtures.trees import tree, tree_differences
 
 
@@ -43,6 +43,15 @@ def lowers(tmp_path: Path) -> list[Path]:
             for name in dirnames + filenames:
                 os.utime(os.path.join(dirpath, name), (1_700_000_000, 1_700_000_000), follow_symlinks=False)
     return [top, below]
+
+
+def _difference(copied: CopiedRoot, upper: Path) -> Path:
+    upper.mkdir()
+    try:
+        write_difference(copied, upper, rootless=False)
+    finally:
+        copied.close()
+    return upper
 
 
 def test_the_copy_is_the_stacked_view(tmp_path: Path, lowers: list[Path]) -> None:
@@ -77,12 +86,7 @@ def test_the_difference_stacks_into_the_changed_copy(tmp_path: Path, lowers: lis
     os.chown(root / "etc" / "untouched", 123, 456)
     (root / "data" / "fresh" / "deep").mkdir(parents=True)
     want = tree(root, mtimes=True)
-    upper = tmp_path / "upper"
-    upper.mkdir()
-    try:
-        write_difference(copied, upper, rootless=False)
-    finally:
-        copied.close()
+    upper = _difference(copied, tmp_path / "upper")
     assert is_whiteout(os.lstat(upper / "data" / "keep" / "a"))
     assert is_whiteout(os.lstat(upper / "data" / "gone"))
     assert not os.path.lexists(upper / "data" / "gone" / "b")
@@ -110,11 +114,5 @@ def test_the_difference_stacks_into_the_changed_copy(tmp_path: Path, lowers: lis
 
 
 def test_nothing_changed_leaves_an_empty_upperdir(tmp_path: Path, lowers: list[Path]) -> None:
-    copied = copy_stack(lowers, tmp_path / "copy")
-    upper = tmp_path / "upper"
-    upper.mkdir()
-    try:
-        write_difference(copied, upper, rootless=False)
-    finally:
-        copied.close()
+    upper = _difference(copy_stack(lowers, tmp_path / "copy"), tmp_path / "upper")
     assert list(upper.iterdir()) == []
