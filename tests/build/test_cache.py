@@ -8,6 +8,7 @@ import pytest
 
 from pybuild.build.cache import BuildCache, step_key
 from pybuild.layout import Layout
+from tests.fixtures.tools import validate_layout
 
 
 def test_step_key_is_stable_and_order_sensitive() -> None:
@@ -27,6 +28,7 @@ def test_records_live_in_the_private_area(tmp_path: Path) -> None:
     cache.put(key, record)
     assert cache.get(key) == record
     assert sorted(p.name for p in cache.root.iterdir()) == [key]  # no temp file left
+    validate_layout(tmp_path / "l")  # records live beside the layout's files, never among them
 
 
 def test_unusable_records_are_misses(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ def test_select_manifest_follows_an_index_to_the_platform(tmp_path: Path, busybo
         select_manifest(
             layout, dataclasses.replace(amd, media_type="application/vnd.oci.image.config.v1+json")
         )
+    layout.set_tag("multi", nested)
+    validate_layout(tmp_path / "l", "multi")
 
 
 def test_commit_image_checks_its_layers(tmp_path: Path, busybox_tar: bytes) -> None:

@@ -12,6 +12,7 @@ import pytest
 from pybuild.errors import ImageNotFound
 from pybuild.layout import ImageStore, Layout, default_store_path, load_image
 from tests.fixtures.images import make_image
+from tests.fixtures.tools import validate_layout
 
 
 def test_store_location(busybox_layout: Path, tmp_path: Path) -> None:
@@ -54,3 +55,4 @@ def test_lookup_by_name_and_id_prefix(tmp_path: Path, busybox_tar: bytes) -> Non
         store.lookup("nothing")
     store.set_tag("localhost/again:v1", second)  # one image under two tags is still one image
     assert store.lookup(image_id[:12])[1] == second
+    validate_layout(tmp_path / "store", "localhost/app:v1")

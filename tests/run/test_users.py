@@ -22,6 +22,7 @@ from pybuild.layout import Layout, load_image
 from pybuild.run.users import chown_ids, lookup_user
 from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, base_store
 from tests.fixtures.rootless import TEST_USER, as_test_user
+from tests.fixtures.tools import validate_layout
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
@@ -190,6 +191,7 @@ def _status(path: Path) -> tuple[int, int, list[int]]:
 
 
 def _check_built_image(store: Path, tag: str, out: Path) -> None:
+    validate_layout(store, tag)
     layout = Layout.open(store)
     image = load_image(layout, layout.resolve(tag))
     bundle = unpack_image(image, out / "bundle").bundle  # as root: the tar's own ids
