@@ -29,7 +29,7 @@ MAX_ID = (1 << 31) - 1  # as runc: ids are positive int32s
 class ExecUser(NamedTuple):
     uid: int
     gid: int
-    additional_gids: list[int] = []
+    additional_gids: list[int]
 
 
 def _table(root: Path | str, path: str, fields: int) -> list[list[str]]:
