@@ -635,7 +635,7 @@ def gc_command(
         f"and {result.temp_files} temp files from {target.label}"
     )
     if isinstance(target, ImageStore):
-        from .build.cache import sweep
+        from .run.layers import sweep
 
         swept = sweep(target)
         typer.echo(
@@ -999,8 +999,8 @@ def run(
     """Run a command in a throwaway container from an image; exits with the command's status."""
     import tempfile
 
-    from .bundle.layers import layer_dirs, remove_tree
     from .run import RunSpec, run_container
+    from .run.layers import layer_dirs, remove_tree
 
     if network not in ("host", "none"):
         raise UsageError(f"--network {network!r}: expected host or none")
@@ -1031,7 +1031,7 @@ def run(
     for k, v in _pairs(env, "--env").items():
         environment[k] = f"{k}={v}"
     lowers = layer_dirs(state.store, image)
-    scratch = state.store.root / ".pybuild" / "run"
+    scratch = state.store.private.run_workspaces
     scratch.mkdir(parents=True, exist_ok=True)
     top = Path(tempfile.mkdtemp(prefix="ctr-", dir=scratch))
     try:

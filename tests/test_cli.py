@@ -288,17 +288,3 @@ def test_shell_completion(pybuild_cli: Any) -> None:
         env={"_PYBUILD_COMPLETE": "complete_bash", "COMP_WORDS": "pybuild ins", "COMP_CWORD": "1"}
     )
     assert proc.stdout.split() == ["inspect"]
-
-
-def test_store_location(busybox_layout: Path, tmp_path: Path) -> None:
-    exe = Path(sys.executable).parent / "pybuild"
-    env = {k: v for k, v in os.environ.items() if k != "PYBUILD_STORE"}
-    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
-    subprocess.run([str(exe), "tag", f"oci:{busybox_layout}", "bb"], env=env, check=True)
-    assert Layout.open(tmp_path / "xdg" / "pybuild").resolve("docker.io/library/bb:latest")
-    subprocess.run(
-        [str(exe), "--store", str(tmp_path / "other"), "tag", f"oci:{busybox_layout}", "x"],
-        env=env,
-        check=True,
-    )
-    assert [t for t, _ in Layout.open(tmp_path / "other").tags()] == ["docker.io/library/x:latest"]

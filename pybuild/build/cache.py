@@ -3,8 +3,8 @@ depends on (the parent chain, the expanded instruction, the content and modes of
 build args in scope, its mounts, the output format). A record names the layer blob the step made (if
 any) and its history entry, so a rebuild where every step hits gives the same image, byte for byte.
 
-Records live in the store under ``.pybuild/build-cache``. A record whose layer blob is gone (swept by
-``pybuild gc``) is a miss, never a wrong image.
+Records live in the store's private area (``PrivateArea.build_cache``), whose gc removes a record
+once its layer blob is gone; a record whose blob is gone is a miss, never a wrong image.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..layout import Layout
-
-CACHE_DIR = ".pybuild/build-cache"
 
 
 def step_key(*parts: Any) -> str:
@@ -31,7 +28,7 @@ def step_key(*parts: Any) -> str:
 
 class BuildCache:
     def __init__(self, layout: Layout) -> None:
-        self.root = layout.root / CACHE_DIR
+        self.root = layout.private.build_cache
         self.layout = layout
 
     def _path(self, key: str) -> Path:
@@ -57,57 +54,3 @@ class BuildCache:
         except OSError:
             with contextlib.suppress(OSError):
                 temp.unlink()
-
-
-@dataclass
-class SweepResult:
-    records: int = 0
-    layer_dirs: int = 0
-    workspaces: int = 0
-
-
-def sweep(store: Layout) -> SweepResult:
-    """What ``gc`` leaves to the builder: cache records whose layer blob is gone, layer directories
-    that no image in the index and no surviving record uses, and workspaces of builds that ended.
-
-    Takes the store's exclusive lock, so no build is running (builds hold the writers' lock)."""
-    from ..bundle.layers import LAYERS_DIR, remove_tree
-    from ..errors import PybuildError
-    from ..layout import Digest, load_image
-
-    result = SweepResult()
-    with store.exclusive():
-        keep: set[str] = set()
-        for desc in store.read_index().manifests:
-            try:
-                keep.update(d.encoded for d in load_image(store, desc).config.diff_ids)
-            except PybuildError:
-                continue
-        records = store.root / CACHE_DIR
-        if records.is_dir():
-            for path in records.iterdir():
-                try:
-                    record = json.loads(path.read_bytes())
-                    layer = record.get("layer") if isinstance(record, dict) else None
-                    if layer is None:
-                        continue
-                    if store.blobs.exists(Digest.parse(str(layer.get("digest")))):
-                        keep.add(Digest.parse(str(record.get("diff_id"))).encoded)
-                        continue
-                except (OSError, ValueError, AttributeError, PybuildError):
-                    pass
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                    result.records += 1
-        layers = store.root / LAYERS_DIR
-        if layers.is_dir():
-            for path in layers.iterdir():
-                if path.name not in keep:
-                    remove_tree(path)
-                    result.layer_dirs += 1
-        scratch = store.root / ".pybuild" / "build"
-        if scratch.is_dir():
-            for path in scratch.iterdir():
-                remove_tree(path)
-                result.workspaces += 1
-    return result

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from ..errors import ContainerfileError
+from ..errors import ContainerfileError, RunError
+from ..run.users import chown_ids
 from .archives import open_archive  # at module level: ADD extracts after the root has changed
 
 CHUNK = 1 << 20
@@ -47,37 +48,16 @@ class CopyRequest:
 # --- ids and modes ---------------------------------------------------------------------------
 
 
-def _table(path: str) -> list[list[str]]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
-    except OSError:
-        return []
-
-
 def resolve_chown(spec: str, what: str) -> tuple[int, int]:
-    """``user[:group]`` (names or numbers) through the root's /etc/passwd and /etc/group.
-    Without a group, the group has the user's number (as Docker does)."""
-    user, sep, group = spec.partition(":")
+    """``user[:group]`` (names or numbers) through the root's /etc/passwd and /etc/group, with
+    BuildKit's rules for COPY (``run.users.chown_ids``). Called chrooted into the step's root."""
+    user, _, _ = spec.partition(":")
     if not user:
         raise ContainerfileError(f"{what}: --chown={spec!r}: missing user")
-    if user.isdigit():
-        uid = int(user)
-    else:
-        for e in _table("/etc/passwd"):
-            if len(e) >= 4 and e[0] == user and e[2].isdigit():
-                uid = int(e[2])
-                break
-        else:
-            raise ContainerfileError(f"{what}: --chown: user {user!r} is not in the image's /etc/passwd")
-    if not sep or not group:
-        return uid, uid
-    if group.isdigit():
-        return uid, int(group)
-    for e in _table("/etc/group"):
-        if len(e) >= 3 and e[0] == group and e[2].isdigit():
-            return uid, int(e[2])
-    raise ContainerfileError(f"{what}: --chown: group {group!r} is not in the image's /etc/group")
+    try:
+        return chown_ids("/", spec)
+    except RunError as exc:
+        raise ContainerfileError(f"{what}: --chown: {exc}") from None
 
 
 def parse_chmod(spec: str, what: str) -> tuple[int | None, list[tuple[str, str, str]]]:

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..bundle.layers import layer_dir, layer_dirs_of, remove_tree
 from ..diff import scan_upperdir, write_layer
 from ..errors import ContainerfileError, ImageNotFound, PybuildError, StepFailed, UsageError
 from ..layout import (
@@ -43,6 +42,7 @@ from ..layout import (
 )
 from ..layout.imagestore import UNTAGGED
 from ..run import RunSpec, run_container, run_function, run_in_userns
+from ..run.layers import layer_dir, layer_dirs_of, remove_tree
 from .cache import BuildCache, step_key
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, find_containerfile, parse_arg, plan
 from .copier import CopyRequest, CopySource, copy_into_root, mkdirs_in_root
@@ -53,7 +53,6 @@ from .sources import match_all_sources, sources_digest
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-BUILD_DIR = ".pybuild/build"
 # args every build knows without an ARG (their values reach RUN only when declared)
 PROXY_ARGS = (
     "HTTP_PROXY",
@@ -225,7 +224,7 @@ class Builder:
         self.stage_results: dict[int, StageState] = {}
         self.stages: list[Stage] = []
         self._rules: IgnoreRules | None = None
-        self.scratch = store.root / BUILD_DIR
+        self.scratch = store.private.workspaces
         self.total = 0
         self.count = 0
 
@@ -995,12 +994,12 @@ class Builder:
     def _context_source(self, rel: str, excludes: list[str], parents: bool, pattern: str) -> CopySource:
         """A matched context path: directories list their included entries; a symlink at the top is
         followed inside the context (as Docker does)."""
-        from ..bundle.securejoin import secure_join
+        from ..run.paths import join_in_root
 
         path = self.context / rel if rel else self.context
         as_path = rel if parents else None
         if path.is_symlink():
-            real = secure_join(self.context, rel)
+            real = join_in_root(self.context, rel)
             rel_real = os.path.relpath(real, self.context)
             if rel_real == ".":
                 rel_real = ""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pybuild.errors import ContainerfileError, UsageError
+from pybuild.run.paths import resolve_in_root
 
 __all__ = [
     "IgnoreRules",
@@ -39,12 +40,10 @@ __all__ = [
     "clean_path",
     "glob_to_regex",
     "has_glob_meta",
-    "resolve_in_context",
     "walk_context",
 ]
 
 _IGNORE_NAMES = (".containerignore", ".dockerignore")
-_MAX_SYMLINKS = 40
 
 
 class BadPattern(ValueError):
@@ -255,7 +254,7 @@ class IgnoreRules:
                 if candidate.is_file():
                     return cls._read(candidate)
         for name in _IGNORE_NAMES:
-            rel = resolve_in_context(context, name)
+            rel = resolve_in_root(context, name)
             if rel is None:
                 continue
             candidate = Path(context, rel) if rel else Path(context)
@@ -323,52 +322,6 @@ class PathFilter:
 
 
 # --- the context -------------------------------------------------------------------------------
-
-
-def resolve_in_context(context: Path, rel: str, *, follow_final: bool = True) -> str | None:
-    """Resolve symlinks in ``rel`` as if ``context`` were ``/``; returns a clean rel path ("" = root).
-
-    A link never leads out of the context: ``..`` stops at the root and absolute targets start at it.
-    Components that do not exist are kept as written. Returns None on a symlink loop.
-    """
-    root = os.fspath(context)
-    todo = [p for p in rel.split("/") if p not in ("", ".")]
-    todo.reverse()
-    done: list[str] = []
-    hops = 0
-    while todo:
-        part = todo.pop()
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        if part in ("", "."):
-            continue
-        candidate = [*done, part]
-        if not todo and not follow_final:
-            done = candidate
-            break
-        try:
-            st = os.lstat(os.path.join(root, *candidate))
-        except (OSError, ValueError):
-            done = candidate
-            rest = [p for p in reversed(todo) if p not in ("", ".")]
-            cleaned = clean_path("/" + "/".join([*done, *rest]))
-            return cleaned.lstrip("/")
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > _MAX_SYMLINKS:
-                return None
-            try:
-                target = os.readlink(os.path.join(root, *candidate))
-            except OSError:
-                return None
-            if target.startswith("/"):
-                done = []
-            todo.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
-            continue
-        done = candidate
-    return "/".join(done)
 
 
 def _list_dir(root: str, rel: str) -> list[tuple[str, os.stat_result]]:

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle.layers import remove_tree
-from ..bundle.securejoin import secure_join
 from ..errors import ContainerfileError, RunError
 from ..layout import Descriptor, Digest, Layout
 from ..run import FileMount, ViewMount, copy_stack, force_remove, run_in_userns, view_path, with_view
+from ..run.layers import remove_tree
+from ..run.paths import join_in_root
 from .containerfile import Instruction, expand_in
 
-CACHE_MOUNTS = ".pybuild/cache-mounts"
 TARGET = {"type", "target", "dst", "destination"}
 KEYS = {
     "bind": TARGET | {"source", "src", "from", "ro", "readonly", "rw", "readwrite"},
@@ -143,7 +142,7 @@ def parse_mount(
         )
     readonly = not _flag(opts, "rw", "readwrite")
     if layers is None:  # the build context: symlinks in it are followed inside it, never out of it
-        path = str(secure_join(context, source))
+        path = str(join_in_root(context, source))
         if not os.path.exists(path):
             raise inst.error(f"RUN --mount=type=bind: source {source!r} is not in the build context")
         return RunMount(kind, target, ["bind", source, target, str(readonly)], source=path, readonly=readonly)
@@ -235,7 +234,7 @@ class RunMounts:
         keyed by its id and its base, too)."""
         origin = "" if mount.layers is None else "\0".join([mount.source, *(str(d) for _, d in mount.layers)])
         name = hashlib.sha256(f"{mount.cache_id}\0{origin}".encode() if origin else mount.cache_id.encode())
-        folder = self.store.root / CACHE_MOUNTS / name.hexdigest()[:32]
+        folder = self.store.private.cache_mount(name.hexdigest()[:32])
         if folder.is_dir():
             return folder
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,10 @@ from pybuild.build.ignore import (
     clean_path,
     glob_to_regex,
     has_glob_meta,
-    resolve_in_context,
     walk_context,
 )
 from pybuild.errors import ContainerfileError
+from pybuild.run.paths import resolve_in_root
 
 __all__ = ["match_all_sources", "match_sources", "source_rel", "sources_digest"]
 
@@ -76,7 +76,7 @@ def _expand(context: Path, rel: str, pattern: str) -> list[str]:
                     if _exists(root, child) is not None:
                         found.append(child)
                     continue
-                resolved = resolve_in_context(context, child)
+                resolved = resolve_in_root(context, child)
                 if resolved is None:
                     raise ContainerfileError(f'"{pattern}": too many levels of symbolic links')
                 st = _exists(root, resolved)

@@ -3,74 +3,24 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError
+from ..errors import BundleError, RunError
 from ..layout import ImageConfig
-from .securejoin import read_text_in_root
+from ..run.users import ExecUser, lookup_user
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
-@dataclass(frozen=True)
-class User:
-    uid: int
-    gid: int
-    additional_gids: list[int] = field(default_factory=list)
-
-
-def _entries(text: str | None) -> list[list[str]]:
-    if not text:
-        return []
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
-
-
-def resolve_user(rootfs: Path, spec: str) -> User:
-    """``user``, ``uid``, ``user:group``, ``uid:gid`` (any mix), through the rootfs's passwd and group."""
-    spec = spec.strip()
-    if not spec:
-        return User(0, 0)
-    user_part, _, group_part = spec.partition(":")
-    passwd = [e for e in _entries(read_text_in_root(rootfs, "/etc/passwd")) if len(e) >= 4]
-    groups = [e for e in _entries(read_text_in_root(rootfs, "/etc/group")) if len(e) >= 3]
-    name: str | None = None
-    primary = 0
-    if user_part.isdigit():
-        uid = int(user_part)
-        for entry in passwd:
-            if entry[2] == user_part:
-                name = entry[0]
-                primary = int(entry[3]) if entry[3].isdigit() else 0
-                break
-    else:
-        for entry in passwd:
-            if entry[0] == user_part and entry[2].isdigit():
-                name, uid = user_part, int(entry[2])
-                primary = int(entry[3]) if entry[3].isdigit() else 0
-                break
-        else:
-            raise BundleError(f"user {user_part!r} is not in the image's /etc/passwd")
-    if group_part:
-        if group_part.isdigit():
-            gid = int(group_part)
-        else:
-            for entry in groups:
-                if entry[0] == group_part and entry[2].isdigit():
-                    gid = int(entry[2])
-                    break
-            else:
-                raise BundleError(f"group {group_part!r} is not in the image's /etc/group")
-        return User(uid, gid)
-    additional = []
-    if name is not None:
-        for entry in groups:
-            members = entry[3].split(",") if len(entry) > 3 else []
-            if name in members and entry[2].isdigit() and int(entry[2]) != primary:
-                additional.append(int(entry[2]))
-    return User(uid, primary, sorted(set(additional)))
+def resolve_user(rootfs: Path, spec: str) -> ExecUser:
+    """``user``, ``uid``, ``user:group``, ``uid:gid`` (any mix), through the rootfs's passwd and group,
+    with runc's rules (``run.users.lookup_user``)."""
+    try:
+        return lookup_user(rootfs, spec)
+    except RunError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def _annotations(config: ImageConfig) -> dict[str, str]:

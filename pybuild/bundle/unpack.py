@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..diff import Change, apply_layer, open_layer, write_layer
-from ..errors import BundleError
+from ..diff import Change, TreeRecord, apply_layer, changes_of, compare, open_layer, write_layer
+from ..errors import BundleError, LayerError
 from ..layout import Descriptor, Image, Layout, commit_image, dump_json, mediatype
 from ..layout.digest import Digest
 from ..run import force_remove
@@ -27,34 +26,11 @@ RECORD = ".pybuild-unpack.json"
 RECORD_VERSION = 1
 
 
-def _tree_record(rootfs: Path) -> dict[str, list[Any]]:
-    """path -> [mode, uid, gid, size, mtime_ns, ctime_ns, ino, link target] for every entry."""
-    out: dict[str, list[Any]] = {}
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        folder = rootfs / rel if rel else rootfs
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as exc:
-            raise BundleError(f"cannot read {folder}: {exc.strerror or exc}") from None
-        for entry in entries:
-            path = f"{rel}/{entry.name}" if rel else entry.name
-            st = entry.stat(follow_symlinks=False)
-            target = os.readlink(entry.path) if stat.S_ISLNK(st.st_mode) else None
-            out[path] = [
-                st.st_mode,
-                st.st_uid,
-                st.st_gid,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_ino,
-                target,
-            ]
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(path)
-    return out
+def _tree_record(rootfs: Path) -> TreeRecord:
+    try:
+        return TreeRecord.of(rootfs)
+    except LayerError as exc:
+        raise BundleError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -114,7 +90,7 @@ def unpack_image(
                 "source": source,
                 "manifest": image.descriptor.to_dict(),
                 "rootless": rootless,
-                "tree": _tree_record(rootfs),
+                "tree": _tree_record(rootfs).to_json(),
             }
             _write_atomic(bundle / "config.json", json.dumps(spec, indent=2).encode())
             _write_atomic(bundle / RECORD, dump_json(record))
@@ -162,30 +138,18 @@ def read_record(bundle: Path) -> dict[str, Any]:
 
 
 def bundle_changes(bundle: Path) -> list[Change]:
-    """What changed in ``bundle/rootfs`` since unpack: additions/modifications and deletions."""
+    """What changed in ``bundle/rootfs`` since unpack, by the one tree comparison (diff/trees.py)
+    against the record unpack made."""
     record = read_record(bundle)
-    before: dict[str, list[Any]] = record["tree"]
-    now = _tree_record(Path(bundle) / "rootfs")
-    changes: list[Change] = []
-    for path, meta in now.items():
-        old = before.get(path)
-        if old is None or old != meta:
-            # a changed directory whose only change is its children is still written: harmless
-            if old is not None and stat.S_ISDIR(meta[0]) and stat.S_ISDIR(old[0]) and old[:4] == meta[:4]:
-                continue
-            if old is not None and stat.S_ISDIR(meta[0]) != stat.S_ISDIR(old[0]):
-                changes.append(Change(path, "delete"))
-            changes.append(Change(path, "add"))
-    deleted = sorted(p for p in before if p not in now)
-    gone: set[str] = set()
-    for path in deleted:  # only the top of a deleted subtree needs a whiteout
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        if parent in gone:
-            gone.add(path)
-            continue
-        gone.add(path)
-        changes.append(Change(path, "delete"))
-    return changes
+    try:
+        before = TreeRecord.from_json(record["tree"])
+    except ValueError as exc:
+        raise BundleError(f"{Path(bundle) / RECORD} is not a pybuild unpack record: {exc}") from None
+    rootfs = Path(bundle) / "rootfs"
+    try:
+        return changes_of(compare(before, rootfs))
+    except LayerError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def _now(epoch: int | None) -> str:

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from ..errors import LayerError, UnsafeLayer
-from .changeset import OPAQUE, OPAQUE_XATTRS, WHITEOUT_PREFIX
 from .idmap import IdMap
+from .overlay import is_overlay_xattr, make_whiteout, mark_opaque, tar_marker
 from .tarreader import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, SYMTYPE, ReadAhead, TarEntry, TarReader
 
 MAX_LINKS = 40
@@ -387,8 +387,7 @@ class _Applier:
         return os.dup(self.parent(tuple(parts[:-1]), name))
 
     # --- whiteouts ---------------------------------------------------------------------------
-    def whiteout(self, parts: list[str], name: str) -> None:
-        base = parts[-1][len(WHITEOUT_PREFIX) :]
+    def whiteout(self, parts: list[str], name: str, base: str) -> None:
         if base in ("", ".", ".."):
             raise UnsafeLayer(f"{self.what}: entry {name!r} is not a valid whiteout")
         target = (*parts[:-1], base)
@@ -399,17 +398,7 @@ class _Applier:
             if self.overlay:
                 with contextlib.suppress(FileNotFoundError):
                     self.remove(fd, base)
-                try:
-                    os.mknod(base, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
-                except PermissionError:
-                    with contextlib.suppress(OSError):
-                        fdw = os.open(
-                            base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o000, dir_fd=fd
-                        )
-                        os.close(fdw)
-                        os.setxattr(
-                            _proc_path(fd, base), "user.overlay.whiteout", b"y", follow_symlinks=False
-                        )
+                make_whiteout(base, dir_fd=fd)  # where neither form can be made, the name is just gone
             else:
                 self.remove(fd, base)
         finally:
@@ -424,7 +413,7 @@ class _Applier:
                     self.remove(fd, child)
             if self.overlay:
                 try:
-                    os.setxattr(f"/proc/self/fd/{fd}", OPAQUE_XATTRS[0], b"y")
+                    mark_opaque(fd)
                 except OSError as exc:
                     self.warn(f"cannot mark {'/'.join(dir_parts) or '/'} opaque: {exc.strerror or exc}")
         finally:
@@ -454,13 +443,14 @@ class _Applier:
             self.dir_meta[()] = (entry.mode & 0o7777, entry.mtime)
             return
         base = parts[-1]
-        if base.startswith(WHITEOUT_PREFIX):
+        marker = tar_marker(base)
+        if marker is not None:
             self.barrier()
             try:
-                if base == OPAQUE:
+                if marker[0] == "opaque":
                     self.opaque(parts, name)
                 else:
-                    self.whiteout(parts, name)
+                    self.whiteout(parts, name, marker[1])
             except OSError as exc:
                 raise self.fail(name, exc) from None
             return
@@ -686,7 +676,7 @@ class _Applier:
 
     def xattrs(self, entry: TarEntry, target: str | int) -> None:
         for attr, value in (entry.xattrs or {}).items():
-            if attr.startswith(("trusted.", "user.overlay.")):
+            if attr.startswith("trusted.") or is_overlay_xattr(attr):
                 continue
             try:
                 if isinstance(target, int):

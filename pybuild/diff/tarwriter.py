@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LayerError
-from .changeset import OPAQUE, WHITEOUT_PREFIX, Change, walk
+from .changeset import Change
 from .compression import CHUNK, LayerStats, LayerWriter, Sink
 from .idmap import IdMap
+from .overlay import OPAQUE_MARKER, WHITEOUT_PREFIX, is_overlay_xattr, tar_whiteout
+from .trees import walk
 
 KEPT_XATTR_PREFIXES = ("user.",)
 KEPT_XATTRS = ("security.capability",)
 
 
 def _keep_xattr(name: str) -> bool:
-    if name.startswith(("user.overlay.", "trusted.")):
+    if name.startswith("trusted.") or is_overlay_xattr(name):
         return False
     return name in KEPT_XATTRS or name.startswith(KEPT_XATTR_PREFIXES)
 
@@ -35,7 +37,7 @@ def tar_name(change: Change) -> str:
     if change.kind == "add":
         return change.path
     parent, _, base = change.path.rpartition("/")
-    name = OPAQUE if change.kind == "opaque" else WHITEOUT_PREFIX + base
+    name = OPAQUE_MARKER if change.kind == "opaque" else tar_whiteout(base)
     target = change.path if change.kind == "opaque" else parent
     return f"{target}/{name}" if target else name
 

@@ -1,4 +1,5 @@
-"""OCI image layouts: digests, descriptors, documents, the blob store, index.json, images, check, gc.
+"""OCI image layouts: digests, descriptors, documents, the blob store, index.json, images, check, gc;
+the store's private area (``.pybuild/``) and its gc.
 
 Knows nothing of tar, processes or Containerfiles.
 """
@@ -23,6 +24,7 @@ from .image import (
 )
 from .imagelayout import Layout
 from .imagestore import ImageStore, default_store_path
+from .private import PrivateArea, SweepResult
 from .reference import ImageName, Reference, parse_name, parse_reference
 from .store import BlobStore, BlobWriter
 
@@ -43,7 +45,9 @@ __all__ = [
     "Manifest",
     "OciLayoutFile",
     "Platform",
+    "PrivateArea",
     "Reference",
+    "SweepResult",
     "check_layout",
     "commit_image",
     "copy_blobs",

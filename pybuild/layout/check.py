@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass, field
 
 from ..errors import LayoutError, PybuildError
@@ -12,7 +10,6 @@ from .descriptor import Descriptor
 from .digest import Digest
 from .document import ImageConfig, Index, Manifest
 from .imagelayout import Layout
-from .store import TMP_DIR
 
 
 def _read_doc(layout: Layout, desc: Descriptor, problems: list[str]) -> bytes | None:
@@ -131,16 +128,6 @@ class GcResult:
     temp_files: int = 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reachable(layout: Layout) -> set[Digest]:
     """Every blob index.json reaches. Raises when a referenced document cannot be read."""
     found: set[Digest] = set()
@@ -187,20 +174,5 @@ def gc(layout: Layout, *, temp_age: float = 3600.0) -> GcResult:
                 continue
             layout.blobs.remove(digest)
             result.removed.append(digest)
-        tmp = layout.root / TMP_DIR
-        if tmp.is_dir():
-            now = time.time()
-            for entry in os.scandir(tmp):
-                parts = entry.name.rsplit("-", 2)
-                pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-                try:
-                    old = now - entry.stat(follow_symlinks=False).st_mtime > temp_age
-                except FileNotFoundError:
-                    continue
-                if pid is None or not _pid_alive(pid) or old:
-                    try:
-                        os.unlink(entry.path)
-                        result.temp_files += 1
-                    except OSError:
-                        pass
+        result.temp_files = layout.private.sweep_temp_files(temp_age)
     return result

@@ -3,7 +3,7 @@
 index.json is replaced atomically (temp file, fsync, rename) under an exclusive file lock, so
 concurrent writers never lose a tag. Writers hold a shared "gc" lock while they put blobs and
 reference them; ``gc`` takes it exclusively, so it never sweeps a blob a commit is about to reference.
-pybuild's own files live under ``.pybuild/`` in the layout, which other tools ignore.
+pybuild's own files live in the layout's private area (``private.PrivateArea``), which other tools ignore.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from ..errors import ImageNotFound, InvalidDocument, LayoutError, LockTimeout
 from . import mediatype
 from .descriptor import REF_NAME, Descriptor
 from .document import Index, OciLayoutFile, dump_json
+from .private import PrivateArea
 from .store import BlobStore, fsync_dir, temp_file
 
-LOCK_DIR = ".pybuild"
 LOCK_TIMEOUT = 120.0
 
 
@@ -50,6 +50,7 @@ class Layout:
         self.root = Path(root).absolute()
         self.label = label or f"oci:{self.root}"
         self.blobs = BlobStore(self.root, self.label)
+        self.private = PrivateArea(self.root)
         self._gc_lock_depth = 0
         self._gc_lock_fd: int | None = None
 
@@ -104,10 +105,9 @@ class Layout:
 
     # --- locks ---------------------------------------------------------------------------------
     def _lock_fd(self, name: str) -> int:
-        folder = self.root / LOCK_DIR
         try:
-            folder.mkdir(exist_ok=True)
-            return os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.private.root.mkdir(exist_ok=True)
+            return os.open(self.private.lock(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise LayoutError(f"cannot lock {self.label}: {exc.strerror or exc}") from None
 

@@ -19,9 +19,9 @@ from typing import IO, Any, BinaryIO
 
 from ..errors import BlobNotFound, DigestMismatch, InvalidDigest, LayoutError
 from .digest import Digest
+from .private import PrivateArea
 
 CHUNK = 1 << 20
-TMP_DIR = ".pybuild/tmp"
 WRITEBACK = 8 << 20  # a blob writer starts the disk writes every this many bytes (see _start_writeback)
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -59,7 +59,7 @@ def fsync_dir(path: Path) -> None:
 
 def temp_file(root: Path, prefix: str) -> tuple[Path, BinaryIO]:
     """A new temp file in the layout's temp dir, named with our pid so gc can tell stale ones."""
-    tmp = root / TMP_DIR
+    tmp = PrivateArea(root).tmp
     try:
         tmp.mkdir(parents=True, exist_ok=True)
         path = tmp / f"{prefix}-{os.getpid()}-{secrets.token_hex(6)}"

@@ -3,9 +3,10 @@
 from .cleanup import force_remove
 from .container import RunResult, RunSpec, run_container
 from .doctor import Check, doctor
+from .function import run_function
 from .modes import overlay_mode, probe_mode
 from .mounts import FileMount, ViewMount, view_path, with_view
-from .rootfs import MODES, run_function
+from .rootfs import MODES
 from .treecopy import copy_stack
 from .userns import current_id_map, run_in_userns, subordinate_range
 

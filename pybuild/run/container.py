@@ -30,8 +30,9 @@ from .cleanup import force_remove
 from .modes import overlay_mode
 from .mounts import FileMount, MountedViews, ViewMount, mount_files
 from .paths import resolve_in_root
-from .rootfs import Rootfs, _check, _mount
-from .userns import SUBID_HINTS, _libc, _write_maps, current_id_map, run_in_userns
+from .rootfs import Rootfs, checked, mount
+from .userns import SUBID_HINTS, current_id_map, libc, run_in_userns, write_id_maps
+from .users import lookup_user
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -81,50 +82,6 @@ class RunResult:
     mode: str = "native"
 
 
-def _resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
-    """uid, gid and supplementary groups for ``spec`` from the container's /etc files (called after
-    pivot_root, so the files are read inside the container's own root)."""
-    if not spec:
-        return 0, 0, []
-    user, _, group = spec.partition(":")
-
-    def entries(path: str) -> list[list[str]]:
-        try:
-            with open(path) as f:
-                return [
-                    line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")
-                ]
-        except OSError:
-            return []
-
-    passwd = [e for e in entries(f"{root}/etc/passwd") if len(e) >= 4]
-    groups = [e for e in entries(f"{root}/etc/group") if len(e) >= 3]
-    name = None
-    if user.isdigit():
-        uid, gid = int(user), 0
-        for e in passwd:
-            if e[2] == user:
-                name, gid = e[0], int(e[3]) if e[3].isdigit() else 0
-    else:
-        for e in passwd:
-            if e[0] == user and e[2].isdigit():
-                name, uid, gid = user, int(e[2]), int(e[3]) if e[3].isdigit() else 0
-                break
-        else:
-            raise RunError(f"user {user!r} is not in the image's /etc/passwd")
-    if group:
-        if group.isdigit():
-            return uid, int(group), []
-        for e in groups:
-            if e[0] == group and e[2].isdigit():
-                return uid, int(e[2]), []
-        raise RunError(f"group {group!r} is not in the image's /etc/group")
-    extra = sorted(
-        {int(e[2]) for e in groups if name and len(e) > 3 and name in e[3].split(",") and e[2].isdigit()}
-    )
-    return uid, gid, extra
-
-
 @contextlib.contextmanager
 def _times_kept(merged: str, rel: str) -> Iterator[None]:
     """Around making ``rel`` (and any missing parents) in the merged root, as a mount point: the
@@ -153,23 +110,23 @@ def _pid1(
     try:
         # a mount namespace of its own, so that pivot_root moves only the container's root, not
         # the keeper's (which writes the upperdir afterwards)
-        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
-        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        checked(libc().unshare(CLONE_NEWNS), "unshare mount namespace")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
         for d in ("proc", "dev", "etc", "sys"):
             if not os.path.lexists(f"{merged}/{d}"):
                 with _times_kept(merged, d):
                     os.makedirs(f"{merged}/{d}")
-        _mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        _mount("tmpfs", f"{merged}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+        mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("tmpfs", f"{merged}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
         for dev in DEVICES:
             target = f"{merged}/dev/{dev}"
             open(target, "w").close()
-            _mount(f"/dev/{dev}", target, None, MS_BIND)
+            mount(f"/dev/{dev}", target, None, MS_BIND)
         os.makedirs(f"{merged}/dev/shm")
-        _mount("shm", f"{merged}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
+        mount("shm", f"{merged}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
         os.makedirs(f"{merged}/dev/pts")
         try:
-            _mount(
+            mount(
                 "devpts",
                 f"{merged}/dev/pts",
                 "devpts",
@@ -202,7 +159,7 @@ def _pid1(
                     created.append(inside)
             elif not stat.S_ISREG(os.lstat(target).st_mode):
                 continue
-            _mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
+            mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
         files = mount_files(spec.files, os.path.join(os.path.dirname(generated), "files"))
         for src, dst, readonly in [*spec.mounts, *views, *files]:
             # resolved inside the root: a symlink in the image (/foo -> /etc) must not lead the
@@ -220,24 +177,24 @@ def _pid1(
                         open(target, "w").close()
             if inside != dst.strip("/"):
                 created.append(inside)
-            _mount(src, target, None, MS_BIND | MS_REC)
+            mount(src, target, None, MS_BIND | MS_REC)
             if readonly:
-                _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+                mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
         if created:  # for the cleanup afterwards, beside the generated files' directory
             with open(os.path.join(os.path.dirname(generated), CREATED), "w") as out:
                 out.write("\n".join(created))
         if not rootless:
-            _mount("sysfs", f"{merged}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+            mount("sysfs", f"{merged}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
         os.chdir(merged)
-        _check(_libc().syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
-        _check(_libc().umount2(b".", MNT_DETACH), "umount old root")
+        checked(libc().syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+        checked(libc().umount2(b".", MNT_DETACH), "umount old root")
         os.chdir("/")
         socket.sethostname(spec.hostname)
         # no descriptor from outside may reach the process, nor serve as its cwd (CVE-2024-21626)
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 65536)
         os.set_inheritable(err_fd, False)
-        uid, gid, groups = _resolve_user("", spec.user)
+        uid, gid, groups = lookup_user("/", spec.user)  # after pivot_root: the container's files
         cwd = spec.cwd or "/"
         if not cwd.startswith("/"):
             cwd = "/" + cwd
@@ -245,7 +202,7 @@ def _pid1(
         os.setgroups(groups)
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
-        _libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
         os.chdir(cwd)
         if not os.getcwd().startswith("/"):
             raise RunError(f"working directory {spec.cwd!r} is outside the container")
@@ -298,16 +255,16 @@ def _keeper(
     rootfs: Rootfs | None = None
     views: MountedViews | None = None
     try:
-        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if rootless:
-            _check(_libc().unshare(CLONE_NEWUSER), "unshare user namespace")
+            checked(libc().unshare(CLONE_NEWUSER), "unshare user namespace")
             os.write(ready_w, b"1")
             if os.read(go_r, 1) != b"1":
                 os._exit(126)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
-        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        checked(libc().unshare(CLONE_NEWNS), "unshare mount namespace")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
         rootfs = Rootfs(spec.lowerdirs, spec.upperdir, tmp, rootless, mode)
         merged = str(rootfs.mount())
         views = MountedViews(spec.views, tmp, rootless, mode)
@@ -315,10 +272,10 @@ def _keeper(
         flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
         if spec.network == "none":
             flags |= CLONE_NEWNET
-        _check(_libc().unshare(flags), "unshare namespaces")
+        checked(libc().unshare(flags), "unshare namespaces")
         pid = os.fork()
         if pid == 0:
-            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if spec.network == "none":
                 os.system("ip link set lo up >/dev/null 2>&1")
             _pid1(spec, merged, str(tmp / "etc"), rootless, err_w, binds)
@@ -433,7 +390,7 @@ def run_container(spec: RunSpec) -> RunResult:
                 os.waitpid(keeper, 0)
                 raise RunError("could not create a user namespace", hints=SUBID_HINTS)
             uids, gids = current_id_map()
-            _write_maps(keeper, uids, gids)
+            write_id_maps(keeper, uids, gids)
             os.write(go_w, b"1")
         text = os.read(pid_r, 32)
         pid1 = int(text) if text.strip() else 0

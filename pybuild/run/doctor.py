@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PybuildError
-from .userns import _libc, run_in_userns, subordinate_range
+from .userns import libc, run_in_userns, subordinate_range
 
 CLONE_NEWNS = 0x00020000
 
@@ -44,7 +44,7 @@ def _probe_overlay() -> None:
     """Mount overlay (with userxattr when unprivileged) in a private mount namespace, then unmount."""
     import ctypes
 
-    libc = _libc()
+    lib = libc()
     rootless = os.geteuid() != 0
     with tempfile.TemporaryDirectory(prefix="pybuild-probe-") as tmp:
         for d in ("l", "u", "w", "m"):
@@ -52,13 +52,13 @@ def _probe_overlay() -> None:
         opts = f"lowerdir={tmp}/l,upperdir={tmp}/u,workdir={tmp}/w" + (",userxattr" if rootless else "")
 
         def mount() -> None:
-            if libc.unshare(CLONE_NEWNS) != 0:
+            if lib.unshare(CLONE_NEWNS) != 0:
                 raise OSError(ctypes.get_errno(), "unshare mount namespace")
-            libc.mount(b"none", b"/", None, ctypes.c_ulong((1 << 14) | (1 << 18)), None)
-            if libc.mount(b"overlay", f"{tmp}/m".encode(), b"overlay", ctypes.c_ulong(0), opts.encode()) != 0:
+            lib.mount(b"none", b"/", None, ctypes.c_ulong((1 << 14) | (1 << 18)), None)
+            if lib.mount(b"overlay", f"{tmp}/m".encode(), b"overlay", ctypes.c_ulong(0), opts.encode()) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err))
-            libc.umount2(f"{tmp}/m".encode(), 2)
+            lib.umount2(f"{tmp}/m".encode(), 2)
 
         if rootless:
             run_in_userns(mount)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import PybuildError, RunError
 from .cleanup import force_remove
-from .rootfs import MODES, run_function
+from .rootfs import MODES, run_in_rootfs
 
 log = logging.getLogger("pybuild.run")
 ENV = "PYBUILD_RUN_MODE"
@@ -36,7 +36,7 @@ def _works(mode: str, near: Path) -> bool:
         (base / "lower").mkdir()
         (base / "lower" / "probe").write_text("")
         (base / "upper").mkdir()
-        return run_function([base / "lower"], base / "upper", _sees_probe, mode=mode)
+        return run_in_rootfs([base / "lower"], base / "upper", _sees_probe, mode)
     except (PybuildError, OSError):
         return False
     finally:

@@ -22,8 +22,8 @@ from typing import TypeVar
 from ..errors import RunError
 from .cleanup import force_remove
 from .paths import resolve_in_root
-from .rootfs import CLONE_NEWNS, MS_PRIVATE, MS_REC, Rootfs, _check, _mount
-from .userns import _libc, _payload, call_in_child
+from .rootfs import CLONE_NEWNS, MS_PRIVATE, MS_REC, Rootfs, checked, mount
+from .userns import call_in_child, libc, result_payload
 
 T = TypeVar("T")
 
@@ -111,13 +111,13 @@ def with_view(lowerdirs: list[Path], near: Path, fn: Callable[[str], T], *, mode
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-view-", dir=near))
 
     def body() -> bytes:
-        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
-        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        checked(libc().unshare(CLONE_NEWNS), "unshare mount namespace")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
         (tmp / "upper").mkdir()
         rootfs = Rootfs(lowerdirs, tmp / "upper", tmp, rootless, chosen)
         try:
             merged = str(rootfs.mount())
-            return _payload(lambda: fn(merged))
+            return result_payload(lambda: fn(merged))
         finally:
             rootfs.finish(keep_changes=False)
             for child in tmp.iterdir():
@@ -137,7 +137,7 @@ def mount_files(files: list[FileMount], folder: str) -> list[tuple[str, str, boo
     if not files:
         return []
     os.makedirs(folder, exist_ok=True)
-    _mount("tmpfs", folder, "tmpfs", 0, "mode=0755")
+    mount("tmpfs", folder, "tmpfs", 0, "mode=0755")
     binds = []
     for i, f in enumerate(files):
         path = os.path.join(folder, str(i))

@@ -26,10 +26,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ..diff.overlay import (
+    FUSE_OPAQUE_FILES,
+    FUSE_OPAQUE_XATTR,
+    FUSE_XATTR_PREFIX,
+    OPAQUE_XATTRS,
+    WHITEOUT_PREFIX,
+    LowerStack,
+    is_whiteout,
+    make_whiteout,
+    mark_opaque,
+)
 from ..errors import RunError
 from .cleanup import force_remove
-from .treecopy import CopiedRoot, copy_stack, lower_entry, write_difference
-from .userns import _libc, _payload, call_in_child
+from .treecopy import CopiedRoot, copy_stack, write_difference
+from .userns import call_in_child, libc, result_payload
 
 T = TypeVar("T")
 CLONE_NEWNS = 0x00020000
@@ -42,16 +53,16 @@ MODES = ("native", "fuse", "copy")
 OPTIONS_PAGE = 2048  # beyond this, lowerdirs are named by short links (mount options fit in one page)
 
 
-def _check(ret: int, what: str) -> None:
+def checked(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    libc = _libc()
-    _check(
-        libc.mount(
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    lib = libc()
+    checked(
+        lib.mount(
             source.encode(),
             target.encode(),
             fstype.encode() if fstype else None,
@@ -62,8 +73,8 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
     )
 
 
-def _umount(target: str, flags: int = 0) -> None:
-    _check(_libc().umount2(target.encode(), flags), f"umount {target}")
+def umount(target: str, flags: int = 0) -> None:
+    checked(libc().umount2(target.encode(), flags), f"umount {target}")
 
 
 def _lowerdir_option(lowerdirs: list[Path], tmp: Path, short: bool) -> str:
@@ -114,7 +125,7 @@ def mount_overlay(lowerdirs: list[Path], upperdir: Path, tmp: Path, merged: Path
     # userxattr as root too: layer directories mark opaque directories with user.overlay.opaque
     # (what an unprivileged extraction can write), and without it root's overlay would ignore them
     opts = f"lowerdir={_lowerdir_option(lowerdirs, tmp, True)},upperdir={upperdir},workdir={work},userxattr"
-    _mount("overlay", str(merged), "overlay", 0, opts)
+    mount("overlay", str(merged), "overlay", 0, opts)
 
 
 class Rootfs:
@@ -143,7 +154,7 @@ class Rootfs:
                 self._mount_fuse()
             else:
                 self.copied = copy_stack(self.lowerdirs, self.tmp / "rootfs")
-                _mount(str(self.tmp / "rootfs"), str(self.merged), None, MS_BIND)
+                mount(str(self.tmp / "rootfs"), str(self.merged), None, MS_BIND)
         except OSError as exc:  # one line for the user, not the traceback of a helper process
             raise RunError(
                 f"cannot mount the root filesystem ({self.mode} mode, {len(self.lowerdirs)} layers): "
@@ -162,7 +173,7 @@ class Rootfs:
         before = os.stat(self.merged).st_dev
 
         def die_with_parent() -> None:
-            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
         try:
             self.fuse = subprocess.Popen(
@@ -195,14 +206,14 @@ class Rootfs:
         to be thrown away: ``keep_changes=False``). Idempotent."""
         if self.mode == "native":
             with contextlib.suppress(OSError):
-                _umount(str(self.merged), MNT_DETACH)
+                umount(str(self.merged), MNT_DETACH)
         elif self.mode == "fuse":
             if self.fuse is not None:
                 try:
-                    _umount(str(self.merged))
+                    umount(str(self.merged))
                 except OSError:
                     with contextlib.suppress(OSError):
-                        _umount(str(self.merged), MNT_DETACH)
+                        umount(str(self.merged), MNT_DETACH)
                 try:
                     self.fuse.wait(timeout=20)
                 except subprocess.TimeoutExpired:
@@ -213,7 +224,7 @@ class Rootfs:
                     translate_fuse_upperdir(self.upperdir, self.lowerdirs, self.rootless)
         elif self.copied is not None:
             with contextlib.suppress(OSError):
-                _umount(str(self.merged), MNT_DETACH)
+                umount(str(self.merged), MNT_DETACH)
             copied, self.copied = self.copied, None
             try:
                 if keep_changes:
@@ -223,21 +234,18 @@ class Rootfs:
                 force_remove(copied.root)
 
 
-FUSE_OPAQUE = ".wh..wh..opq"
-FUSE_OPAQUE_DEV = ".wh..opq"
-OPAQUE_XATTRS = ("user.fuseoverlayfs.opaque", "trusted.overlay.opaque", "user.overlay.opaque")
-
-
 def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> None:
-    """Rewrite what fuse-overlayfs leaves in ``upper`` as kernel overlay writes it:
+    """Rewrite what fuse-overlayfs leaves in ``upper`` in the overlay format (diff/overlay.py), as
+    kernel overlay writes it:
 
     - an opaque directory's ``.wh..wh..opq`` file (and ``.wh..opq`` device) or fuse-overlayfs
-      xattr become ``*.overlay.opaque=y``, kept only where the lowers have something at that path;
-    - ``.wh.NAME`` files become 0/0 character devices; ``user.fuseoverlayfs.*`` xattrs go;
+      xattr become ``user.overlay.opaque=y``, kept only where the lowers have something at that path;
+    - ``.wh.NAME`` files become whiteouts; ``user.fuseoverlayfs.*`` xattrs go;
     - a directory copied up without a change of its own (no name added, removed or retyped) gets
       its lower times back (fuse-overlayfs does not keep them); others keep theirs.
     """
-    name = "user.overlay.opaque"  # what native overlay writes (it always mounts with userxattr)
+    stack = LowerStack(lowers)
+    opaque_markers = (FUSE_OPAQUE_XATTR, *OPAQUE_XATTRS)
     for dirpath, _dirnames, filenames in os.walk(upper, topdown=False):
         rel = os.path.relpath(dirpath, upper)
         rel = "" if rel == "." else rel
@@ -245,40 +253,40 @@ def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> 
         opaque = False
         with contextlib.suppress(OSError):
             for attr in os.listxattr(dirpath, follow_symlinks=False):
-                if attr in OPAQUE_XATTRS and os.getxattr(dirpath, attr, follow_symlinks=False) == b"y":
+                if attr in opaque_markers and os.getxattr(dirpath, attr, follow_symlinks=False) == b"y":
                     opaque = True
-                if attr.startswith("user.fuseoverlayfs.") or attr in OPAQUE_XATTRS:
+                if attr.startswith(FUSE_XATTR_PREFIX) or attr in opaque_markers:
                     os.removexattr(dirpath, attr, follow_symlinks=False)
         for entry in filenames:
             path = os.path.join(dirpath, entry)
             with contextlib.suppress(OSError):
                 for attr in os.listxattr(path, follow_symlinks=False):
-                    if attr.startswith("user.fuseoverlayfs."):
+                    if attr.startswith(FUSE_XATTR_PREFIX):
                         os.removexattr(path, attr, follow_symlinks=False)
-            if entry in (FUSE_OPAQUE, FUSE_OPAQUE_DEV):
+            if entry in FUSE_OPAQUE_FILES:
                 opaque = True
                 os.unlink(path)
-            elif entry.startswith(".wh."):
-                target = os.path.join(dirpath, entry[len(".wh.") :])
+            elif entry.startswith(WHITEOUT_PREFIX):
+                target = os.path.join(dirpath, entry[len(WHITEOUT_PREFIX) :])
                 os.unlink(path)
-                if not os.path.lexists(target):
-                    os.mknod(target, stat.S_IFCHR, 0)
+                if not os.path.lexists(target) and not make_whiteout(target):
+                    raise OSError(f"cannot make a whiteout at {target}")
         if not rel:
             os.utime(dirpath, ns=(st.st_atime_ns, st.st_mtime_ns))
             continue
-        below = lower_entry(lowers, rel)
+        below = stack.entry(rel)
         if opaque and below is not None:
-            os.setxattr(dirpath, name, b"y", follow_symlinks=False)
+            mark_opaque(dirpath)
         times = (st.st_atime_ns, st.st_mtime_ns)
         if below is not None and stat.S_ISDIR(below.st.st_mode) and not opaque:
             changed = False
             with os.scandir(dirpath) as it:
                 for e in it:
-                    old = lower_entry(lowers, f"{rel}/{e.name}")
+                    old = stack.entry(f"{rel}/{e.name}")
                     est = e.stat(follow_symlinks=False)
                     if (
                         old is None
-                        or (stat.S_ISCHR(est.st_mode) and est.st_rdev == 0)
+                        or is_whiteout(est)
                         or stat.S_IFMT(old.st.st_mode) != stat.S_IFMT(est.st_mode)
                     ):
                         changed = True
@@ -289,13 +297,13 @@ def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> 
 
 
 def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
-    """Run ``fn`` in a forked child chrooted into ``merged``; its ``_payload`` bytes."""
+    """Run ``fn`` in a forked child chrooted into ``merged``; its ``result_payload`` bytes."""
     out_r, out_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(out_r)
-            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             for fd in keep:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -305,7 +313,7 @@ def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
                 os.chdir("/")
                 return fn()
 
-            payload = _payload(call)
+            payload = result_payload(call)
             with os.fdopen(out_w, "wb") as out:
                 out.write(payload)
         finally:
@@ -321,27 +329,17 @@ def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
     return b"".join(chunks) or b"ERunError\tthe function's process died"
 
 
-def run_function(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], *, mode: str | None = None) -> T:
-    """Call ``fn()`` with the image's root as ``/``: the stacked ``lowerdirs`` (top first; empty
-    for scratch) under ``upperdir``, where every change lands in overlay format.
-
-    ``fn`` runs in a child process that is root in a new user namespace (as ``run_in_userns``) and
-    a private mount namespace, chrooted into the merged tree. Its result must pickle; a
-    PybuildError it raises is raised here with its class and message. Descriptors opened before
-    the call stay usable in ``fn``; modules it needs must be imported before (the image's root has
-    no Python). ``mode``: native, fuse, copy, or None for the probed mode (see ``overlay_mode``).
-    """
-    from .modes import overlay_mode
-
+def run_in_rootfs(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], mode: str) -> T:
+    """``run_function`` in the overlay ``mode`` given (native, fuse or copy): no probing here, so
+    ``modes`` can probe with it."""
     upperdir = Path(upperdir)
     lowers = [Path(p) for p in lowerdirs]
-    mode = overlay_mode(mode, upperdir.parent)
     rootless = os.geteuid() != 0
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-fn-", dir=upperdir.parent))
 
     def body() -> bytes:
-        _check(_libc().unshare(CLONE_NEWNS), "unshare mount namespace")
-        _mount("none", "/", None, MS_REC | MS_PRIVATE)
+        checked(libc().unshare(CLONE_NEWNS), "unshare mount namespace")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
         rootfs = Rootfs(lowers, upperdir, tmp, rootless, mode)
         try:
             merged = rootfs.mount()

@@ -40,12 +40,12 @@ SUBID_HINTS = [
 
 
 @cache
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
 def unshare(flags: int) -> None:
-    if _libc().unshare(flags) != 0:
+    if libc().unshare(flags) != 0:
         err = ctypes.get_errno()
         raise RunError(f"unshare failed: {os.strerror(err)}", hints=SUBID_HINTS)
 
@@ -90,7 +90,7 @@ def current_id_map() -> tuple[list[Range], list[Range]]:
     return [(0, uid, 1), (1, subuid[0], subuid[1])], [(0, gid, 1), (1, subgid[0], subgid[1])]
 
 
-def _write_maps(pid: int, uids: list[Range], gids: list[Range]) -> None:
+def write_id_maps(pid: int, uids: list[Range], gids: list[Range]) -> None:
     """Map the child ``pid``'s user namespace, with newuidmap/newgidmap when more than one id."""
     if len(uids) == 1 and len(gids) == 1:
         Path(f"/proc/{pid}/setgroups").write_text("deny")
@@ -104,7 +104,7 @@ def _write_maps(pid: int, uids: list[Range], gids: list[Range]) -> None:
             raise RunError(f"{tool} failed: {proc.stderr.strip() or proc.returncode}", hints=SUBID_HINTS)
 
 
-def _payload(fn: Callable[[], object]) -> bytes:
+def result_payload(fn: Callable[[], object]) -> bytes:
     """``fn``'s result as the bytes a helper process sends back: ``R`` + pickle, or ``E`` + the class
     name and message of a PybuildError (anything else becomes a RunError with the traceback)."""
     try:
@@ -116,7 +116,7 @@ def _payload(fn: Callable[[], object]) -> bytes:
 
 
 def _decode(message: bytes, status: int) -> Any:
-    """The result (or the error, raised again) a helper process sent as ``_payload`` bytes."""
+    """The result (or the error, raised again) a helper process sent as ``result_payload`` bytes."""
     if message.startswith(b"R"):
         return pickle.loads(message[1:])
     if message.startswith(b"E"):
@@ -135,9 +135,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def call_in_child(body: Callable[[], bytes], *, new_userns: bool) -> Any:
     """Run ``body`` in a forked child (root in a new user namespace mapped with ``current_id_map``
-    when ``new_userns``), send the ``_payload`` bytes it returns back, and decode them here.
+    when ``new_userns``), send the ``result_payload`` bytes it returns back, and decode them here.
 
-    ``body`` should not raise (wrap it with ``_payload``). A signal or exception in the waiting
+    ``body`` should not raise (wrap it with ``result_payload``). A signal or exception in the waiting
     parent kills the child before it propagates.
     """
     uids, gids = current_id_map() if new_userns else ([], [])
@@ -178,9 +178,9 @@ def call_in_child(body: Callable[[], bytes], *, new_userns: bool) -> Any:
             os.waitpid(pid, 0)
             done = True
             raise RunError("could not create a user namespace", hints=SUBID_HINTS)
-        if new_userns:
-            _write_maps(pid, uids, gids)
-        os.write(go_w, b"1")
+        if new_userns:  # only then does the child wait for the maps (otherwise it may be gone already)
+            write_id_maps(pid, uids, gids)
+            os.write(go_w, b"1")
         chunks = []
         while chunk := os.read(out_r, 1 << 20):
             chunks.append(chunk)
@@ -205,5 +205,5 @@ def run_in_userns(fn: Callable[[], T]) -> T:
     """
     if os.geteuid() == 0:
         return fn()
-    result: T = call_in_child(lambda: _payload(fn), new_userns=True)
+    result: T = call_in_child(lambda: result_payload(fn), new_userns=True)
     return result

@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pybuild.bundle.runtimeconfig import make_runtime_config, resolve_user
-from pybuild.bundle.securejoin import secure_join
 from pybuild.errors import BundleError
 from pybuild.layout import ImageConfig
 from tests.fixtures.tools import CORPORA, runtime_schema_errors
@@ -126,18 +124,3 @@ def test_passwd_symlink_cannot_escape(rootfs: Path, tmp_path: Path) -> None:
     os.symlink(str(host), rootfs / "etc/passwd")  # absolute: resolved inside the root
     with pytest.raises(BundleError):
         resolve_user(rootfs, "evil")
-
-
-def test_secure_join(tmp_path: Path) -> None:
-    root = tmp_path / "r"
-    (root / "a/b").mkdir(parents=True)
-    os.symlink("/a", root / "abs")
-    os.symlink("../../../../..", root / "a/up")
-    os.symlink("loop2", root / "loop1")
-    os.symlink("loop1", root / "loop2")
-    assert secure_join(root, "/abs/b") == root / "a/b"
-    assert secure_join(root, "../../etc") == root / "etc"
-    assert secure_join(root, "a/up/etc/passwd") == root / "etc/passwd"
-    with pytest.raises(BundleError, match="too many levels of symbolic links"):
-        secure_join(root, "loop1/x")
-    shutil.rmtree(root)

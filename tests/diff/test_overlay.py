@@ -234,3 +234,118 @@ def test_directory_changed_within_the_same_second_is_written(tmp_path: Path) -> 
     assert Change("data", "add") in changes and Change("data/gone", "delete") in changes
     os.utime(upper / "data", ns=(second + 100, second + 100))  # exactly as copied up: unchanged
     assert Change("data", "add") not in scan_upperdir(upper, [lower])
+
+
+# --- the format rules (diff/overlay.py) and the stacking of layer directories ----------------------
+
+
+def _stack_layers(tmp_path: Path) -> list[Path]:
+    """Three layer directories (top first) that use every rule."""
+    from pybuild.diff.overlay import make_whiteout, mark_opaque
+
+    top, mid, bottom, hidden = (tmp_path / n for n in ("top", "mid", "bottom", "hidden"))
+    for d in (top, mid, bottom, hidden):
+        d.mkdir()
+    # a whiteout hides the name below it
+    assert make_whiteout(str(top / "gone"))
+    (mid / "gone").write_text("g")
+    # an opaque directory hides the lower content of that directory only
+    (top / "o").mkdir()
+    mark_opaque(top / "o")
+    (top / "o" / "new").write_text("n")
+    (mid / "o" / "old").mkdir(parents=True)
+    # anything but a directory hides what lies below it
+    (top / "f").write_text("file")
+    (mid / "f").mkdir()
+    (mid / "f" / "x").write_text("x")
+    # a layer without the name does not interrupt the stack; one with a non-directory ends it
+    (top / "m").mkdir()
+    (top / "m" / "a").write_text("a")
+    (bottom / "m").mkdir()
+    (bottom / "m" / "c").write_text("c")
+    (mid / "s").mkdir()
+    (mid / "s" / "a").write_text("a")
+    (bottom / "s").write_text("not a directory")
+    (bottom / "only-bottom").write_text("b")
+    # overlay ignores an opaque marker on a layer's root: the layers below still show
+    mark_opaque(bottom)
+    (hidden / "never").write_text("h")
+    return [top, mid, bottom, hidden]
+
+
+EXPECTED_VIEW = ["f", "m", "m/a", "m/c", "never", "o", "o/new", "only-bottom", "s", "s/a"]
+
+
+def test_lower_stack_view_and_entries(tmp_path: Path) -> None:
+    from pybuild.diff.overlay import LowerStack
+
+    layers = _stack_layers(tmp_path)
+    stack = LowerStack(layers)
+    view = stack.view()
+    assert sorted(view) == EXPECTED_VIEW
+    order = list(view)
+    assert all(order.index(p.rpartition("/")[0]) < order.index(p) for p in order if "/" in p)  # parents first
+    assert view["f"].source == str(layers[0] / "f") and stat.S_ISREG(view["f"].st.st_mode)
+    assert view["m/c"].source == str(layers[2] / "m" / "c")
+    for rel, entry in view.items():
+        found = stack.entry(rel)
+        assert found is not None and found.source == entry.source, rel
+    for hidden in ("gone", "o/old", "f/x", "m/b", "nothing/at/all", "s/a/below"):
+        assert stack.entry(hidden) is None, hidden
+    assert stack.dir_layers("m") == [str(layers[0] / "m"), str(layers[2] / "m")]
+    assert stack.dir_layers("f") is None
+
+
+def test_lower_stack_agrees_with_kernel_overlay(tmp_path: Path) -> None:
+    from pybuild.diff.overlay import LowerStack
+
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts overlay directly and runs as root (CI does)")
+    layers = _stack_layers(tmp_path)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    lowers = ":".join(str(p) for p in layers)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lowers},userxattr", str(merged)], check=True
+    )
+    try:
+        seen = sorted(
+            os.path.relpath(os.path.join(d, n), merged)
+            for d, dirs, files in os.walk(merged)
+            for n in dirs + files
+        )
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    assert seen == EXPECTED_VIEW == sorted(LowerStack(layers).view())
+
+
+def test_tar_spelling() -> None:
+    from pybuild.diff.overlay import tar_marker, tar_whiteout
+
+    assert tar_whiteout("x") == ".wh.x"
+    assert tar_marker(".wh.x") == ("whiteout", "x")
+    assert tar_marker(".wh..wh..opq") == ("opaque", "")
+    assert tar_marker("x.wh.") is None and tar_marker("plain") is None
+
+
+def test_whiteout_and_opaque_forms(tmp_path: Path) -> None:
+    from pybuild.diff.overlay import (
+        is_opaque,
+        is_whiteout,
+        is_whiteout_entry,
+        make_whiteout,
+        mark_opaque,
+        opaque_in,
+    )
+
+    assert make_whiteout(str(tmp_path / "w"))
+    st = os.lstat(tmp_path / "w")
+    assert is_whiteout(st) and stat.S_IMODE(st.st_mode) == 0 and is_whiteout_entry(st, {})
+    (tmp_path / "f").write_text("")
+    assert not is_whiteout(os.lstat(tmp_path / "f"))
+    assert is_whiteout_entry(os.lstat(tmp_path / "f"), {"trusted.overlay.whiteout": b"y"})
+    (tmp_path / "d").mkdir()
+    assert not is_opaque(tmp_path / "d")
+    mark_opaque(tmp_path / "d")
+    assert is_opaque(tmp_path / "d") and os.getxattr(tmp_path / "d", "user.overlay.opaque") == b"y"
+    assert opaque_in({"trusted.overlay.opaque": b"y"}) and not opaque_in({"user.overlay.opaque": b"n"})

@@ -20,10 +20,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pybuild.diff import Change, LayerWriter, write_layer, write_tree
-from pybuild.diff.changeset import walk
 from pybuild.diff.compression import CHUNK
 from pybuild.diff.idmap import IdMap
 from pybuild.diff.tarwriter import _header, _keep_xattr, sort_key, tar_name
+from pybuild.diff.trees import walk
 from pybuild.errors import LayerError
 from pybuild.layout import Layout
 

@@ -1,5 +1,6 @@
-"""Layer directories: each layer extracted once, in overlay format, under the store's
-``.pybuild/layers/<diff_id>``, to be stacked as overlay lowerdirs by `pybuild run` and builds."""
+"""Layer directories: each layer extracted once, in overlay format, into the store's private area
+(``PrivateArea.layer_dir``), to be stacked as overlay lowerdirs by `pybuild run` and builds; and the
+gc of that area with the remover it needs (files of subordinate ids go in the user namespace)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from typing import Any
 
 from ..diff import apply_layer, open_layer
 from ..errors import DigestMismatch, LayerError
-from ..layout import Descriptor, Digest, Image, Layout
-from ..run import force_remove, run_in_userns
-
-LAYERS_DIR = ".pybuild/layers"
+from ..layout import Descriptor, Digest, Image, Layout, SweepResult
+from .cleanup import force_remove
+from .userns import run_in_userns
 
 
 class _Hashing:
@@ -42,16 +42,16 @@ def layer_dirs(store: Layout, image: Image) -> list[Path]:
 
 def layer_dir(store: Layout, diff_id: Digest) -> Path:
     """Where the layer with ``diff_id`` is (or will be) extracted in ``store``."""
-    return store.root / LAYERS_DIR / diff_id.encoded
+    return store.private.layer_dir(diff_id)
 
 
 def layer_dirs_of(store: Layout, source: Layout, layers: list[tuple[Descriptor, Digest]]) -> list[Path]:
     """``layers`` (bottom first, blobs in ``source``) as extracted directories in ``store``, top first."""
-    base = store.root / LAYERS_DIR
+    base = store.private.layers
     base.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
     for layer, diff_id in layers:
-        final = base / diff_id.encoded
+        final = store.private.layer_dir(diff_id)
         if not final.is_dir():
             temp = base / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -86,3 +86,9 @@ def layer_dirs_of(store: Layout, source: Layout, layers: list[tuple[Descriptor, 
                 raise LayerError(f"cannot extract layer {layer.digest}: {exc.strerror or exc}") from None
         out.append(final)
     return list(reversed(out))
+
+
+def sweep(store: Layout) -> SweepResult:
+    """The private area's gc (``PrivateArea.sweep``): stale cache records, unused layer directories,
+    workspaces of builds that ended."""
+    return store.private.sweep(store, remove_tree)
