@@ -32,7 +32,7 @@ from .registry import Progress, Registry, pick_manifest, pull, push
 
 @dataclass(frozen=True)
 class ArchiveReference:
-    """``docker-archive:PATH[:NAME:TAG]`` or ``oci-archive:PATH[:TAG]``; ``name`` may be None."""
+    """``docker-archive:PATH[:NAME:TAG]`` or ``oci-archive:PATH[:NAME]``; ``name`` may be None."""
 
     transport: str  # "docker-archive" or "oci-archive"
     path: Path
@@ -66,9 +66,10 @@ def parse_image_reference(text: str) -> ImageReference:
                 if sep and sep2 and "/" not in tail and head2:
                     path, name = head2, f"{repo}:{tail}"
             else:
-                head, sep, tail = rest.rpartition(":")
-                if sep and head and "/" not in tail:
-                    path, name = head, tail
+                # PATH:NAME, split at the first colon as containers/image does: NAME is an OCI
+                # ref.name, which may itself hold `/` and `:` (localhost/app:v1)
+                head, _, tail = rest.partition(":")
+                path, name = head, tail or None
             if not path:
                 raise UsageError(f"invalid reference {text!r}: expected {transport}:PATH")
             return ArchiveReference(transport, Path(path), name)
