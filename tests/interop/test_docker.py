@@ -18,6 +18,7 @@ from tests.fixtures.daemons import Containerd, Dockerd, docker_inspect
 
 from .conftest import (
     APP_OUTPUT,
+    WHITEOUT_OUTPUT,
     Image,
     Images,
     archive_of,
@@ -121,3 +122,24 @@ def test_docker_format_healthcheck_is_kept_and_run(dockerd: Dockerd, images: Ima
         assert status == "healthy", dockerd.docker("inspect", cid).stdout
     finally:
         dockerd.docker("rm", "-f", cid, check=False)
+
+
+def test_docker_archive_named_with_a_registry_port(
+    dockerd: Dockerd, images: Images, root_pybuild: Pybuild, tmp_path: Path
+) -> None:
+    """docker-archive:FILE:localhost:5000/NAME:TAG names the image, not the file (the path was
+    cut at the port before); a name without a tag gets latest, as in containers/image."""
+    image = images.whiteouts["root"]
+    for name, loaded in [
+        ("localhost:5000/interop/ported:v1", "localhost:5000/interop/ported:v1"),
+        ("localhost/interop/untagged", "localhost/interop/untagged:latest"),
+    ]:
+        archive = tmp_path / "named.tar"
+        root_pybuild("copy", "-q", image.name, f"docker-archive:{archive}:{name}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["named.tar"]
+        out = dockerd.docker("load", "-i", str(archive)).stdout
+        assert out.splitlines() == [f"Loaded image: {loaded}"]
+        assert docker_run(dockerd, loaded) == (0, "\n".join(WHITEOUT_OUTPUT) + "\n")
+        back = pybuild_reads_back(root_pybuild, f"docker-archive:{archive}:{name}", "localhost/ported-back")
+        assert_same_image(back, image)
+        archive.unlink()

@@ -40,7 +40,13 @@ def test_parse_image_reference() -> None:
     assert parse_image_reference("oci-archive:/tmp/a.tar:v2") == ArchiveReference(
         "oci-archive", Path("/tmp/a.tar"), "v2"
     )
-    # the name after the first colon is the whole OCI ref.name, as containers/image reads it
+    # the name after the first colon is the whole name, as containers/image reads it
+    assert parse_image_reference("docker-archive:/tmp/a.tar:localhost:5000/app:v1") == ArchiveReference(
+        "docker-archive", Path("/tmp/a.tar"), "localhost:5000/app:v1"
+    )
+    assert parse_image_reference("docker-archive:/tmp/a.tar:app") == ArchiveReference(
+        "docker-archive", Path("/tmp/a.tar"), "app:latest"
+    )
     assert parse_image_reference("oci-archive:/tmp/a.tar:localhost/app:v1") == ArchiveReference(
         "oci-archive", Path("/tmp/a.tar"), "localhost/app:v1"
     )
