@@ -8,6 +8,9 @@ digest and diff_ids, and what pybuild wrote passes its check and oci-image-tool 
 
 from __future__ import annotations
 
+import json
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from tests.fixtures.daemons import Containerd
 
 from .conftest import (
     APP_OUTPUT,
+    WHITEOUT_OUTPUT,
     Images,
     archive_manifest,
     archive_of,
@@ -31,6 +35,7 @@ pytestmark = pytest.mark.slow
 
 KINDS = ["oci-archive", "docker-archive"]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
@@ -94,3 +99,22 @@ def test_ctr_export_of_pybuild_docker_archive_is_read_back(
     back = pybuild_reads_back(root_pybuild, f"oci-archive:{exported}:v1", "localhost/back-docker-oci:v1")
     assert_same_image(back, app)
     assert back.manifest_media_type == DOCKER_MANIFEST
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_ctr_runs_pybuild_oci_archive_compressed_otherwise(
+    containerd: Containerd, images: Images, root_pybuild: Pybuild, tmp_path: Path, compression: str
+) -> None:
+    """`pybuild copy --compression zstd|none` to an oci-archive: containerd unpacks those layers too
+    (whiteouts included) and keeps the manifest pybuild wrote."""
+    image = images.whiteouts["root"]
+    name = f"localhost/interop/{compression}:v1"
+    archive = tmp_path / "a.tar"
+    root_pybuild("copy", "-q", "--compression", compression, image.name, f"oci-archive:{archive}:{name}")
+    blob = "blobs/" + archive_manifest(archive).replace(":", "/")
+    with tarfile.open(archive) as tar:
+        manifest = json.loads(tar.extractfile(blob).read())  # type: ignore[union-attr]
+    media_type = {"zstd": OCI_LAYER + "+zstd", "none": OCI_LAYER}[compression]
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [media_type] * len(image.diff_ids)
+    ctr_import(containerd, replace(image, name=name, oci_archive=archive), "oci-archive")
+    assert ctr_run(containerd, name) == (0, "\n".join(WHITEOUT_OUTPUT) + "\n")

@@ -69,6 +69,11 @@ def test_docker_inspect_shows_the_config_pybuild_wrote(dockerd: Dockerd, images:
     assert config["User"] == "1234:1234" and config["WorkingDir"] == "/app"
     assert config["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
     assert config["Labels"] == {"org.example.interop": "yes", "org.example.built-by": "pybuild"}
+    # docker history pairs each non-empty history entry with a layer: pybuild's empty_layer marks
+    # must agree with its diff_ids for the rows to come out as pybuild wrote them (newest first)
+    rows = dockerd.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", app.name).stdout
+    assert rows.splitlines() == [h.get("created_by", "") for h in reversed(app.config["history"])]
+    assert sum(not h.get("empty_layer", False) for h in app.config["history"]) == len(app.diff_ids)
 
 
 def test_docker_save_is_read_back_by_pybuild(
