@@ -12,7 +12,7 @@ import itertools
 import json
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,30 +108,34 @@ class RootlessBuilder:
         return proc
 
     def build(self, name: str, containerfile: str, *extra: str, **files: str) -> Image:
-        ctx = self.home / name.replace("/", "_").replace(":", "_")
-        ctx.mkdir()
-        (ctx / "Containerfile").write_text(containerfile)
-        for file, text in files.items():
-            (ctx / file).write_text(text)
-        subprocess.run(["chown", "-R", TEST_USER, str(ctx)], check=True)
-        self("build", "-q", "-t", name, *extra, str(ctx))
-        oci, docker = ctx.with_suffix(".oci.tar"), ctx.with_suffix(".docker.tar")
-        self("copy", "-q", name, f"oci-archive:{oci}:{name}")
-        self("copy", "-q", name, f"docker-archive:{docker}:{name}")
-        self("check")
-        return _read(self.store, name, oci, docker)
+        return build_image(self, self.home, self.store, name, containerfile, *extra, owner=TEST_USER, **files)
 
 
-def build_as_root(pb: Pybuild, name: str, containerfile: str) -> Image:
-    ctx = pb.scratch / name.replace("/", "_").replace(":", "_")
+def build_image(
+    pb: Callable[..., object],
+    where: Path,
+    store: Path,
+    name: str,
+    containerfile: str,
+    *extra: str,
+    owner: str | None = None,
+    **files: str,
+) -> Image:
+    """`pybuild build -t NAME` of a context made under ``where`` (owned by ``owner``), then the
+    image written as oci-archive:FILE:NAME and docker-archive:FILE:NAME, and the store checked."""
+    ctx = where / name.replace("/", "_").replace(":", "_")
     ctx.mkdir()
     (ctx / "Containerfile").write_text(containerfile)
-    pb("build", "-q", "-t", name, str(ctx))
+    for file, text in files.items():
+        (ctx / file).write_text(text)
+    if owner is not None:
+        subprocess.run(["chown", "-R", owner, str(ctx)], check=True)
+    pb("build", "-q", "-t", name, *extra, str(ctx))
     oci, docker = ctx.with_suffix(".oci.tar"), ctx.with_suffix(".docker.tar")
     pb("copy", "-q", name, f"oci-archive:{oci}:{name}")
     pb("copy", "-q", name, f"docker-archive:{docker}:{name}")
-    pb.check()
-    return _read(pb.store, name, oci, docker)
+    pb("check")
+    return _read(store, name, oci, docker)
 
 
 @dataclass(frozen=True)
@@ -153,8 +157,9 @@ def images(root_pybuild: Pybuild) -> Iterator[Images]:
         rootless = RootlessBuilder(home, root_pybuild)
         app = rootless.build("localhost/interop/app:v1", APP, **{"greeting.txt": "hi there\n"})
         health = rootless.build("localhost/interop/health:v1", HEALTH, "--format", "docker")
+        pb = root_pybuild
         whiteouts = {
-            "root": build_as_root(root_pybuild, "localhost/interop/whiteouts-root:v1", WHITEOUTS),
+            "root": build_image(pb, pb.scratch, pb.store, "localhost/interop/whiteouts-root:v1", WHITEOUTS),
             "rootless": rootless.build("localhost/interop/whiteouts-rootless:v1", WHITEOUTS),
         }
         yield Images(app, health, whiteouts)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.layout import mediatype
 from tests.fixtures.cli import Pybuild
 from tests.fixtures.daemons import Containerd
 
@@ -34,9 +35,6 @@ from .conftest import (
 pytestmark = pytest.mark.slow
 
 KINDS = ["oci-archive", "docker-archive"]
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -75,7 +73,7 @@ def test_ctr_export_of_pybuild_oci_archive_is_read_back(
         )
         if source.startswith("oci-archive:"):
             assert back.manifest_digest == archive_manifest(archive_of(app, "oci-archive"))
-            assert back.manifest_media_type == OCI_MANIFEST
+            assert back.manifest_media_type == mediatype.OCI_MANIFEST
         validate_copy(root_pybuild, back.name, tmp_path / f"layout{n}")
 
 
@@ -98,7 +96,7 @@ def test_ctr_export_of_pybuild_docker_archive_is_read_back(
     # oci-image-tool refuses: not converted, unlike skopeo)
     back = pybuild_reads_back(root_pybuild, f"oci-archive:{exported}:v1", "localhost/back-docker-oci:v1")
     assert_same_image(back, app)
-    assert back.manifest_media_type == DOCKER_MANIFEST
+    assert back.manifest_media_type == mediatype.DOCKER_MANIFEST
 
 
 @pytest.mark.parametrize("compression", ["zstd", "none"])
@@ -114,7 +112,7 @@ def test_ctr_runs_pybuild_oci_archive_compressed_otherwise(
     blob = "blobs/" + archive_manifest(archive).replace(":", "/")
     with tarfile.open(archive) as tar:
         manifest = json.loads(tar.extractfile(blob).read())  # type: ignore[union-attr]
-    media_type = {"zstd": OCI_LAYER + "+zstd", "none": OCI_LAYER}[compression]
+    media_type = {"zstd": mediatype.OCI_LAYER_ZSTD, "none": mediatype.OCI_LAYER}[compression]
     assert [layer["mediaType"] for layer in manifest["layers"]] == [media_type] * len(image.diff_ids)
     ctr_import(containerd, replace(image, name=name, oci_archive=archive), "oci-archive")
     assert ctr_run(containerd, name) == (0, "\n".join(WHITEOUT_OUTPUT) + "\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.layout import mediatype
 from tests.fixtures.cli import Pybuild
 from tests.fixtures.daemons import Containerd, Dockerd, docker_inspect
 
@@ -30,8 +31,6 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.slow
-
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 def docker_load(dockerd: Dockerd, image: Image) -> None:
@@ -110,7 +109,7 @@ def test_docker_load_of_pybuild_oci_archive(dockerd: Dockerd, containerd: Contai
 
 def test_docker_format_healthcheck_is_kept_and_run(dockerd: Dockerd, images: Images) -> None:
     health = images.health
-    assert health.manifest_media_type == DOCKER_MANIFEST
+    assert health.manifest_media_type == mediatype.DOCKER_MANIFEST
     wrote = health.runtime["Healthcheck"]
     check = ["CMD-SHELL", "test -f /tmp/ready"]
     assert wrote == {"Test": check, "Interval": 10**9, "Timeout": 3 * 10**9, "Retries": 3}
