@@ -15,6 +15,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   uidmap busybox-static fuse-overlayfs iproute2 procps util-linux
   umoci skopeo runc oci-image-tool docker-registry buildah jq apache2-utils debootstrap
+  containerd docker.io qemu-user-static
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -22,8 +23,19 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
+  # containerd and docker.io would start their system services from their maintainer scripts: the
+  # tests start private daemons instead (tests/fixtures/daemons.py), so a policy-rc.d that denies
+  # every start (Debian's documented switch) is in place during the install when none is there.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 0755 "$policy"
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$policy" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
 fi
 
 PY=/usr/bin/python3

@@ -32,7 +32,7 @@ from .registry import Progress, Registry, pick_manifest, pull, push
 
 @dataclass(frozen=True)
 class ArchiveReference:
-    """``docker-archive:PATH[:NAME:TAG]`` or ``oci-archive:PATH[:TAG]``; ``name`` may be None."""
+    """``docker-archive:PATH[:NAME:TAG]`` or ``oci-archive:PATH[:NAME]``; ``name`` may be None."""
 
     transport: str  # "docker-archive" or "oci-archive"
     path: Path
@@ -58,20 +58,14 @@ def parse_image_reference(text: str) -> ImageReference:
     for transport in ("docker-archive", "oci-archive"):
         if text.startswith(f"{transport}:"):
             rest = text[len(transport) + 1 :]
-            path, name = rest, None
-            if transport == "docker-archive":
-                # PATH:NAME:TAG — the name has a tag, so at least two colons after the path
-                head, sep, tail = rest.rpartition(":")
-                head2, sep2, repo = head.rpartition(":")
-                if sep and sep2 and "/" not in tail and head2:
-                    path, name = head2, f"{repo}:{tail}"
-            else:
-                head, sep, tail = rest.rpartition(":")
-                if sep and head and "/" not in tail:
-                    path, name = head, tail
+            # PATH:NAME, split at the first colon as containers/image does: the name may hold
+            # `/` and `:` itself (localhost:5000/app:v1, an OCI ref.name like localhost/app:v1)
+            path, _, name = rest.partition(":")
+            if transport == "docker-archive" and name and ":" not in name.rsplit("/", 1)[-1]:
+                name += ":latest"  # RepoTags are NAME:TAG; containers/image adds latest too
             if not path:
                 raise UsageError(f"invalid reference {text!r}: expected {transport}:PATH")
-            return ArchiveReference(transport, Path(path), name)
+            return ArchiveReference(transport, Path(path), name or None)
     ref = parse_reference(text)
     return LayoutReference(ref.transport, ref.name, ref.path)
 

@@ -40,6 +40,19 @@ def test_parse_image_reference() -> None:
     assert parse_image_reference("oci-archive:/tmp/a.tar:v2") == ArchiveReference(
         "oci-archive", Path("/tmp/a.tar"), "v2"
     )
+    # the name after the first colon is the whole name, as containers/image reads it
+    assert parse_image_reference("docker-archive:/tmp/a.tar:localhost:5000/app:v1") == ArchiveReference(
+        "docker-archive", Path("/tmp/a.tar"), "localhost:5000/app:v1"
+    )
+    assert parse_image_reference("docker-archive:/tmp/a.tar:app") == ArchiveReference(
+        "docker-archive", Path("/tmp/a.tar"), "app:latest"
+    )
+    assert parse_image_reference("oci-archive:/tmp/a.tar:localhost/app:v1") == ArchiveReference(
+        "oci-archive", Path("/tmp/a.tar"), "localhost/app:v1"
+    )
+    assert parse_image_reference("oci-archive:/tmp/a.tar") == ArchiveReference(
+        "oci-archive", Path("/tmp/a.tar"), None
+    )
     assert parse_image_reference("oci:/tmp/dir:t") == LayoutReference("oci", "t", Path("/tmp/dir"))
     assert parse_image_reference("app:v1") == LayoutReference("store", "docker.io/library/app:v1", None)
 
@@ -126,6 +139,31 @@ def test_oci_archive_round_trip_with_skopeo(tmp_path: Path) -> None:
     back = Layout.create(tmp_path / "back")
     assert read_oci_archive(sk_archive, back, "v9", "mine").digest == desc.digest
     check(back.root, "mine")
+
+
+def test_oci_archive_named_like_an_image_is_read_by_skopeo(tmp_path: Path) -> None:
+    """`oci-archive:FILE:localhost/app:v1` writes FILE with the ref.name `localhost/app:v1` (it
+    made a directory `FILE:localhost` before), and skopeo and pybuild find the image by that name."""
+    store = ImageStore.at(tmp_path / "store")
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    copy_image(f"oci:{src.root}:v1", "localhost/app:v1", store=store)
+    archive = tmp_path / "named.tar"
+    copy_image("localhost/app:v1", f"oci-archive:{archive}:localhost/app:v1", store=store)
+    assert archive.is_file() and not (tmp_path / "named.tar:localhost").exists()
+    with tarfile.open(archive) as tar:
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
+        "localhost/app:v1"
+    ]
+    out = tmp_path / "out"
+    skopeo("copy", f"oci-archive:{archive}:localhost/app:v1", f"oci:{out}:t")
+    check(out, "t")
+    got = copy_image(f"oci-archive:{archive}:localhost/app:v1", f"oci:{tmp_path / 'back'}:b", store=store)
+    check(tmp_path / "back", "b")
+    copied = Layout.open(out)
+    assert load_image(copied, copied.resolve("t")).diff_ids == load_image(src, desc).diff_ids
+    assert got.digest == copied.resolve("t").digest
 
 
 def test_copy_image_between_transports(tmp_path: Path) -> None:
