@@ -24,9 +24,11 @@ from .image import (
 from .imagelayout import Layout
 from .imagestore import ImageStore, default_store_path
 from .reference import ImageName, Reference, parse_name, parse_reference
+from .referrers import EMPTY_DESCRIPTOR, attach, referrers
 from .store import BlobStore, BlobWriter
 
 __all__ = [
+    "EMPTY_DESCRIPTOR",
     "REF_NAME",
     "BlobStore",
     "BlobWriter",
@@ -44,6 +46,7 @@ __all__ = [
     "OciLayoutFile",
     "Platform",
     "Reference",
+    "attach",
     "check_layout",
     "commit_image",
     "copy_blobs",
@@ -62,5 +65,6 @@ __all__ = [
     "read_index",
     "read_manifest",
     "referenced_blobs",
+    "referrers",
     "select_manifest",
 ]
