@@ -1,4 +1,4 @@
-"""DESIGN.md's import directions: errors <- layout, diff, run <- bundle, remote <- build <- cli."""
+"""DESIGN.md's import directions: errors <- layout, diff, run <- bundle, remote, attest <- build <- cli."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ ALLOWED: dict[str, set[str]] = {
     "run": {"errors"},
     "bundle": {"errors", "layout", "diff", "run"},
     "remote": {"errors", "layout", "diff"},
-    "build": {"errors", "layout", "diff", "run", "bundle", "remote"},
-    "cli": {"errors", "layout", "diff", "run", "bundle", "remote", "build"},
+    "attest": {"errors", "layout", "diff"},
+    "build": {"errors", "layout", "diff", "run", "bundle", "remote", "attest"},
+    "cli": {"errors", "layout", "diff", "run", "bundle", "remote", "build", "attest"},
 }
 
 
