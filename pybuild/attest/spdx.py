@@ -48,7 +48,7 @@ def _actor(text: str | None) -> Any:
 
 def spdx_document(inventory: Inventory, *, name: str, created: datetime) -> bytes:
     """The SPDX 2.3 JSON SBOM of ``inventory``; ``name`` names the image (its reference)."""
-    from license_expression import get_spdx_licensing
+    from license_expression import Licensing
     from spdx_tools.spdx.jsonschema.document_converter import DocumentConverter
     from spdx_tools.spdx.model.actor import Actor, ActorType
     from spdx_tools.spdx.model.checksum import Checksum, ChecksumAlgorithm
@@ -60,7 +60,7 @@ def spdx_document(inventory: Inventory, *, name: str, created: datetime) -> byte
     from spdx_tools.spdx.model.spdx_no_assertion import SpdxNoAssertion
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-    licensing = get_spdx_licensing()
+    licensing = Licensing()  # the expression is SPDX already: parse it as it is, no aliases
     created = utc(created)
     image_id = "SPDXRef-Image"
     image = SpdxPackage(

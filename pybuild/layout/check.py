@@ -94,6 +94,14 @@ def check_layout(layout: Layout, roots: list[Descriptor] | None = None) -> list[
     def check_manifest(manifest: Manifest, desc: Descriptor) -> None:
         name = f"manifest {desc.digest} in {layout.label}"
         config_desc = manifest.config
+        artifact_type = manifest.to_dict().get("artifactType")
+        if config_desc.media_type == mediatype.OCI_EMPTY and artifact_type is None:
+            problems.append(f"{name}: its config is empty but it has no artifactType (manifest.md)")
+        if desc.artifact_type is not None and desc.artifact_type != (artifact_type or config_desc.media_type):
+            problems.append(
+                f"{name}: listed with artifactType {desc.artifact_type}, but it is "
+                f"{artifact_type or config_desc.media_type}"
+            )
         image_layers = [layer for layer in manifest.layers if layer.media_type in mediatype.LAYERS]
         if config_desc.media_type in mediatype.CONFIGS:
             raw = _read_doc(layout, config_desc, problems)
