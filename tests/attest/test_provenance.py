@@ -71,33 +71,17 @@ def test_statement_records_the_build() -> None:
     assert run["metadata"] == {"startedOn": "2024-01-02T03:04:05Z", "finishedOn": "2024-01-02T03:05:00Z"}
 
 
+def pinned(started: datetime, finished: datetime) -> BuildRecord:
+    """RECORD for a build that ran from ``started`` to ``finished`` under SOURCE_DATE_EPOCH=1700000000."""
+    started, finished = reproducible_times(started, finished, 1700000000)
+    return replace(RECORD, started=started, finished=finished)
+
+
 def test_same_record_same_bytes_and_epoch_pins_the_times() -> None:
     assert provenance_statement(RECORD) == provenance_statement(replace(RECORD))
     # two builds at different times under SOURCE_DATE_EPOCH give identical statements
-    first = replace(
-        RECORD,
-        **dict(
-            zip(
-                ("started", "finished"),
-                reproducible_times(
-                    datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 0, 1, tzinfo=UTC), 1700000000
-                ),
-                strict=True,
-            )
-        ),
-    )
-    second = replace(
-        RECORD,
-        **dict(
-            zip(
-                ("started", "finished"),
-                reproducible_times(
-                    datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 6, 1, 0, 9, tzinfo=UTC), 1700000000
-                ),
-                strict=True,
-            )
-        ),
-    )
+    first = pinned(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 0, 1, tzinfo=UTC))
+    second = pinned(datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 6, 1, 0, 9, tzinfo=UTC))
     assert provenance_statement(first) == provenance_statement(second)
     assert json.loads(provenance_statement(first))["predicate"]["runDetails"]["metadata"] == {
         "startedOn": "2023-11-14T22:13:20Z",

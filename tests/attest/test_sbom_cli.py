@@ -123,18 +123,27 @@ def copy_for_test_user(src: Path, home: Path) -> Path:
     return dst
 
 
-def dpkg_query(admindir: Path) -> dict[str, str]:
-    proc = subprocess.run(
-        ["dpkg-query", f"--admindir={admindir}", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+DPKG_QUERY = ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"]
+
+
+def installed(dpkg_query_output: str) -> dict[str, str]:
+    """name -> version of the installed ("ii") packages in DPKG_QUERY's output."""
     return {
         name: version
-        for name, version, status in (line.split("\t") for line in proc.stdout.splitlines())
+        for name, version, status in (line.split("\t") for line in dpkg_query_output.splitlines())
         if status.strip() == "ii"
     }
+
+
+def user_pybuild(home: Path, timeout: float) -> Any:
+    """`pybuild ARGS` as the test user with a store in ``home``, failing the test if it fails."""
+
+    def pb(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = as_test_user([PYBUILD, *args], home, {"PYBUILD_STORE": str(home / "store")}, timeout=timeout)
+        assert proc.returncode == 0, f"pybuild {' '.join(args)}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc
+
+    return pb
 
 
 @pytest.mark.slow
@@ -142,15 +151,12 @@ def dpkg_query(admindir: Path) -> dict[str, str]:
 def test_debian_sbom_lists_every_dpkg_package_rootless(debian_layout: Path, user_home: Path) -> None:
     from tests.fixtures.debian import debian_rootfs
 
-    expected = dpkg_query(debian_rootfs() / "var/lib/dpkg")
+    admindir = debian_rootfs() / "var/lib/dpkg"
+    query = subprocess.run([DPKG_QUERY[0], f"--admindir={admindir}", *DPKG_QUERY[1:]], capture_output=True)
+    expected = installed(query.stdout.decode())
     assert len(expected) > 50
     oci = copy_for_test_user(debian_layout, user_home)
-    env = {"PYBUILD_STORE": str(user_home / "store")}
-
-    def pb(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = as_test_user([PYBUILD, *args], user_home, env, timeout=300)
-        assert proc.returncode == 0, f"pybuild {' '.join(args)}: {proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-        return proc
+    pb = user_pybuild(user_home, 300)
 
     spdx = pb("sbom", f"oci:{oci}:latest")
     assert spdx.stderr == ""  # nothing skipped
@@ -191,25 +197,13 @@ def test_python_package_installed_in_a_run_step_is_in_the_sbom_rootless(
     (ctx / "Containerfile").write_text(PYTHON_CONTAINERFILE)
     subprocess.run(["chown", "-R", "pybuild-test", str(ctx)], check=True)
     oci = copy_for_test_user(debian_layout, user_home)
-    env = {"PYBUILD_STORE": str(user_home / "store")}
-
-    def pb(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = as_test_user([PYBUILD, *args], user_home, env, timeout=600)
-        assert proc.returncode == 0, f"pybuild {' '.join(args)}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        return proc
+    pb = user_pybuild(user_home, 600)
 
     pb("copy", f"oci:{oci}:latest", "debian")
     pb("build", "-t", "localhost/py", str(ctx))
     six_version = pb("run", "localhost/py", "--", "cat", "/six-version").stdout.strip()
     # dpkg-query inside the image, run by pybuild
-    inside = pb(
-        "run", "localhost/py", "--", "dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"
-    )
-    expected = {
-        name: version
-        for name, version, status in (line.split("\t") for line in inside.stdout.splitlines())
-        if status.strip() == "ii"
-    }
+    expected = installed(pb("run", "localhost/py", "--", *DPKG_QUERY).stdout)
     assert "python3-six" in expected and "python3" in expected
     proc = pb("sbom", "localhost/py")
     assert proc.stderr == ""
