@@ -60,18 +60,25 @@ def _known(licensing: Any, key: str) -> str | None:
 
 @functools.cache
 def spdx_license(text: str) -> License:
-    """``text`` ("GPL-2+ or Apache-2.0", "MIT License", "BSD-3-clause") as an SPDX expression."""
-    from license_expression import ExpressionError, LicenseSymbol, LicenseWithExceptionSymbol
-
+    """``text`` ("GPL-2+ or Apache-2.0", "MIT License", "BSD-3-clause") as an SPDX expression; text
+    that is no expression at all becomes one ``LicenseRef-``."""
     text = " ".join(text.split())
-    whole = License(text, license_ref(text), ((license_ref(text), text),))
-    licensing = _licensing()
     try:
-        parsed = licensing.parse(text, validate=False)
-    except ExpressionError:
-        return whole
+        found = _parse(text)
+    except Exception:  # the parser fails in many ways (even IndexError) on text that is no expression
+        found = None
+    if found is None:
+        return License(text, license_ref(text), ((license_ref(text), text),))
+    return found
+
+
+def _parse(text: str) -> License | None:
+    from license_expression import LicenseSymbol, LicenseWithExceptionSymbol
+
+    licensing = _licensing()
+    parsed = licensing.parse(text, validate=False)
     if parsed is None:
-        return whole
+        return None
     refs: dict[str, str] = {}
     substitutions = {}
     for symbol in licensing.license_symbols(parsed, unique=True, decompose=False):
@@ -90,7 +97,7 @@ def spdx_license(text: str) -> License:
     expression = str(parsed.subs(substitutions)) if substitutions else str(parsed)
     check = licensing.validate(expression)
     if [s for s in check.invalid_symbols if not str(s).startswith("LicenseRef-")]:
-        return whole
+        return None
     return License(text, expression, tuple(sorted(refs.items())))
 
 

@@ -11,85 +11,18 @@ from pybuild.attest import inventory, read_image_files
 from pybuild.errors import PybuildError
 from pybuild.layout import Layout, load_image
 from tests.fixtures.images import make_image, tar_entries
+from tests.fixtures.packages import (
+    ALPINE_RELEASE,
+    APK_DB,
+    COPYRIGHT,
+    METADATA,
+    OS_RELEASE,
+    PKG_INFO,
+    SITE,
+    STATUS_A,
+    STATUS_B,
+)
 from tests.fixtures.tools import validate_layout
-
-STATUS_A = b"""Package: base-files
-Status: install ok installed
-Maintainer: Santiago Vila <sanvila@debian.org>
-Architecture: amd64
-Version: 12.4+deb12u5
-
-Package: libc6
-Status: install ok installed
-Architecture: amd64
-Source: glibc
-Version: 2.36-9+deb12u4
-Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>
-Description: GNU C Library: Shared libraries
- Contains the standard libraries that are used by nearly all programs on
- the system.
-
-Package: gone
-Status: deinstall ok config-files
-Architecture: amd64
-Version: 1.0
-"""
-STATUS_B = b"""Package: base-files
-Status: install ok installed
-Architecture: amd64
-Version: 12.5
-"""
-OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
-COPYRIGHT = b"""Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-
-Files: *
-Copyright: 1991-2023 Free Software Foundation, Inc.
-License: LGPL-2.1+
-
-Files: debian/*
-Copyright: 2000 somebody
-License: GPL-2+ or Expat
-"""
-APK_DB = b"""C:Q1abc=
-P:musl
-V:1.2.4-r2
-A:x86_64
-S:383152
-I:622592
-T:the musl c library (libc) implementation
-U:https://musl.libc.org/
-L:MIT
-o:musl
-m:Timo Ter\xc3\xa4s <timo.teras@iki.fi>
-F:lib
-R:ld-musl-x86_64.so.1
-
-P:busybox-binsh
-V:1.36.1-r5
-A:x86_64
-L:GPL-2.0-only
-o:busybox
-m:S\xc3\xb6ren Tempel <soeren+alpine@soeren-tempel.net>
-"""
-ALPINE_RELEASE = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.18.4\n'
-METADATA = b"""Metadata-Version: 2.1
-Name: Requests_Toolbelt
-Version: 1.0.0
-Summary: A utility belt
-Author: Ian Cordasco, Cory Benfield
-Author-email: graffatcolmingov@gmail.com
-License: Apache 2.0
-Classifier: License :: OSI Approved :: Apache Software License
-
-Long description here.
-"""
-PKG_INFO = b"""Metadata-Version: 1.1
-Name: six
-Version: 1.16.0
-Author: Benjamin Peterson
-License: MIT
-"""
-SITE = "usr/local/lib/python3.11/site-packages"
 
 
 def image(tmp_path: Path, *layers: dict[str, bytes | str | None]) -> tuple[Layout, object]:

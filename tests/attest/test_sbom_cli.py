@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pybuild.layout import Layout
-from tests.attest.test_inventory import SITE, STATUS_A
 from tests.fixtures.images import make_image, tar_entries
+from tests.fixtures.packages import SITE, STATUS_A
 from tests.fixtures.rootless import PYBUILD, as_test_user
 from tests.fixtures.tools import validate_layout
 

@@ -12,8 +12,8 @@ import pytest
 
 from pybuild.attest import Inventory, cyclonedx_document, inventory, spdx_document
 from pybuild.layout import Layout
-from tests.attest.test_inventory import APK_DB, COPYRIGHT, METADATA, OS_RELEASE, SITE, STATUS_A
 from tests.fixtures.images import make_image, tar_entries
+from tests.fixtures.packages import APK_DB, COPYRIGHT, METADATA, OS_RELEASE, SITE, STATUS_A
 
 CREATED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
