@@ -368,7 +368,7 @@ def sbom(
         created = datetime.fromtimestamp(timestamp, UTC)
     else:
         created = parse_created(now_rfc3339()) or datetime.now(UTC)
-    name = found.name or ref
+    name = ref if ref.startswith("oci:") else (found.name or ref)  # an oci: layout's tags are bare
     if sbom_format == "spdx":
         data, media_type = attest.spdx_document(inventory, name=name, created=created), attest.SPDX_JSON
     else:

@@ -49,6 +49,7 @@ def test_sbom_of_a_layout_image_with_bad_input_warns_once_each(pybuild_cli: Any,
         f"warning: /{SITE}/bad-1.dist-info/METADATA: bad metadata ('?' is invalid for 'version'), skipped",
     ]
     document = json.loads(out.read_bytes())
+    assert document["name"] == f"oci:{oci}:latest"
     assert spdx_packages(document, "deb") == {"base-files": "12.4+deb12u5", "libc6": "2.36-9+deb12u4"}
     assert document["creationInfo"]["created"] == "2023-11-14T22:13:20Z"
     assert document["comment"] == "pybuild skipped:\n" + "\n".join(w[len("warning: ") :] for w in warnings)
@@ -70,6 +71,8 @@ def test_sbom_attach_inspect_referrers_and_gc_in_the_store(pybuild_cli: Any, bus
     first = proc.stdout.split()
     assert first[:2] == ["attached", "application/spdx+json"] and first[4] == image["digest"]
     pybuild_cli("sbom", "--attach", "--format", "cyclonedx", "--timestamp", "0", "localhost/bb")
+    spdx = json.loads(pybuild_cli("sbom", "localhost/bb", check=False).stdout)
+    assert spdx["name"] == "localhost/bb:latest"
     listed = json.loads(pybuild_cli("inspect", "--referrers", "--json", "localhost/bb").stdout)
     assert [(r["artifactType"], r["subject"]) for r in listed] == [
         ("application/spdx+json", image["digest"]),
