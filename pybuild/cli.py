@@ -315,14 +315,22 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     creds: str | None = CredsOption,
     tls_verify: bool = TlsOption,
+    referrers: bool = typer.Option(
+        False, "--referrers", help="List the OCI 1.1 artifacts (SBOMs, provenance, ...) referring to it."
+    ),
 ) -> None:
     """Show an image's manifest and config (docker:// references are read without pulling layers)."""
     name: str | None
     if ref.startswith("docker://"):
+        if referrers:
+            raise UsageError(f"--referrers lists the store's and oci: layouts' artifacts, not {ref}'s")
         image, name = _remote_image(ref, creds, tls_verify)
     else:
         found = locate(_state(ctx), ref)
         image, name = load_image(found.layout, found.descriptor), found.name
+        if referrers:
+            _print_referrers(found.layout, [found.descriptor, image.descriptor], as_json)
+            return
     if raw:
         data = image.config.to_bytes() if config else image.manifest.to_bytes()
         sys.stdout.buffer.write(data)
@@ -356,6 +364,101 @@ def inspect(
         mark = " (empty)" if entry.get("empty_layer") else ""
         lines.append(f"  {entry.get('created_by', '')}{mark}")
     typer.echo("\n".join(lines))
+
+
+def _print_referrers(layout: Layout, subjects: list[Descriptor], as_json: bool) -> None:
+    """The artifacts referring to ``subjects`` (a tagged index and the manifest chosen from it)."""
+    from .layout import referrers
+
+    found = []
+    for subject in dict.fromkeys(s.digest for s in subjects):
+        found += [(subject, r) for r in referrers(layout, subject)]
+    if as_json:
+        echo_json(
+            [
+                {**r.to_dict(), "subject": str(subject)}  # mediaType, digest, size, artifactType, annotations
+                for subject, r in found
+            ]
+        )
+        return
+    rows = [
+        [
+            r.artifact_type or "-",
+            str(r.digest),
+            human_size(r.size),
+            ", ".join(f"{k}={v}" for k, v in sorted(r.annotations.items())) or "-",
+        ]
+        for _, r in found
+    ]
+    print_table(["ARTIFACT TYPE", "DIGEST", "SIZE", "ANNOTATIONS"], rows)
+
+
+@app.command()
+def sbom(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME[:TAG], an image ID, or oci:DIR[:TAG]."),
+    sbom_format: str = typer.Option("spdx", "--format", help="spdx (SPDX 2.3 JSON) or cyclonedx (1.5 JSON)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the document to FILE."),
+    attach: bool = typer.Option(False, "--attach", help="Store it as an OCI 1.1 referrer of the image."),
+    platform: str | None = PlatformOption,
+    timestamp: int | None = typer.Option(
+        None, "--timestamp", help="Its creation time in seconds since the epoch (SOURCE_DATE_EPOCH, or now)."
+    ),
+) -> None:
+    """Make an SBOM of an image: its Debian, Alpine and Python packages, and its layers."""
+    from . import attest
+    from .layout import attach as attach_artifact
+    from .layout import parse_platform
+    from .layout.document import parse_created
+
+    if sbom_format not in ("spdx", "cyclonedx"):
+        raise UsageError(f"--format {sbom_format!r}: expected spdx or cyclonedx")
+    found = locate(_state(ctx), ref)
+    inventory = attest.inventory(
+        found.layout, found.descriptor, parse_platform(platform) if platform else None
+    )
+    for line in inventory.skipped:
+        print(f"warning: {_one_line(line)}", file=sys.stderr)
+    if timestamp is not None:
+        created = datetime.fromtimestamp(timestamp, UTC)
+    else:
+        created = parse_created(now_rfc3339()) or datetime.now(UTC)
+    name = ref if ref.startswith("oci:") else (found.name or ref)  # an oci: layout's tags are bare
+    if sbom_format == "spdx":
+        data, media_type = attest.spdx_document(inventory, name=name, created=created), attest.SPDX_JSON
+    else:
+        data = attest.cyclonedx_document(inventory, name=name, created=created)
+        media_type = attest.CYCLONEDX_JSON
+    if output is not None:
+        _write_file(output, data)
+    elif not attach:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    if attach:
+        stamp = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+        artifact = attach_artifact(
+            found.layout,
+            inventory.image,
+            media_type,
+            media_type,
+            data,
+            {"org.opencontainers.image.created": stamp},
+        )
+        typer.echo(
+            f"attached {media_type} {artifact.digest} to {inventory.image.digest} in {found.layout.label}"
+        )
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temp file beside it, then a rename)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 REMOTE_PREFIXES = ("docker://", "docker-archive:", "oci-archive:")
@@ -634,6 +737,8 @@ def gc_command(
         f"removed {len(result.removed)} blobs ({human_size(result.freed)}) "
         f"and {result.temp_files} temp files from {target.label}"
     )
+    if result.referrers:
+        typer.echo(f"removed {len(result.referrers)} artifacts whose subject is gone")
     if isinstance(target, ImageStore):
         from .run.layers import sweep
 

@@ -122,3 +122,10 @@ class RegistryError(PybuildError):
 
 class AuthError(RegistryError):
     """A registry refused the credentials, or none were found."""
+
+
+# --- attestations -----------------------------------------------------------------------------
+
+
+class AttestError(PybuildError):
+    """An SBOM, a provenance statement or an artifact attached to an image cannot be made."""

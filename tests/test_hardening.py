@@ -21,7 +21,7 @@ from pybuild.errors import ContainerfileError
 from pybuild.layout import Layout, check_layout
 from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, base_store, context
 from tests.fixtures.rootless import TEST_USER, as_test_user
-from tests.fixtures.tools import run
+from tests.fixtures.tools import validate_layout
 
 
 def start(pb: Pybuild, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -77,16 +77,8 @@ def processes_running(*argv: str) -> list[int]:
 
 
 def validate_tag(path: Path, tag: str) -> None:
-    """pybuild's check plus `oci-image-tool validate --type image --ref name=TAG`.
-
-    oci-image-tool drops non-matching descriptors while walking the same list (image/descriptor.go,
-    findDescriptor), so with three or more manifests a single --ref can leave two and it reports
-    "not unique"; giving the same --ref once per manifest filters the list down to the one match.
-    """
-    assert check_layout(Layout.open(path)) == []
-    count = len(Layout.open(path).read_index().manifests)
-    refs = [arg for _ in range(count) for arg in ("--ref", f"name={tag}")]
-    run(["oci-image-tool", "validate", "--type", "image", *refs, str(path)])
+    """pybuild's check plus `oci-image-tool validate --type image` of the image tagged ``tag``."""
+    validate_layout(path, tag)
 
 
 def wait_gone(*argv: str, timeout: float = 3) -> list[int]:

@@ -33,6 +33,7 @@ from ..errors import LayerError, UnsafeLayer
 from .idmap import IdMap
 from .overlay import is_overlay_xattr, make_whiteout, mark_opaque, tar_marker
 from .tarreader import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, SYMTYPE, ReadAhead, TarEntry, TarReader
+from .tarreader import member_parts as _clean_name
 
 MAX_LINKS = 40
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -52,16 +53,6 @@ SWITCH_INTERVAL = 0.0005  # let a worker back onto the GIL soon after its syscal
 class ApplyReport:
     warnings: list[str] = field(default_factory=list)
     entries: int = 0
-
-
-def _clean_name(name: str) -> list[str]:
-    """The path components of a tar member name, with "." and empty parts dropped; ".." refused."""
-    if "\0" in name:
-        raise UnsafeLayer(f"entry {name!r} has a NUL byte in its name")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeLayer(f"entry {name!r} climbs out of the root with '..'")
-    return parts
 
 
 class _Root:

@@ -16,7 +16,7 @@ import tarfile
 import threading
 from typing import Any, BinaryIO, cast
 
-from ..errors import LayerError
+from ..errors import LayerError, UnsafeLayer
 
 BLOCK = 512
 SKIP_CHUNK = 1 << 20
@@ -29,6 +29,16 @@ SIMPLE = frozenset((REGTYPE, AREGTYPE, CONTTYPE, LNKTYPE, SYMTYPE, CHRTYPE, BLKT
 GNU_TYPES = frozenset((b"L", b"K", b"S"))
 XATTR = "SCHILY.xattr."
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
+
+
+def member_parts(name: str) -> list[str]:
+    """The path components of a tar member name, with "." and empty parts dropped; ".." refused."""
+    if "\0" in name:
+        raise UnsafeLayer(f"entry {name!r} has a NUL byte in its name")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeLayer(f"entry {name!r} climbs out of the root with '..'")
+    return parts
 
 
 class _Corrupt(Exception):

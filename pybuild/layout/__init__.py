@@ -26,9 +26,11 @@ from .imagelayout import Layout
 from .imagestore import ImageStore, default_store_path
 from .private import PrivateArea, SweepResult
 from .reference import ImageName, Reference, parse_name, parse_reference
+from .referrers import EMPTY_DESCRIPTOR, attach, referrers
 from .store import BlobStore, BlobWriter
 
 __all__ = [
+    "EMPTY_DESCRIPTOR",
     "REF_NAME",
     "BlobStore",
     "BlobWriter",
@@ -48,6 +50,7 @@ __all__ = [
     "PrivateArea",
     "Reference",
     "SweepResult",
+    "attach",
     "check_layout",
     "commit_image",
     "copy_blobs",
@@ -66,5 +69,6 @@ __all__ = [
     "read_index",
     "read_manifest",
     "referenced_blobs",
+    "referrers",
     "select_manifest",
 ]

@@ -10,6 +10,7 @@ from .descriptor import Descriptor
 from .digest import Digest
 from .document import ImageConfig, Index, Manifest
 from .imagelayout import Layout
+from .referrers import subject_of
 
 
 def _read_doc(layout: Layout, desc: Descriptor, problems: list[str]) -> bytes | None:
@@ -90,6 +91,14 @@ def check_layout(layout: Layout, roots: list[Descriptor] | None = None) -> list[
     def check_manifest(manifest: Manifest, desc: Descriptor) -> None:
         name = f"manifest {desc.digest} in {layout.label}"
         config_desc = manifest.config
+        artifact_type = manifest.to_dict().get("artifactType")
+        if config_desc.media_type == mediatype.OCI_EMPTY and artifact_type is None:
+            problems.append(f"{name}: its config is empty but it has no artifactType (manifest.md)")
+        if desc.artifact_type is not None and desc.artifact_type != (artifact_type or config_desc.media_type):
+            problems.append(
+                f"{name}: listed with artifactType {desc.artifact_type}, but it is "
+                f"{artifact_type or config_desc.media_type}"
+            )
         image_layers = [layer for layer in manifest.layers if layer.media_type in mediatype.LAYERS]
         if config_desc.media_type in mediatype.CONFIGS:
             raw = _read_doc(layout, config_desc, problems)
@@ -125,13 +134,13 @@ def check_layout(layout: Layout, roots: list[Descriptor] | None = None) -> list[
 class GcResult:
     removed: list[Digest] = field(default_factory=list)
     freed: int = 0
+    referrers: list[Digest] = field(default_factory=list)  # artifacts dropped from index.json
     temp_files: int = 0
 
 
-def reachable(layout: Layout) -> set[Digest]:
-    """Every blob index.json reaches. Raises when a referenced document cannot be read."""
-    found: set[Digest] = set()
-    stack = [(d, 0) for d in layout.read_index().manifests]
+def _walk(layout: Layout, starts: list[Descriptor], found: set[Digest]) -> None:
+    """Add every blob ``starts`` reach to ``found``. Raises when a referenced document cannot be read."""
+    stack = [(d, 0) for d in starts]
     while stack:
         desc, depth = stack.pop()
         if desc.digest in found or depth > 8:
@@ -157,14 +166,55 @@ def reachable(layout: Layout) -> set[Digest]:
                         "run `pybuild check` to see every problem; gc removes nothing while one is unreadable"
                     ],
                 ) from None
-    return found
+
+
+def _live(layout: Layout) -> tuple[set[Digest], list[Descriptor]]:
+    """The blobs gc keeps, and the untagged artifacts in index.json whose subject is gone.
+
+    Tagged entries and untagged non-artifacts are roots. An untagged artifact (a manifest with a
+    subject: an SBOM, a signature) lives while its subject does, and then keeps what it references;
+    artifacts of artifacts follow, until nothing more comes to life."""
+    roots: list[Descriptor] = []
+    artifacts: list[tuple[Descriptor, Digest]] = []
+    for desc in layout.read_index().manifests:
+        subject = None
+        if desc.ref_name is None:
+            try:
+                subject = subject_of(layout, desc)
+            except PybuildError:
+                subject = None  # walked as a root: the walk reports what cannot be read
+        if subject is None:
+            roots.append(desc)
+        else:
+            artifacts.append((desc, subject.digest))
+    found: set[Digest] = set()
+    _walk(layout, roots, found)
+    progress = True
+    while progress:
+        progress = False
+        for item in list(artifacts):
+            if item[1] in found:
+                _walk(layout, [item[0]], found)
+                artifacts.remove(item)
+                progress = True
+    return found, [desc for desc, _ in artifacts]
+
+
+def reachable(layout: Layout) -> set[Digest]:
+    """Every blob gc keeps: what index.json's images reach, and the artifacts whose subject lives."""
+    return _live(layout)[0]
 
 
 def gc(layout: Layout, *, temp_age: float = 3600.0) -> GcResult:
-    """Remove blobs index.json does not reach, and temp files of dead processes (or older than temp_age)."""
+    """Remove blobs index.json does not reach, artifacts whose subject is gone (from index.json too),
+    and temp files of dead processes (or older than temp_age)."""
     result = GcResult()
     with layout.exclusive():
-        keep = reachable(layout)
+        keep, orphans = _live(layout)
+        if orphans:
+            gone = {d.digest for d in orphans}
+            layout.update_index(lambda ms: [m for m in ms if m.ref_name is not None or m.digest not in gone])
+            result.referrers = sorted(gone)
         for digest in list(layout.blobs.digests()):
             if digest in keep:
                 continue

@@ -11,6 +11,7 @@ from .descriptor import Descriptor
 from .image import load_image
 from .imagelayout import Layout
 from .reference import parse_name
+from .referrers import subject_of
 
 # what an image built without a name is tagged in the store (so that index.json references it)
 UNTAGGED = "localhost/pybuild-untagged"
@@ -74,6 +75,8 @@ class ImageStore(Layout):
         entries: list[tuple[str | None, Descriptor]] = []
         for desc in self.read_index().manifests:
             name = desc.ref_name
+            if name is None and _is_artifact(self, desc):
+                continue  # an SBOM or signature of an image, not an image
             if name is not None and not name.startswith(UNTAGGED + ":"):
                 named.add(str(desc.digest))
             entries.append((name, desc))
@@ -93,3 +96,12 @@ class ImageStore(Layout):
             return load_image(self, desc).manifest.config.digest.encoded
         except PybuildError:  # an unreadable image simply has no ID to match
             return ""
+
+
+def _is_artifact(layout: Layout, desc: Descriptor) -> bool:
+    """Whether an untagged index.json entry is an artifact referring to an image (it has a subject).
+    One that cannot be read is listed, so that its problem shows."""
+    try:
+        return subject_of(layout, desc) is not None
+    except PybuildError:
+        return False

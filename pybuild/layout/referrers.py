@@ -1,0 +1,156 @@
+"""OCI 1.1 artifacts that refer to an image (SBOMs, provenance, signatures), kept in a layout.
+
+An artifact is an image manifest with an ``artifactType``, the empty config descriptor
+(``application/vnd.oci.empty.v1+json``, content ``{}``), the document as its one layer, and
+``subject`` set to the image's manifest (manifest.md, "Guidelines for Artifact Usage"). It is listed
+in index.json without a ref name, as index.json's entry point for auxiliary descriptors
+(image-layout.md); its descriptor there carries the artifactType and annotations, as the
+distribution-spec's referrers API returns them. ``gc`` keeps an artifact while its subject lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import BlobNotFound, UsageError
+from . import mediatype
+from .descriptor import REF_NAME, Descriptor
+from .digest import Digest
+from .document import Manifest
+from .imagelayout import Layout
+
+EMPTY_JSON = b"{}"
+EMPTY_DIGEST = Digest.of_bytes(EMPTY_JSON)
+EMPTY_DESCRIPTOR = Descriptor(mediatype.OCI_EMPTY, EMPTY_DIGEST, len(EMPTY_JSON))
+MAX_DOCUMENT = 256 << 20  # an attached document larger than this is refused
+
+
+def _check_media_type(value: str, what: str) -> None:
+    if not mediatype.is_valid(value):
+        raise UsageError(f"invalid {what} {str(value)[:80]!r}: expected TYPE/SUBTYPE (RFC 6838)")
+
+
+def attach(
+    layout: Layout,
+    subject: Descriptor,
+    artifact_type: str,
+    media_type: str,
+    data: bytes,
+    annotations: Mapping[str, str] | None = None,
+) -> Descriptor:
+    """Store ``data`` as an artifact referring to ``subject`` (an image manifest or index in
+    ``layout``) and list it in index.json; returns the artifact's descriptor as listed there.
+
+    Attaching the same document again changes nothing (same bytes, same digest)."""
+    _check_media_type(artifact_type, "artifact type")
+    _check_media_type(media_type, "media type")
+    if subject.media_type not in mediatype.MANIFESTS | mediatype.INDEXES:
+        raise UsageError(
+            f"cannot attach to {subject.digest} in {layout.label}: it is {subject.media_type}, "
+            "not an image manifest or index"
+        )
+    notes = dict(annotations or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items()):
+        raise UsageError("artifact annotations must be strings")
+    if REF_NAME in notes:
+        raise UsageError(f"an artifact refers to its subject and has no tag: {REF_NAME} is not allowed")
+    if len(data) > MAX_DOCUMENT:
+        raise UsageError(
+            f"the document is {len(data)} bytes, more than an artifact may hold ({MAX_DOCUMENT})"
+        )
+    doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": mediatype.OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": EMPTY_DESCRIPTOR.to_dict(),
+        "layers": [],
+        "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_dict(),
+    }
+    if notes:
+        doc["annotations"] = notes
+    with layout.writing():
+        if not layout.blobs.exists(subject.digest):
+            raise BlobNotFound(f"cannot attach to {subject.digest}: it is not in {layout.label}")
+        layout.blobs.put(EMPTY_JSON)
+        digest, size = layout.blobs.put(data)
+        doc["layers"] = [Descriptor(media_type, digest, size).to_dict()]
+        manifest = Manifest.new(doc)
+        raw = manifest.to_bytes()
+        digest, size = layout.blobs.put(raw)
+        listed = Descriptor(
+            mediatype.OCI_MANIFEST, digest, size, annotations=notes, artifact_type=artifact_type
+        )
+
+        def change(manifests: list[Descriptor]) -> list[Descriptor]:
+            if any(m.digest == digest and m.ref_name is None for m in manifests):
+                return manifests
+            return [*manifests, listed]
+
+        layout.update_index(change)
+    return listed
+
+
+def subject_of(layout: Layout, descriptor: Descriptor) -> Descriptor | None:
+    """The subject of the manifest or index ``descriptor`` names, or None where it has none."""
+    if descriptor.media_type not in mediatype.MANIFESTS | mediatype.INDEXES:
+        return None
+    raw = layout.blobs.read(descriptor.digest, descriptor.size)
+    from .document import Index, load_json
+
+    doc = load_json(raw, f"{descriptor.digest} in {layout.label}")
+    if not isinstance(doc, dict) or "subject" not in doc:
+        return None
+    what = f"manifest {descriptor.digest} in {layout.label}"
+    parsed: Manifest | Index
+    if descriptor.media_type in mediatype.INDEXES:
+        parsed = Index.parse(raw, what)
+    else:
+        parsed = Manifest.parse(raw, what, lenient=True)
+    return parsed.subject
+
+
+def as_referrer(layout: Layout, descriptor: Descriptor) -> Descriptor:
+    """``descriptor`` as the referrers API lists it: artifactType (the manifest's, else its config's
+    media type) and the manifest's annotations."""
+    from .document import Index, load_json
+
+    raw = layout.blobs.read(descriptor.digest, descriptor.size)
+    doc = load_json(raw, f"{descriptor.digest} in {layout.label}")
+    what = f"manifest {descriptor.digest} in {layout.label}"
+    artifact_type: str | None
+    if descriptor.media_type in mediatype.INDEXES:
+        index = Index.parse(raw, what)
+        artifact_type, annotations = doc.get("artifactType"), index.annotations
+    else:
+        manifest = Manifest.parse(raw, what, lenient=True)
+        artifact_type = doc.get("artifactType") or manifest.config.media_type
+        annotations = manifest.annotations
+    return Descriptor(
+        descriptor.media_type,
+        descriptor.digest,
+        descriptor.size,
+        annotations=annotations,
+        artifact_type=artifact_type,
+    )
+
+
+def referrers(layout: Layout, subject_digest: Digest, artifact_type: str | None = None) -> list[Descriptor]:
+    """The artifacts in index.json whose subject is ``subject_digest`` (only those of
+    ``artifact_type`` if given), in index.json's order, as the referrers API lists them."""
+    found: list[Descriptor] = []
+    seen: set[Digest] = set()
+    for desc in layout.read_index().manifests:
+        if desc.digest in seen or desc.media_type not in mediatype.MANIFESTS | mediatype.INDEXES:
+            continue
+        seen.add(desc.digest)
+        try:
+            subject = subject_of(layout, desc)
+        except BlobNotFound:
+            continue  # a listed manifest that is missing refers to nothing: `check` reports it
+        if subject is None or subject.digest != subject_digest:
+            continue
+        referrer = as_referrer(layout, desc)
+        if artifact_type is None or referrer.artifact_type == artifact_type:
+            found.append(referrer)
+    return found
