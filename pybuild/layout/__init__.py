@@ -4,12 +4,14 @@ Knows nothing of tar, processes or Containerfiles.
 """
 
 from . import mediatype
+from .blobinfo import BlobInfoCache, Compressed
 from .check import GcResult, check_layout, gc, reachable
 from .descriptor import REF_NAME, Descriptor, Platform
 from .digest import Digest
 from .document import Document, ImageConfig, Index, Manifest, OciLayoutFile, dump_json, load_json
 from .image import (
     Image,
+    build_manifest,
     commit_image,
     copy_blobs,
     host_platform,
@@ -28,8 +30,10 @@ from .store import BlobStore, BlobWriter
 
 __all__ = [
     "REF_NAME",
+    "BlobInfoCache",
     "BlobStore",
     "BlobWriter",
+    "Compressed",
     "Descriptor",
     "Digest",
     "Document",
@@ -44,6 +48,7 @@ __all__ = [
     "OciLayoutFile",
     "Platform",
     "Reference",
+    "build_manifest",
     "check_layout",
     "commit_image",
     "copy_blobs",

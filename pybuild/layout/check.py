@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
-from ..errors import LayoutError, PybuildError
+from ..errors import DigestMismatch, InvalidDocument, LayoutError, PybuildError
 from . import mediatype
 from .descriptor import Descriptor
 from .digest import Digest
@@ -129,6 +130,8 @@ class GcResult:
     removed: list[Digest] = field(default_factory=list)
     freed: int = 0
     temp_files: int = 0
+    #: documents whose content is broken: kept, with every digest their bytes mention
+    problems: list[str] = field(default_factory=list)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -141,8 +144,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def reachable(layout: Layout) -> set[Digest]:
-    """Every blob index.json reaches. Raises when a referenced document cannot be read."""
+_MENTIONED = re.compile(rb"(sha256):([0-9a-f]{64})|(sha512):([0-9a-f]{128})")
+
+
+def _mentioned(raw: bytes) -> set[Digest]:
+    """Every digest a (possibly broken) document's bytes spell out."""
+    found: set[Digest] = set()
+    for match in _MENTIONED.finditer(raw):
+        algorithm, encoded = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        found.add(Digest(algorithm.decode(), encoded.decode()))
+    return found
+
+
+def reachable(layout: Layout, problems: list[str] | None = None) -> set[Digest]:
+    """Every blob index.json reaches.
+
+    A document whose content is broken (not JSON, not the schema, or not its digest) keeps every
+    digest its bytes mention, and is reported in ``problems``: one damaged image does not stop the
+    others from being collected. A document that cannot be read at all (an I/O error) stops it.
+    """
     found: set[Digest] = set()
     stack = [(d, 0) for d in layout.read_index().manifests]
     while stack:
@@ -163,6 +183,15 @@ def reachable(layout: Layout) -> set[Digest]:
                     stack.extend((layer, depth + 1) for layer in manifest.layers)
                     if manifest.subject is not None:
                         stack.append((manifest.subject, depth + 1))
+            except (InvalidDocument, DigestMismatch) as exc:
+                try:
+                    with open(layout.blobs.path_of(desc.digest), "rb") as f:
+                        text = f.read(64 << 20)
+                except OSError:
+                    text = b""
+                found |= _mentioned(text)
+                if problems is not None:
+                    problems.append(f"kept {desc.digest} and what it names: {exc}")
             except PybuildError as exc:
                 raise LayoutError(
                     f"gc stopped: cannot read {desc.digest} in {layout.label}: {exc}",
@@ -177,7 +206,7 @@ def gc(layout: Layout, *, temp_age: float = 3600.0) -> GcResult:
     """Remove blobs index.json does not reach, and temp files of dead processes (or older than temp_age)."""
     result = GcResult()
     with layout.exclusive():
-        keep = reachable(layout)
+        keep = reachable(layout, result.problems)
         for digest in list(layout.blobs.digests()):
             if digest in keep:
                 continue
