@@ -6,7 +6,19 @@ Depends on pybuild.layout; prints nothing (progress goes to a callback).
 from .archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
 from .auth import Credentials, auth_files, find_credentials, remove_credentials, store_credentials
 from .reference import RegistryReference, parse_registry_reference
-from .registry import ConnectionDropped, Progress, Registry, login, logout, pick_manifest, pull, push
+from .registry import (
+    ConnectionDropped,
+    DeadlineExceeded,
+    InvalidResponse,
+    Progress,
+    Registry,
+    RegistryOptions,
+    login,
+    logout,
+    pick_manifest,
+    pull,
+    push,
+)
 from .transport import (
     ArchiveReference,
     ImageReference,
@@ -20,10 +32,13 @@ __all__ = [
     "ArchiveReference",
     "ConnectionDropped",
     "Credentials",
+    "DeadlineExceeded",
     "ImageReference",
+    "InvalidResponse",
     "LayoutReference",
     "Progress",
     "Registry",
+    "RegistryOptions",
     "RegistryReference",
     "auth_files",
     "copy_image",
