@@ -176,7 +176,9 @@ def _pool_classes() -> dict[str, type]:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, http.client.IncompleteRead):  # urllib3's counts bytes, http.client's keeps them
         partial = exc.partial if isinstance(exc.partial, int) else len(exc.partial)
-        return f"the body ended after {partial} bytes, {exc.expected or 'more'} more expected"
+        return f"the body ended after {partial} bytes" + (
+            f", {exc.expected} more expected" if exc.expected else ""
+        )
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ssl.SSLError):
@@ -201,6 +203,19 @@ def _innermost(exc: BaseException) -> BaseException:
         else:
             break
     return exc
+
+
+def _bad_chunk_size(exc: BaseException) -> bool:
+    """http.client reports a chunk size that is not hex as an IncompleteRead raised while handling
+    the ValueError of parsing it: a broken body, not a dropped connection."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None or not isinstance(seen, http.client.IncompleteRead):
+            return False
+        if isinstance(seen.__context__, ValueError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def translate(exc: BaseException, host: str, what: str, watch: _Watch | None) -> RegistryError:
@@ -230,6 +245,8 @@ def translate(exc: BaseException, host: str, what: str, watch: _Watch | None) ->
         )
     if isinstance(inner, u.ReadTimeoutError | TimeoutError | socket.timeout):
         return ConnectionDropped(f"{where}: connection dropped (no data for {READ_TIMEOUT:.0f}s)")
+    if isinstance(inner, u.InvalidChunkLength) or _bad_chunk_size(inner):  # (IncompleteReads too)
+        return InvalidResponse(f"{where}: invalid HTTP answer: broken chunked encoding")
     if isinstance(
         inner,
         http.client.RemoteDisconnected
@@ -244,8 +261,6 @@ def translate(exc: BaseException, host: str, what: str, watch: _Watch | None) ->
         return InvalidResponse(f"{where}: invalid HTTP answer: a line longer than 64 KiB")
     if isinstance(inner, http.client.BadStatusLine):
         return InvalidResponse(f"{where}: invalid HTTP answer: bad status line")
-    if isinstance(inner, u.InvalidChunkLength):
-        return InvalidResponse(f"{where}: invalid HTTP answer: broken chunked encoding")
     if isinstance(inner, http.client.HTTPException):
         return InvalidResponse(f"{where}: invalid HTTP answer: {_reason(inner)}")
     if isinstance(inner, u.LocationValueError | u.LocationParseError):

@@ -103,7 +103,7 @@ def download(
             progress("advance", desc, -done)
             if attempt == registry.attempts:
                 detail = str(exc).removeprefix(f"{where}: ")
-                raise ConnectionDropped(f"{where}: blob {desc.digest} dropped: {detail}") from None
+                raise ConnectionDropped(f"{where}: blob {desc.digest}: {detail}") from None
             continue
         except DigestMismatch as exc:
             writer.abort()
