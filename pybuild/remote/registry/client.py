@@ -22,7 +22,7 @@ from ...layout import Descriptor, Digest, mediatype
 from ...layout.document import DOCUMENT_LIMIT, nesting_exceeds
 from ..auth import Credentials, find_credentials, parse_challenge
 from ..reference import RegistryReference
-from .connection import HTTP, ConnectionDropped, Response, cert_dir_for, deadline_for, ssl_context
+from .connection import HTTP, ConnectionDropped, Response, TLSFailed, cert_dir_for, deadline_for, ssl_context
 
 ATTEMPTS = 3
 MAX_REDIRECTS = 5
@@ -109,7 +109,10 @@ class Registry:
         self._auth_file = auth_file
         self.tls_verify = tls_verify
         hostname = self.api_host.rsplit(":", 1)[0] if not self.api_host.endswith("]") else self.api_host
-        self.plain_http = plain_http if plain_http is not None else hostname in _LOCAL
+        # a registry on this machine: https first, plain http when it does not speak TLS (as Docker
+        # treats 127.0.0.0/8); a certificate it offers is still verified unless --tls-verify=false
+        self._probe = plain_http is None and hostname in _LOCAL
+        self.plain_http = bool(plain_http)
         self.attempts = max(1, attempts)
         self.http = HTTP(ssl_context(tls_verify, cert_dir_for(host, cert_dir)), ssl_context(tls_verify, None))
         self._lock = threading.Lock()
@@ -231,9 +234,8 @@ class Registry:
         ``retry``. ``url`` is a path (``/v2/...``) or an absolute URL on this registry; ``size`` is
         the body expected either way (it sets the deadline). Raises RegistryError (naming the
         registry and ``what``) for any status not in ``ok``."""
-        if url.startswith("/"):
-            url = self.base + url
-        start = url
+        path = url if url.startswith("/") else None
+        start = self.base + url if path is not None else url
         own = _origin(self.base)
         seconds = deadline_for(size)
         for attempt in range(1, self.attempts + 1):
@@ -262,6 +264,19 @@ class Registry:
                     if retry and attempt < self.attempts:
                         break
                     raise
+                except TLSFailed as exc:
+                    if path is None or exc.certificate or url != start or not url.startswith("https:"):
+                        raise
+                    with self._lock:  # (another thread may have found it out first)
+                        if self._probe:
+                            self._probe, self.plain_http = False, True
+                    if not self.plain_http:
+                        raise
+                    url = start = self.base + path
+                    own = _origin(self.base)
+                    continue
+                if self._probe and not foreign:
+                    self._probe = False  # it spoke TLS: https it is
                 if resp.status in _REDIRECTS and method in ("GET", "HEAD"):
                     url = self._redirect(url, resp, what)
                     redirects += 1

@@ -49,6 +49,15 @@ class InvalidResponse(RegistryError):
     """The registry answered something that is not valid HTTP."""
 
 
+class TLSFailed(RegistryError):
+    """The TLS handshake failed; ``certificate`` when it was the certificate that was refused
+    (otherwise the server may not speak TLS at all)."""
+
+    def __init__(self, message: str, *, certificate: bool, hints: list[str]) -> None:
+        super().__init__(message, hints=hints)
+        self.certificate = certificate
+
+
 def deadline_for(size: int | None = None) -> float:
     """Seconds a request may take in all: ``$PYBUILD_REGISTRY_DEADLINE`` when set, else a fixed
     allowance plus the time to move ``size`` bytes at ``MIN_RATE``."""
@@ -239,8 +248,12 @@ def translate(exc: BaseException, host: str, what: str, watch: _Watch | None) ->
     if isinstance(inner, u.ConnectTimeoutError):
         return RegistryError(f"cannot reach registry {host}: connection timed out")
     if isinstance(inner, ssl.SSLError | u.SSLError | ssl.CertificateError):
-        return RegistryError(
+        cause = inner.__cause__ or inner.__context__ or inner
+        certificate = isinstance(inner, ssl.CertificateError) or isinstance(cause, ssl.CertificateError)
+        certificate = certificate or "certificate" in str(inner).lower()
+        return TLSFailed(
             f"cannot reach registry {host}: TLS: {_reason(inner)}",
+            certificate=certificate,
             hints=["pass --tls-verify=false for a registry with a self-signed certificate, or --cert-dir"],
         )
     if isinstance(inner, u.ReadTimeoutError | TimeoutError | socket.timeout):
