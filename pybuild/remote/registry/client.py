@@ -22,7 +22,7 @@ from ...layout import Descriptor, Digest, mediatype
 from ...layout.document import DOCUMENT_LIMIT, nesting_exceeds
 from ..auth import Credentials, find_credentials, parse_challenge
 from ..reference import RegistryReference
-from .connection import HTTP, ConnectionDropped, Response, TLSFailed, cert_dir_for, deadline_for, ssl_context
+from .connection import HTTP, ConnectionDropped, Response, cert_dir_for, deadline_for, ssl_context
 
 ATTEMPTS = 3
 MAX_REDIRECTS = 5
@@ -109,10 +109,11 @@ class Registry:
         self._auth_file = auth_file
         self.tls_verify = tls_verify
         hostname = self.api_host.rsplit(":", 1)[0] if not self.api_host.endswith("]") else self.api_host
-        # a registry on this machine: https first, plain http when it does not speak TLS (as Docker
-        # treats 127.0.0.0/8); a certificate it offers is still verified unless --tls-verify=false
+        # a registry on this machine: plain http, or https when it answers that it speaks only that
+        # (Go's and nginx's 400 to a plain request on a TLS port); its certificate is then verified
+        # unless --tls-verify=false
         self._probe = plain_http is None and hostname in _LOCAL
-        self.plain_http = bool(plain_http)
+        self.plain_http = plain_http if plain_http is not None else hostname in _LOCAL
         self.attempts = max(1, attempts)
         self.http = HTTP(ssl_context(tls_verify, cert_dir_for(host, cert_dir)), ssl_context(tls_verify, None))
         self._lock = threading.Lock()
@@ -264,19 +265,18 @@ class Registry:
                     if retry and attempt < self.attempts:
                         break
                     raise
-                except TLSFailed as exc:
-                    if path is None or exc.certificate or url != start or not url.startswith("https:"):
-                        raise
-                    with self._lock:  # (another thread may have found it out first)
-                        if self._probe:
-                            self._probe, self.plain_http = False, True
-                    if not self.plain_http:
-                        raise
-                    url = start = self.base + path
-                    own = _origin(self.base)
-                    continue
-                if self._probe and not foreign:
-                    self._probe = False  # it spoke TLS: https it is
+                if self._probe and not foreign and path is not None and url == start:
+                    if resp.status == 400 and url.startswith("http:"):
+                        resp.close()
+                        if self._speaks_only_https(what):
+                            with self._lock:  # (another thread may have found it out first)
+                                self.plain_http = False
+                        if not self.plain_http:
+                            url = start = self.base + path
+                            own = _origin(self.base)
+                            continue
+                        raise RegistryError(f"registry {self.host}: {what}: HTTP 400")
+                    self._probe = False
                 if resp.status in _REDIRECTS and method in ("GET", "HEAD"):
                     url = self._redirect(url, resp, what)
                     redirects += 1
@@ -303,6 +303,25 @@ class Registry:
             else:
                 raise AuthError(f"registry {self.host}: {what}: unauthorized")
         raise RegistryError(f"registry {self.host}: {what}: gave up after {self.attempts} attempts")
+
+    def _speaks_only_https(self, what: str) -> bool:
+        """Whether the local registry answered a plain request with a 400 that asks for HTTPS."""
+        resp = self.http.send(
+            "GET",
+            f"http://{self.api_host}/v2/",
+            host=self.host,
+            what=what,
+            headers={},
+            body=None,
+            seconds=deadline_for(),
+            foreign=False,
+        )
+        status = resp.status
+        try:
+            body = resp.read(ERROR_LIMIT)
+        except RegistryError:
+            return False
+        return status == 400 and b"HTTPS" in body
 
     def _redirect(self, url: str, resp: Response, what: str) -> str:
         """Where a redirect points: http or https only, never from https down to http."""
