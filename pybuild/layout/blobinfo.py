@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import InvalidDigest
 from .digest import Digest
+from .document import nesting_exceeds
 
 CACHE_DIR = ".pybuild/blobinfo"
 MAX_LOCATIONS = 16
@@ -61,6 +62,8 @@ class BlobInfoCache:
         try:
             with open(self._file(digest), "rb") as f:
                 raw = f.read(_FILE_LIMIT + 1)
+            if len(raw) > _FILE_LIMIT or nesting_exceeds(raw):
+                return {}
             doc = json.loads(raw)
         except (OSError, ValueError, UnicodeDecodeError):
             return {}
