@@ -397,13 +397,13 @@ def _is_remote(text: str) -> bool:
 @contextlib.contextmanager
 def transfer_progress(quiet: bool) -> Iterator[Any]:
     """A rich progress display for blob transfers on a terminal; nothing otherwise. Thread-safe."""
+    if quiet or not sys.stderr.isatty():  # (rich is not even imported: CI logs stay clean and quick)
+        yield None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     console = Console(stderr=True)
-    if quiet or not console.is_terminal:
-        yield None
-        return
     import threading
 
     bars: dict[str, Any] = {}

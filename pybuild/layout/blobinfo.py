@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +87,7 @@ class BlobInfoCache:
             entry = self._read(digest)
             yield entry
             data = json.dumps({"entry": entry, "sha256": _checksum(entry)}, sort_keys=True).encode()
-            tmp = self.dir / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            tmp = self.dir / f".tmp-{os.getpid()}-{os.urandom(4).hex()}"
             try:
                 tmp.write_bytes(data)
                 os.rename(tmp, self._file(digest))

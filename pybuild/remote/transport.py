@@ -24,7 +24,6 @@ from ..layout import (
     select_manifest,
 )
 from ..layout.document import DOCUMENT_LIMIT
-from .archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
 from .auth import Credentials
 from .recompress import has_uncompressed_layers, recompress_image
 from .reference import RegistryReference, parse_registry_reference
@@ -168,8 +167,12 @@ def copy_image(
             if isinstance(source, RegistryReference):
                 desc = pull(source, layout, None, platform=platform, options=src_opts, progress=progress)
             elif source.transport == "docker-archive":
+                from .archive import read_docker_archive
+
                 desc = read_docker_archive(source.path, layout, name=source.name)
             else:
+                from .archive import read_oci_archive
+
                 desc = read_oci_archive(source.path, layout, source.name)
                 desc = select_manifest(layout, desc, platform)
         # like skopeo: plain tar layers (the store keeps built layers uncompressed) are gzipped on
@@ -219,6 +222,8 @@ def copy_image(
                     layout, manifest, staging, compression or "gzip", only_uncompressed=auto, cache=cache
                 )
                 layout = staging
+            from .archive import write_docker_archive, write_oci_archive
+
             if dest.transport == "docker-archive":
                 write_docker_archive(layout, desc, dest.path, [dest.name] if dest.name else [], platform)
             else:
