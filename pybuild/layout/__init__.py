@@ -22,11 +22,12 @@ from .image import (
     read_manifest,
     referenced_blobs,
     select_manifest,
+    stage_copy,
 )
 from .imagelayout import Layout
 from .imagestore import ImageStore, default_store_path
 from .reference import ImageName, Reference, parse_name, parse_reference
-from .store import BlobStore, BlobWriter
+from .store import BlobStore, BlobWriter, StagedBlobs
 
 __all__ = [
     "REF_NAME",
@@ -48,6 +49,7 @@ __all__ = [
     "OciLayoutFile",
     "Platform",
     "Reference",
+    "StagedBlobs",
     "build_manifest",
     "check_layout",
     "commit_image",
@@ -68,4 +70,5 @@ __all__ = [
     "read_manifest",
     "referenced_blobs",
     "select_manifest",
+    "stage_copy",
 ]

@@ -12,7 +12,7 @@ from .descriptor import Descriptor, Platform
 from .digest import Digest
 from .document import ImageConfig, Index, Manifest
 from .imagelayout import Layout
-from .store import BlobWriter
+from .store import BlobWriter, StagedBlobs
 
 _MACHINES = {
     "x86_64": ("amd64", None),
@@ -201,6 +201,21 @@ def referenced_blobs(layout: Layout, descriptor: Descriptor, _depth: int = 0) ->
     return out
 
 
+def stage_copy(src: Layout, dst: Layout, desc: Descriptor) -> BlobWriter:
+    """Copy one blob from ``src`` into ``dst``'s temp dir, verified and sealed: the caller commits
+    or aborts the writer returned."""
+    writer = dst.blobs.writer(desc.digest.algorithm, expected=desc.digest)
+    try:
+        with src.blobs.open(desc.digest, desc.size) as reader:
+            while chunk := reader.read(1 << 20):
+                writer.write(chunk)
+        writer.seal()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer
+
+
 def copy_blobs(src: Layout, dst: Layout, descriptor: Descriptor) -> int:
     """Copy everything ``descriptor`` references from ``src`` into ``dst``, verified, never recompressed.
 
@@ -209,23 +224,12 @@ def copy_blobs(src: Layout, dst: Layout, descriptor: Descriptor) -> int:
     ``dst`` as it was. Blobs already in ``dst`` are skipped. Returns the number of blobs copied. Hold
     ``dst.writing()``.
     """
-    staged: list[BlobWriter] = []
     seen: set[Digest] = set()
-    try:
+    with StagedBlobs() as staged:
         for desc in reversed(referenced_blobs(src, descriptor)):
             if desc.digest in seen or dst.blobs.exists(desc.digest):
                 continue
             seen.add(desc.digest)
-            writer = dst.blobs.writer(desc.digest.algorithm, expected=desc.digest)
-            staged.append(writer)
-            with src.blobs.open(desc.digest, desc.size) as reader:
-                while chunk := reader.read(1 << 20):
-                    writer.write(chunk)
-            writer.seal()
-        for writer in staged:
-            writer.commit()
-    except BaseException:
-        for writer in staged:
-            writer.abort()
-        raise
-    return len(staged)
+            staged.add(stage_copy(src, dst, desc))
+        staged.commit()
+    return len(staged.writers)

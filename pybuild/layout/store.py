@@ -248,7 +248,7 @@ class BlobWriter:
         several blobs can all be verified before any of them appears."""
         if self._sealed is not None:
             return self._sealed
-        try:
+        with self._aborting():
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
@@ -257,12 +257,6 @@ class BlobWriter:
                 raise DigestMismatch(
                     f"{self.store.name(self.expected)} is corrupt: content has digest {digest}"
                 )
-        except OSError as exc:
-            self.abort()
-            raise LayoutError(f"cannot write a blob into {self.store.label}: {exc.strerror or exc}") from None
-        except BaseException:
-            self.abort()
-            raise
         self._sealed = digest
         return digest
 
@@ -279,7 +273,7 @@ class BlobWriter:
 
     def commit(self) -> Digest:
         digest = self.seal()
-        try:
+        with self._aborting():
             final = self.store._path(digest)
             if final.exists():
                 # Idempotent: keep the existing blob, refresh its mtime.
@@ -290,14 +284,20 @@ class BlobWriter:
                 os.chmod(self._path, 0o644)
                 os.rename(self._path, final)
                 fsync_dir(final.parent)
+        self.digest = digest
+        return digest
+
+    @contextlib.contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """Any failure inside aborts the writer; an OSError becomes a LayoutError."""
+        try:
+            yield
         except OSError as exc:
             self.abort()
             raise LayoutError(f"cannot write a blob into {self.store.label}: {exc.strerror or exc}") from None
         except BaseException:
             self.abort()
             raise
-        self.digest = digest
-        return digest
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -313,3 +313,27 @@ class BlobWriter:
             self.commit()
         else:
             self.abort()
+
+
+class StagedBlobs:
+    """Sealed blobs published together: ``commit`` them all at the end of the with block, and a
+    failure inside it aborts every one, so none of them appears."""
+
+    def __init__(self) -> None:
+        self.writers: list[BlobWriter] = []
+
+    def add(self, writer: BlobWriter) -> BlobWriter:
+        self.writers.append(writer)
+        return writer
+
+    def commit(self) -> None:
+        for writer in self.writers:
+            writer.commit()
+
+    def __enter__(self) -> StagedBlobs:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            for writer in self.writers:
+                writer.abort()

@@ -23,9 +23,11 @@ from ..layout import (
     Digest,
     Image,
     Layout,
+    StagedBlobs,
     commit_image,
     load_image,
     mediatype,
+    stage_copy,
 )
 
 LEVELS = {"gzip": 6, "zstd": 3, "none": 0}  # what LayerWriter uses when given no level
@@ -128,20 +130,6 @@ def _in_layout(layout: Layout, candidate: Descriptor, uncompressed: int | None) 
     return True
 
 
-def _copy(src: Layout, dst: Layout, desc: Descriptor) -> BlobWriter:
-    """Copy one blob, verified, sealed (the caller commits or aborts it)."""
-    writer = dst.blobs.writer(desc.digest.algorithm, expected=desc.digest)
-    try:
-        with src.blobs.open(desc.digest, desc.size) as reader:
-            while chunk := reader.read(1 << 20):
-                writer.write(chunk)
-        writer.seal()
-    except BaseException:
-        writer.abort()
-        raise
-    return writer
-
-
 def _from_elsewhere(
     cache: BlobInfoCache, candidate: Descriptor, dst: Layout, uncompressed: int | None
 ) -> BlobWriter | None:
@@ -156,7 +144,7 @@ def _from_elsewhere(
         try:
             other = Layout.open(path)
             if _in_layout(other, candidate, uncompressed):
-                return _copy(other, dst, candidate)
+                return stage_copy(other, dst, candidate)
         except DigestMismatch:
             pass  # damaged there: compress anew
         except PybuildError:
@@ -187,13 +175,12 @@ def recompress_image(
     check_compression(image, compression, src.label)
     location = f"oci:{dst.root}"
     layers: list[Descriptor] = []
-    staged: list[BlobWriter] = []
     with dst.writing():
-        try:
+        with StagedBlobs() as staged:
             for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
                 if not converts(layer, compression, only_uncompressed):
                     if not dst.blobs.exists(layer.digest):
-                        staged.append(_copy(src, dst, layer))
+                        staged.add(stage_copy(src, dst, layer))
                     layers.append(layer)
                     continue
                 uncompressed = layer.size if _plain(layer) else None
@@ -204,20 +191,15 @@ def recompress_image(
                         continue
                     writer = _from_elsewhere(cache, candidate, dst, uncompressed)
                     if writer is not None:
-                        staged.append(writer)
+                        staged.add(writer)
                         layers.append(candidate)
                         continue
                 if progress is not None:
                     progress(f"compressing layer {layer.digest.short} ({compression})")
                 out, writer = compress(src, layer, diff_id, compression, image.is_docker, dst, cache)
-                staged.append(writer)
+                staged.add(writer)
                 layers.append(out)
-            for writer in staged:
-                writer.commit()
-        except BaseException:
-            for writer in staged:
-                writer.abort()
-            raise
+            staged.commit()
         if cache is not None:
             for layer in layers:
                 cache.record_location(layer.digest, location)

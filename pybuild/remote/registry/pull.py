@@ -20,6 +20,7 @@ from ...layout import (
     Index,
     Layout,
     Platform,
+    StagedBlobs,
     host_platform,
     mediatype,
 )
@@ -124,13 +125,12 @@ def _config_bytes(
     desc: Descriptor,
     what: str,
     progress: Progress,
-    staged: list[BlobWriter],
+    staged: StagedBlobs,
 ) -> bytes:
     if layout.blobs.exists(desc.digest):
         progress("skip", desc, desc.size)
         return layout.blobs.read(desc.digest, desc.size, limit=DOCUMENT_LIMIT)
-    writer = download(registry, layout, repository, desc, what, progress)
-    staged.append(writer)
+    writer = staged.add(download(registry, layout, repository, desc, what, progress))
     return writer.read_sealed(DOCUMENT_LIMIT)
 
 
@@ -179,41 +179,32 @@ def _pull(
     where = f"registry {registry.host}: {what}"
     desc, raw = resolve_manifest(registry, ref, platform, what)
     manifest = parse_manifest(raw, desc, where)
-    staged: list[BlobWriter] = []
-    with layout.writing():  # gc waits: nothing this pull skips as present can vanish meanwhile
-        try:
-            config_raw = _config_bytes(
-                registry, layout, ref.repository, manifest.config, what, progress, staged
-            )
-            check_config(config_raw, manifest, where)
-            wanted: dict[str, Descriptor] = {}
-            for layer in manifest.layers:
-                if layer.digest == manifest.config.digest or str(layer.digest) in wanted:
-                    continue
-                if layout.blobs.exists(layer.digest):
-                    progress("skip", layer, layer.size)
-                    continue
-                wanted[str(layer.digest)] = layer
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                futures = [
-                    pool.submit(download, registry, layout, ref.repository, layer, what, progress)
-                    for layer in wanted.values()
-                ]
-                errors = []
-                for future in futures:
-                    error = future.exception()
-                    if error is None:
-                        staged.append(future.result())
-                    else:
-                        errors.append(error)
-            if errors:
-                raise errors[0]
-            for writer in staged:
-                writer.commit()
-        except BaseException:
-            for writer in staged:
-                writer.abort()
-            raise
+    with layout.writing(), StagedBlobs() as staged:  # gc waits: what is skipped as present stays
+        config_raw = _config_bytes(registry, layout, ref.repository, manifest.config, what, progress, staged)
+        check_config(config_raw, manifest, where)
+        wanted: dict[str, Descriptor] = {}
+        for layer in manifest.layers:
+            if layer.digest == manifest.config.digest or str(layer.digest) in wanted:
+                continue
+            if layout.blobs.exists(layer.digest):
+                progress("skip", layer, layer.size)
+                continue
+            wanted[str(layer.digest)] = layer
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [
+                pool.submit(download, registry, layout, ref.repository, layer, what, progress)
+                for layer in wanted.values()
+            ]
+            errors = []
+            for future in futures:
+                error = future.exception()
+                if error is None:
+                    staged.add(future.result())
+                else:
+                    errors.append(error)
+        if errors:
+            raise errors[0]
+        staged.commit()
         layout.blobs.put(raw, desc.digest.algorithm)
         if tag is not None:
             layout.set_tag(tag, desc)
