@@ -615,6 +615,8 @@ def bench_push_pull(work: Path, rounds: int) -> list[dict[str, object]]:
         def between() -> None:
             nonlocal index
             shutil.rmtree(blob_cache, ignore_errors=True)
+            # pybuild's blob-info cache too: it would mount the blobs from the previous round's repository
+            subprocess.run(["rm", "-rf", str(work / "store" / ".pybuild" / "blobinfo")], check=True)
             for d in (f"pull-store{index}", f"pull-layout{index}"):
                 subprocess.run(["rm", "-rf", str(work / d)], check=True)
             index += 1

@@ -115,7 +115,8 @@ class Registry:
         self._probe = plain_http is None and hostname in _LOCAL
         self.plain_http = plain_http if plain_http is not None else hostname in _LOCAL
         self.attempts = max(1, attempts)
-        self.http = HTTP(ssl_context(tls_verify, cert_dir_for(host, cert_dir)), ssl_context(tls_verify, None))
+        certs = cert_dir_for(host, cert_dir)  # (checked now: a wrong --cert-dir fails at once)
+        self.http = HTTP(lambda: ssl_context(tls_verify, certs), lambda: ssl_context(tls_verify, None))
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}  # scope -> Authorization header value
         self._basic = False

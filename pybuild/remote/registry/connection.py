@@ -21,7 +21,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -371,26 +371,38 @@ class Response:
 
 
 class HTTP:
-    """The connections of one registry client: a pool per host, kept across its requests."""
+    """The connections of one registry client: a pool per host, kept across its requests. The TLS
+    contexts are made on the first https request (loading the system's CAs takes ~15 ms)."""
 
-    def __init__(self, context: ssl.SSLContext, foreign_context: ssl.SSLContext) -> None:
-        import urllib3
+    def __init__(
+        self, context: Callable[[], ssl.SSLContext], foreign_context: Callable[[], ssl.SSLContext]
+    ) -> None:
+        self._contexts = {False: context, True: foreign_context}
+        self._managers: dict[tuple[bool, bool], Any] = {}
+        self._lock = threading.Lock()
 
-        # --tls-verify=false is the user's choice: urllib3 would warn on stderr for each request
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        options: dict[str, Any] = {
-            "num_pools": 8,
-            "maxsize": POOL_SIZE,
-            "block": False,
-            "retries": False,
-            "timeout": urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
-            "blocksize": CHUNK,
-        }
-        self._own = urllib3.PoolManager(ssl_context=context, **options)
-        # redirect targets and token realms: no client certificate, no extra CAs of this registry
-        self._foreign = urllib3.PoolManager(ssl_context=foreign_context, **options)
-        for manager in (self._own, self._foreign):
-            manager.pool_classes_by_scheme = _pool_classes()
+    def _manager(self, foreign: bool, https: bool) -> Any:
+        """The pools for our registry, or (``foreign``) for redirect targets and token realms: no
+        client certificate and none of this registry's extra CAs there."""
+        with self._lock:
+            manager = self._managers.get((foreign, https))
+            if manager is None:
+                import urllib3
+
+                # --tls-verify=false is the user's choice: urllib3 would warn on stderr for each request
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+                manager = urllib3.PoolManager(
+                    num_pools=8,
+                    maxsize=POOL_SIZE,
+                    block=False,
+                    retries=False,
+                    timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+                    blocksize=CHUNK,
+                    ssl_context=self._contexts[foreign]() if https else None,
+                )
+                manager.pool_classes_by_scheme = _pool_classes()
+                self._managers[(foreign, https)] = manager
+            return manager
 
     def send(
         self,
@@ -405,9 +417,9 @@ class HTTP:
         foreign: bool,
     ) -> Response:
         """One request (no redirects followed, no retries): its response, body unread."""
+        manager = self._manager(foreign, url.lower().startswith("https:"))
         watch = _Watch(seconds)
         _current.watch = watch
-        manager = self._foreign if foreign else self._own
         try:
             raw = manager.urlopen(
                 method,
@@ -427,5 +439,6 @@ class HTTP:
         return Response(raw, watch, host, what)
 
     def close(self) -> None:
-        self._own.clear()
-        self._foreign.clear()
+        with self._lock:
+            for manager in self._managers.values():
+                manager.clear()
