@@ -32,7 +32,8 @@ Benchmarks so far:
   (so neither side finds blobs already in its repository; skopeo's blob-info cache is emptied between
   rounds so it cannot mount them from earlier repositories), then `pybuild pull` into an empty store
   vs `skopeo copy docker://... oci:DIR:latest` into an empty layout, from a repository filled before
-  the rounds (no goal in issue 7 beyond the figures).
+  the rounds (no goal in issue 7 beyond the figures; issue 13: the pull <= 0.6x skopeo).
+- push-again, rebuild-layout: issue 13's, in bench/transfer.py (see there).
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -614,6 +615,8 @@ def bench_push_pull(work: Path, rounds: int) -> list[dict[str, object]]:
         def between() -> None:
             nonlocal index
             shutil.rmtree(blob_cache, ignore_errors=True)
+            # pybuild's blob-info cache too: it would mount the blobs from the previous round's repository
+            subprocess.run(["rm", "-rf", str(work / "store" / ".pybuild" / "blobinfo")], check=True)
             for d in (f"pull-store{index}", f"pull-layout{index}"):
                 subprocess.run(["rm", "-rf", str(work / d)], check=True)
             index += 1
@@ -650,6 +653,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=5)
+    import transfer  # issue 13's benchmarks (bench/transfer.py), beside this file
+
+    BENCHMARKS.update(transfer.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -109,8 +109,85 @@ CompressionOption = typer.Option(
     help="Re-compress layers: gzip, zstd or none (default: keep them, but gzip uncompressed ones for "
     "a registry, an OCI layout or an oci-archive).",
 )
-CredsOption = typer.Option(None, "--creds", help="USER:PASSWORD for the registry.")
-TlsOption = typer.Option(True, "--tls-verify/--no-tls-verify", help="Verify the registry's TLS certificate.")
+CredsOption = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry (asked for when omitted).")
+TlsOption = typer.Option(
+    None,
+    "--tls-verify",
+    metavar="[=true|false]",
+    help="Verify the registry's TLS certificate (default true; --tls-verify=false to skip it).",
+)
+AuthfileOption = typer.Option(None, "--authfile", help="The auth.json to read credentials from.")
+CertDirOption = typer.Option(
+    None, "--cert-dir", help="CA certificates (*.crt) and a client pair (*.cert, *.key) for the registry."
+)
+#: flags that take true|false after "=", or mean true alone (as podman's and buildah's do)
+BOOL_FLAGS = ("--tls-verify", "--src-tls-verify", "--dest-tls-verify")
+REGISTRY_COMMANDS = ("build", "pull", "push", "copy", "inspect", "login")
+
+
+def bare_bool_flags(argv: list[str]) -> list[str]:
+    """``--tls-verify`` alone means ``--tls-verify=true``: rewritten so that the argument after it is
+    never taken as its value (``pybuild pull --tls-verify HOST/IMAGE``), as pflag parses it."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in REGISTRY_COMMANDS:
+        return argv
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        out.append(f"{arg}=true" if arg in BOOL_FLAGS else arg)
+    return out
+
+
+def flag_bool(value: str | None, flag: str, default: bool = True) -> bool:
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise UsageError(f"{flag}={value!r}: expected true or false")
+
+
+def registry_options(
+    creds: str | None,
+    tls_verify: str | None,
+    cert_dir: Path | None,
+    authfile: Path | None,
+    *,
+    flag: str = "--tls-verify",
+    default_tls: bool = True,
+    must_exist: bool = True,
+) -> Any:
+    """A RegistryOptions from the registry flags: ``--creds USER[:PASS]`` (the password is asked for
+    on a terminal when missing), ``--tls-verify[=BOOL]``, ``--cert-dir DIR``, ``--authfile FILE``."""
+    from .remote import Credentials, RegistryOptions
+
+    parsed = None
+    if creds is not None:
+        user, sep, password = creds.partition(":")
+        if not user:
+            raise UsageError("--creds: expected USER[:PASSWORD]")
+        if not sep:
+            if not sys.stdin.isatty():
+                raise UsageError(
+                    f"--creds {user}: no password given, and no terminal to ask for one: "
+                    "pass --creds USER:PASSWORD"
+                )
+            import getpass
+
+            password = getpass.getpass(f"Password for {user}: ")
+        parsed = Credentials(user, password)
+    if cert_dir is not None and not cert_dir.is_dir():
+        raise UsageError(f"--cert-dir {cert_dir}: not a directory")
+    if authfile is not None and must_exist and not authfile.is_file():
+        raise UsageError(f"--authfile {authfile}: no such file")
+    return RegistryOptions(
+        parsed, flag_bool(tls_verify, flag, default_tls), cert_dir=cert_dir, auth_file=authfile
+    )
+
+
 PlatformOption = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT] to pick from an index.")
 
 
@@ -220,7 +297,13 @@ def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     store = _state(ctx).store
     out = []
     for tag, desc in store.listing():
-        image = load_image(store, desc)
+        try:
+            image = load_image(store, desc)
+        except PybuildError as exc:  # one broken image never hides the others
+            typer.echo(
+                f"warning: {_one_line(tag or str(desc.digest))} is broken: {_one_line(str(exc))}", err=True
+            )
+            continue
         out.append(image_summary(image, tag))
     if as_json:
         echo_json(
@@ -292,14 +375,14 @@ def image_history(image: Image) -> list[dict[str, Any]]:
     return out
 
 
-def _remote_image(ref: str, creds: str | None, tls_verify: bool) -> tuple[Image, str]:
+def _remote_image(ref: str, options: Any) -> tuple[Image, str]:
     """An Image view of a registry image, held in a throwaway layout (manifest and config only)."""
     import tempfile
 
     from .layout import ImageConfig, Manifest
     from .remote import inspect_remote
 
-    manifest_raw, config_raw = inspect_remote(ref, creds=creds, tls_verify=tls_verify)
+    manifest_raw, config_raw = inspect_remote(ref, options=options)
     manifest = Manifest.parse(manifest_raw, f"{ref}: manifest", lenient=True)
     config = ImageConfig.parse(config_raw, f"{ref}: config")
     scratch = Layout(Path(tempfile.gettempdir()), label=ref)
@@ -314,17 +397,20 @@ def inspect(
     config: bool = typer.Option(False, "--config", help="With --raw: print the config instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     creds: str | None = CredsOption,
-    tls_verify: bool = TlsOption,
+    tls_verify: str | None = TlsOption,
+    authfile: Path | None = AuthfileOption,
+    cert_dir: Path | None = CertDirOption,
     referrers: bool = typer.Option(
         False, "--referrers", help="List the OCI 1.1 artifacts (SBOMs, provenance, ...) referring to it."
     ),
 ) -> None:
     """Show an image's manifest and config (docker:// references are read without pulling layers)."""
     name: str | None
+    options = registry_options(creds, tls_verify, cert_dir, authfile)
     if ref.startswith("docker://"):
         if referrers:
             raise UsageError(f"--referrers lists the store's and oci: layouts' artifacts, not {ref}'s")
-        image, name = _remote_image(ref, creds, tls_verify)
+        image, name = _remote_image(ref, options)
     else:
         found = locate(_state(ctx), ref)
         image, name = load_image(found.layout, found.descriptor), found.name
@@ -471,14 +557,18 @@ def _is_remote(text: str) -> bool:
 @contextlib.contextmanager
 def transfer_progress(quiet: bool) -> Iterator[Any]:
     """A rich progress display for blob transfers on a terminal; nothing otherwise. Thread-safe."""
+    if quiet or not sys.stderr.isatty():  # (rich is not even imported: CI logs stay clean and quick)
+        yield None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     console = Console(stderr=True)
-    if quiet or not console.is_terminal:
-        yield None
-        return
+    import threading
+
     bars: dict[str, Any] = {}
+    moved: dict[str, int] = {}  # bytes counted in the overall bar, per blob
+    lock = threading.Lock()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -486,19 +576,31 @@ def transfer_progress(quiet: bool) -> Iterator[Any]:
         TransferSpeedColumn(),
         console=console,
     ) as progress:
+        overall = progress.add_task("total", total=0)
 
         def update(event: str, desc: Descriptor, n: int) -> None:
             key = str(desc.digest)
-            if key not in bars:
-                bars[key] = progress.add_task(f"blob {desc.digest.short}", total=desc.size)
-            task = bars[key]
-            if event == "advance":
-                progress.advance(task, n)
-            elif event == "restart":
-                progress.reset(task, total=desc.size)
-            elif event in ("skip", "done"):
-                label = "exists" if event == "skip" else "done"
-                progress.update(task, completed=desc.size, description=f"blob {desc.digest.short} {label}")
+            with lock:
+                if key not in bars:
+                    bars[key] = progress.add_task(f"blob {desc.digest.short}", total=desc.size)
+                    moved[key] = 0
+                    progress.update(overall, total=sum(progress.tasks[t].total or 0 for t in bars.values()))
+                task = bars[key]
+                if event == "advance":
+                    progress.advance(task, n)
+                    moved[key] += n
+                    progress.advance(overall, n)
+                elif event == "restart":
+                    progress.reset(task, total=desc.size)
+                    progress.advance(overall, -moved[key])
+                    moved[key] = 0
+                elif event in ("skip", "done"):
+                    label = "exists" if event == "skip" else "done"
+                    progress.update(
+                        task, completed=desc.size, description=f"blob {desc.digest.short} {label}"
+                    )
+                    progress.advance(overall, desc.size - moved[key])
+                    moved[key] = desc.size
 
         yield update
 
@@ -510,10 +612,8 @@ def transfer(
     *,
     quiet: bool = False,
     platform: str | None = None,
-    creds: str | None = None,
-    src_creds: str | None = None,
-    dest_creds: str | None = None,
-    tls_verify: bool = True,
+    src_options: Any = None,
+    dest_options: Any = None,
     digestfile: Path | None = None,
     compression: str | None = None,
 ) -> tuple[Descriptor, str]:
@@ -540,10 +640,8 @@ def transfer(
             dst,
             store=state.store,
             platform=wanted,
-            creds=creds,
-            src_creds=src_creds,
-            dest_creds=dest_creds,
-            tls_verify=tls_verify,
+            src_options=src_options,
+            dest_options=dest_options,
             progress=progress,
             digestfile=digestfile,
             compression=compression,
@@ -584,9 +682,27 @@ def copy(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing."),
     platform: str | None = PlatformOption,
     creds: str | None = CredsOption,
-    src_creds: str | None = typer.Option(None, "--src-creds", help="USER:PASSWORD for the source registry."),
-    dest_creds: str | None = typer.Option(None, "--dest-creds", help="USER:PASSWORD for the destination."),
-    tls_verify: bool = TlsOption,
+    src_creds: str | None = typer.Option(
+        None, "--src-creds", help="USER[:PASSWORD] for the source registry."
+    ),
+    dest_creds: str | None = typer.Option(None, "--dest-creds", help="USER[:PASSWORD] for the destination."),
+    tls_verify: str | None = TlsOption,
+    src_tls_verify: str | None = typer.Option(
+        None, "--src-tls-verify", metavar="[=true|false]", help="--tls-verify for the source registry."
+    ),
+    dest_tls_verify: str | None = typer.Option(
+        None, "--dest-tls-verify", metavar="[=true|false]", help="--tls-verify for the destination."
+    ),
+    authfile: Path | None = AuthfileOption,
+    src_authfile: Path | None = typer.Option(None, "--src-authfile", help="--authfile for the source."),
+    dest_authfile: Path | None = typer.Option(
+        None, "--dest-authfile", help="--authfile for the destination."
+    ),
+    cert_dir: Path | None = CertDirOption,
+    src_cert_dir: Path | None = typer.Option(None, "--src-cert-dir", help="--cert-dir for the source."),
+    dest_cert_dir: Path | None = typer.Option(
+        None, "--dest-cert-dir", help="--cert-dir for the destination."
+    ),
     digestfile: Path | None = typer.Option(
         None, "--digestfile", help="Write the copied manifest's digest here."
     ),
@@ -595,16 +711,31 @@ def copy(
     """Copy an image between the store, OCI layouts, archives and registries (blobs are copied as
     they are, but uncompressed layers are gzipped for a registry, an OCI layout or an oci-archive;
     --compression asks for another)."""
+    default_tls = flag_bool(tls_verify, "--tls-verify")
+    src_options = registry_options(
+        src_creds or creds,
+        src_tls_verify,
+        src_cert_dir or cert_dir,
+        src_authfile or authfile,
+        flag="--src-tls-verify",
+        default_tls=default_tls,
+    )
+    dest_options = registry_options(
+        dest_creds or creds,
+        dest_tls_verify,
+        dest_cert_dir or cert_dir,
+        dest_authfile or authfile,
+        flag="--dest-tls-verify",
+        default_tls=default_tls,
+    )
     _, summary = transfer(
         _state(ctx),
         src,
         dst,
         quiet=quiet,
         platform=platform,
-        creds=creds,
-        src_creds=src_creds,
-        dest_creds=dest_creds,
-        tls_verify=tls_verify,
+        src_options=src_options,
+        dest_options=dest_options,
         digestfile=digestfile,
         compression=compression,
     )
@@ -619,10 +750,14 @@ def pull(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image digest."),
     platform: str | None = PlatformOption,
     creds: str | None = CredsOption,
-    tls_verify: bool = TlsOption,
+    tls_verify: str | None = TlsOption,
+    authfile: Path | None = AuthfileOption,
+    cert_dir: Path | None = CertDirOption,
 ) -> None:
     """Pull an image from a registry into the store, under its full name."""
     from .remote import parse_registry_reference
+
+    options = registry_options(creds, tls_verify, cert_dir, authfile)
 
     text = ref if ref.startswith("docker://") else f"docker://{ref}"
     remote = parse_registry_reference(text)
@@ -632,9 +767,7 @@ def pull(
             + (f"@{remote.digest}" if remote.digest else f":{remote.tag or 'latest'}")
         )
     )
-    desc, _ = transfer(
-        _state(ctx), text, name, quiet=quiet, platform=platform, creds=creds, tls_verify=tls_verify
-    )
+    desc, _ = transfer(_state(ctx), text, name, quiet=quiet, platform=platform, src_options=options)
     typer.echo(str(desc.digest) if quiet else f"pulled {name} {desc.digest}")
 
 
@@ -645,7 +778,9 @@ def push(
     dst: str = typer.Argument(..., help="docker://HOST/REPO[:TAG] (or any other transport)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the pushed digest."),
     creds: str | None = CredsOption,
-    tls_verify: bool = TlsOption,
+    tls_verify: str | None = TlsOption,
+    authfile: Path | None = AuthfileOption,
+    cert_dir: Path | None = CertDirOption,
     digestfile: Path | None = typer.Option(
         None, "--digestfile", help="Write the pushed manifest's digest here."
     ),
@@ -653,13 +788,13 @@ def push(
 ) -> None:
     """Push an image to a registry; prints the pushed manifest digest."""
     target = dst if _is_remote(dst) or dst.startswith("oci:") else f"docker://{dst}"
+    options = registry_options(creds, tls_verify, cert_dir, authfile)
     desc, _ = transfer(
         _state(ctx),
         src,
         target,
         quiet=quiet,
-        dest_creds=creds,
-        tls_verify=tls_verify,
+        dest_options=options,
         digestfile=digestfile,
         compression=compression,
     )
@@ -675,18 +810,27 @@ def login(
         False, "--password-stdin", help="Read the password from standard input."
     ),
     authfile: Path | None = typer.Option(None, "--authfile", help="The auth.json to write."),
-    tls_verify: bool = TlsOption,
+    tls_verify: str | None = TlsOption,
+    creds: str | None = CredsOption,
+    cert_dir: Path | None = CertDirOption,
 ) -> None:
     """Check credentials against a registry and store them in auth.json."""
     from .remote import login as remote_login
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+    options = registry_options(creds, tls_verify, cert_dir, authfile, must_exist=False)
+    if options.creds is not None:
+        if username or password is not None:
+            raise UsageError("login takes --creds or --username/--password, not both")
+        username, password = options.creds.username, options.creds.password
     if not username:
-        raise UsageError("login needs --username")
+        raise UsageError("login needs --username (or --creds USER:PASSWORD)")
     if password is None:
         raise UsageError("login needs --password or --password-stdin")
-    remote_login(registry, username, password, tls_verify=tls_verify, auth_file=authfile)
+    remote_login(
+        registry, username, password, tls_verify=options.tls_verify, auth_file=authfile, cert_dir=cert_dir
+    )
     typer.echo(f"login succeeded: {registry}")
 
 
@@ -733,6 +877,8 @@ def gc_command(
     """Remove blobs no image references, and stale temp files."""
     target = _layout_argument(_state(ctx), layout)
     result = gc(target)
+    for problem in result.problems:
+        typer.echo(f"warning: {_one_line(problem)}", err=True)
     typer.echo(
         f"removed {len(result.removed)} blobs ({human_size(result.freed)}) "
         f"and {result.temp_files} temp files from {target.label}"
@@ -950,6 +1096,10 @@ def build_command(
     pull: str = typer.Option("missing", "--pull", help="always, missing or never: pull base images."),
     platform: str | None = PlatformOption,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image ID."),
+    creds: str | None = CredsOption,
+    tls_verify: str | None = TlsOption,
+    authfile: Path | None = AuthfileOption,
+    cert_dir: Path | None = CertDirOption,
 ) -> None:
     """Build an image from a Containerfile (like `buildah build`)."""
     from .build import BuildOptions, Reporter, build
@@ -974,6 +1124,10 @@ def build_command(
         ignorefile=ignorefile,
         pull=pull,
         platform=platform,
+        # (pybuild.remote is loaded only when a flag asks for it: a cached rebuild stays quick)
+        registry=registry_options(creds, tls_verify, cert_dir, authfile)
+        if (creds, tls_verify, cert_dir, authfile) != (None, None, None, None)
+        else None,
     )
 
     class Printer(Reporter):
@@ -1189,7 +1343,7 @@ def main() -> None:
     own status for a build), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"
     try:
-        code = app(standalone_mode=False)
+        code = app(args=bare_bool_flags(sys.argv[1:]), standalone_mode=False)
     except PybuildError as exc:
         if debug:
             raise

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..diff import scan_upperdir, write_layer
 from ..errors import ContainerfileError, ImageNotFound, PybuildError, StepFailed, UsageError
@@ -50,6 +50,9 @@ from .ignore import IgnoreRules, walk_context
 from .mounts import RunMounts, check_required, parse_mount
 from .shell import Lexer
 from .sources import match_all_sources, sources_digest
+
+if TYPE_CHECKING:
+    from ..remote import RegistryOptions
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -90,6 +93,8 @@ class BuildOptions:
     pull: str = "missing"
     platform: str | None = None
     layers: bool = True
+    # how base images are pulled: --creds, --tls-verify, --cert-dir, --authfile
+    registry: RegistryOptions | None = None
 
 
 @dataclass
@@ -460,6 +465,7 @@ class Builder:
                 str(parse_reference(name).name),
                 store=self.store,
                 platform=parse_platform(platform) if platform else None,
+                src_options=self.options.registry,
             )
             return self.store, desc
         except RegistryError as exc:
@@ -1165,10 +1171,13 @@ class Builder:
         """Put the built image into an OCI layout: its blobs as they are, or, when no --compression
         was asked for, with the store's uncompressed layers gzipped (as buildah and skopeo write an
         OCI layout). Returns the descriptor to tag there."""
+        from ..layout import BlobInfoCache
         from ..remote.recompress import has_uncompressed_layers, recompress_image
 
         if self.options.compression is None and has_uncompressed_layers(self.store, desc):
-            new = recompress_image(self.store, desc, layout, "gzip", only_uncompressed=True)
+            # the store's blob-info cache: a layer gzipped before (a rebuild) is not gzipped again
+            cache = BlobInfoCache(self.store.root)
+            new = recompress_image(self.store, desc, layout, "gzip", only_uncompressed=True, cache=cache)
             return Descriptor(new.media_type, new.digest, new.size)
         copy_blobs(self.store, layout, desc)
         return desc

@@ -5,12 +5,14 @@ Knows nothing of tar, processes or Containerfiles.
 """
 
 from . import mediatype
+from .blobinfo import BlobInfoCache, Compressed
 from .check import GcResult, check_layout, gc, reachable
 from .descriptor import REF_NAME, Descriptor, Platform
 from .digest import Digest
 from .document import Document, ImageConfig, Index, Manifest, OciLayoutFile, dump_json, load_json
 from .image import (
     Image,
+    build_manifest,
     commit_image,
     copy_blobs,
     host_platform,
@@ -21,19 +23,22 @@ from .image import (
     read_manifest,
     referenced_blobs,
     select_manifest,
+    stage_copy,
 )
 from .imagelayout import Layout
 from .imagestore import ImageStore, default_store_path
 from .private import PrivateArea, SweepResult
 from .reference import ImageName, Reference, parse_name, parse_reference
 from .referrers import EMPTY_DESCRIPTOR, attach, referrers
-from .store import BlobStore, BlobWriter
+from .store import BlobStore, BlobWriter, StagedBlobs
 
 __all__ = [
     "EMPTY_DESCRIPTOR",
     "REF_NAME",
+    "BlobInfoCache",
     "BlobStore",
     "BlobWriter",
+    "Compressed",
     "Descriptor",
     "Digest",
     "Document",
@@ -49,8 +54,10 @@ __all__ = [
     "Platform",
     "PrivateArea",
     "Reference",
+    "StagedBlobs",
     "SweepResult",
     "attach",
+    "build_manifest",
     "check_layout",
     "commit_image",
     "copy_blobs",
@@ -71,4 +78,5 @@ __all__ = [
     "referenced_blobs",
     "referrers",
     "select_manifest",
+    "stage_copy",
 ]

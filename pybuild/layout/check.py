@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from ..errors import LayoutError, PybuildError
+from ..errors import DigestMismatch, InvalidDocument, LayoutError, PybuildError
 from . import mediatype
 from .descriptor import Descriptor
 from .digest import Digest
@@ -136,10 +137,29 @@ class GcResult:
     freed: int = 0
     referrers: list[Digest] = field(default_factory=list)  # artifacts dropped from index.json
     temp_files: int = 0
+    #: documents whose content is broken: kept, with every digest their bytes mention
+    problems: list[str] = field(default_factory=list)
 
 
-def _walk(layout: Layout, starts: list[Descriptor], found: set[Digest]) -> None:
-    """Add every blob ``starts`` reach to ``found``. Raises when a referenced document cannot be read."""
+_MENTIONED = re.compile(rb"(sha256):([0-9a-f]{64})|(sha512):([0-9a-f]{128})")
+
+
+def _mentioned(raw: bytes) -> set[Digest]:
+    """Every digest a (possibly broken) document's bytes spell out."""
+    found: set[Digest] = set()
+    for match in _MENTIONED.finditer(raw):
+        algorithm, encoded = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        found.add(Digest(algorithm.decode(), encoded.decode()))
+    return found
+
+
+def _walk(layout: Layout, starts: list[Descriptor], found: set[Digest], problems: list[str] | None) -> None:
+    """Add every blob ``starts`` reach to ``found``.
+
+    A document whose content is broken (not JSON, not the schema, or not its digest) keeps every
+    digest its bytes mention, and is reported in ``problems``: one damaged image does not stop the
+    others from being collected. A document that cannot be read at all (an I/O error) raises.
+    """
     stack = [(d, 0) for d in starts]
     while stack:
         desc, depth = stack.pop()
@@ -159,6 +179,15 @@ def _walk(layout: Layout, starts: list[Descriptor], found: set[Digest]) -> None:
                     stack.extend((layer, depth + 1) for layer in manifest.layers)
                     if manifest.subject is not None:
                         stack.append((manifest.subject, depth + 1))
+            except (InvalidDocument, DigestMismatch) as exc:
+                try:
+                    with open(layout.blobs.path_of(desc.digest), "rb") as f:
+                        text = f.read(64 << 20)
+                except OSError:
+                    text = b""
+                found |= _mentioned(text)
+                if problems is not None:
+                    problems.append(f"kept {desc.digest} and what it names: {exc}")
             except PybuildError as exc:
                 raise LayoutError(
                     f"gc stopped: cannot read {desc.digest} in {layout.label}: {exc}",
@@ -168,7 +197,7 @@ def _walk(layout: Layout, starts: list[Descriptor], found: set[Digest]) -> None:
                 ) from None
 
 
-def _live(layout: Layout) -> tuple[set[Digest], list[Descriptor]]:
+def _live(layout: Layout, problems: list[str] | None = None) -> tuple[set[Digest], list[Descriptor]]:
     """The blobs gc keeps, and the untagged artifacts in index.json whose subject is gone.
 
     Tagged entries and untagged non-artifacts are roots. An untagged artifact (a manifest with a
@@ -188,21 +217,22 @@ def _live(layout: Layout) -> tuple[set[Digest], list[Descriptor]]:
         else:
             artifacts.append((desc, subject.digest))
     found: set[Digest] = set()
-    _walk(layout, roots, found)
+    _walk(layout, roots, found, problems)
     progress = True
     while progress:
         progress = False
         for item in list(artifacts):
             if item[1] in found:
-                _walk(layout, [item[0]], found)
+                _walk(layout, [item[0]], found, problems)
                 artifacts.remove(item)
                 progress = True
     return found, [desc for desc, _ in artifacts]
 
 
-def reachable(layout: Layout) -> set[Digest]:
-    """Every blob gc keeps: what index.json's images reach, and the artifacts whose subject lives."""
-    return _live(layout)[0]
+def reachable(layout: Layout, problems: list[str] | None = None) -> set[Digest]:
+    """Every blob gc keeps: what index.json's images reach, and the artifacts whose subject lives
+    (broken documents are reported in ``problems``, see ``_walk``)."""
+    return _live(layout, problems)[0]
 
 
 def gc(layout: Layout, *, temp_age: float = 3600.0) -> GcResult:
@@ -210,7 +240,7 @@ def gc(layout: Layout, *, temp_age: float = 3600.0) -> GcResult:
     and temp files of dead processes (or older than temp_age)."""
     result = GcResult()
     with layout.exclusive():
-        keep, orphans = _live(layout)
+        keep, orphans = _live(layout, result.problems)
         if orphans:
             gone = {d.digest for d in orphans}
             layout.update_index(lambda ms: [m for m in ms if m.ref_name is not None or m.digest not in gone])

@@ -26,11 +26,39 @@ def dump_json(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def load_json(raw: bytes, what: str) -> Any:
+#: The largest manifest, index or config pybuild reads (containerd's limit for manifests)
+DOCUMENT_LIMIT = 4 << 20
+#: How deeply arrays and objects may nest in any JSON pybuild reads; image documents need ~6
+DEPTH_LIMIT = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
+
+
+def nesting_exceeds(raw: bytes, limit: int = DEPTH_LIMIT) -> bool:
+    """Whether arrays and objects in ``raw`` nest deeper than ``limit`` (strings are skipped): checked
+    before parsing, since Python's parser recurses and so does every walk over what it returns."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_NESTING.finditer(_JSON_STRING.sub(b'""', raw)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def load_json(raw: bytes, what: str, *, limit: int | None = None) -> Any:
+    """Parse JSON bytes: at most ``limit`` bytes (when given) and ``DEPTH_LIMIT`` levels deep."""
+    if limit is not None and len(raw) > limit:
+        raise InvalidDocument(f"{what}: larger than {limit} bytes ({len(raw)})")
+    if nesting_exceeds(bytes(raw)):
+        raise InvalidDocument(f"{what}: nests deeper than {DEPTH_LIMIT} levels")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidDocument(f"{what}: invalid JSON: {exc}") from None
+    except RecursionError:  # pragma: no cover - nesting_exceeds stops it first
+        raise InvalidDocument(f"{what}: nests too deeply") from None
 
 
 class Document:
@@ -46,11 +74,19 @@ class Document:
         self._validate()
 
     @classmethod
-    def parse(cls: type[D], raw: bytes, what: str | None = None, *, lenient: bool = False) -> D:
+    def parse(
+        cls: type[D],
+        raw: bytes,
+        what: str | None = None,
+        *,
+        lenient: bool = False,
+        limit: int = DOCUMENT_LIMIT,
+    ) -> D:
         """Parse and validate. ``lenient`` relaxes the SHOULD-level rules that real tools break
-        (a manifest with no layers, as ``umoci new`` writes); the schema's other rules always hold."""
+        (a manifest with no layers, as ``umoci new`` writes); the schema's other rules always hold.
+        Documents larger than ``limit`` bytes are refused."""
         what = what or cls.kind
-        doc = load_json(raw, what)
+        doc = load_json(raw, what, limit=limit)
         if not isinstance(doc, dict):
             raise InvalidDocument(f"{what}: must be a JSON object")
         return cls(doc, bytes(raw), what, lenient=lenient)

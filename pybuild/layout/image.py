@@ -9,8 +9,10 @@ from typing import Any
 from ..errors import ImageNotFound, InvalidDocument, LayoutError, UsageError
 from . import mediatype
 from .descriptor import Descriptor, Platform
+from .digest import Digest
 from .document import ImageConfig, Index, Manifest
 from .imagelayout import Layout
+from .store import BlobWriter, StagedBlobs
 
 _MACHINES = {
     "x86_64": ("amd64", None),
@@ -157,18 +159,29 @@ def commit_image(
     for layer in layers:
         if not layout.blobs.exists(layer.digest):
             raise LayoutError(f"layer {layer.digest} is not in {layout.label}")
-    config_bytes = config.to_bytes()
+    digest, size = layout.blobs.put(config.to_bytes())
+    manifest = build_manifest(digest, size, layers, docker=docker, annotations=annotations)
+    digest, size = layout.blobs.put(manifest.to_bytes())
+    return Descriptor(manifest.media_type, digest, size)
+
+
+def build_manifest(
+    config_digest: Digest,
+    config_size: int,
+    layers: list[Descriptor],
+    *,
+    docker: bool = False,
+    annotations: dict[str, str] | None = None,
+) -> Manifest:
+    """The manifest ``commit_image`` writes for a config and layers: the same bytes wherever it is
+    made (a layout, or on the way to a registry)."""
     config_media = mediatype.DOCKER_CONFIG if docker else mediatype.OCI_CONFIG
-    digest, size = layout.blobs.put(config_bytes)
-    config_desc = Descriptor(config_media, digest, size)
-    manifest = Manifest.build(
-        config_desc,
+    return Manifest.build(
+        Descriptor(config_media, config_digest, config_size),
         layers,
         media_type=mediatype.DOCKER_MANIFEST if docker else mediatype.OCI_MANIFEST,
         annotations=annotations if not docker else None,
     )
-    digest, size = layout.blobs.put(manifest.to_bytes())
-    return Descriptor(manifest.media_type, digest, size)
 
 
 def referenced_blobs(layout: Layout, descriptor: Descriptor, _depth: int = 0) -> list[Descriptor]:
@@ -188,21 +201,35 @@ def referenced_blobs(layout: Layout, descriptor: Descriptor, _depth: int = 0) ->
     return out
 
 
+def stage_copy(src: Layout, dst: Layout, desc: Descriptor) -> BlobWriter:
+    """Copy one blob from ``src`` into ``dst``'s temp dir, verified and sealed: the caller commits
+    or aborts the writer returned."""
+    writer = dst.blobs.writer(desc.digest.algorithm, expected=desc.digest)
+    try:
+        with src.blobs.open(desc.digest, desc.size) as reader:
+            while chunk := reader.read(1 << 20):
+                writer.write(chunk)
+        writer.seal()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer
+
+
 def copy_blobs(src: Layout, dst: Layout, descriptor: Descriptor) -> int:
     """Copy everything ``descriptor`` references from ``src`` into ``dst``, verified, never recompressed.
 
-    Blobs already in ``dst`` are skipped. Returns the number of blobs copied. Hold ``dst.writing()``.
+    All or nothing: every blob is written and verified first, and only then do they all appear in
+    ``dst`` (children first, so a manifest never lands before what it references); a failure leaves
+    ``dst`` as it was. Blobs already in ``dst`` are skipped. Returns the number of blobs copied. Hold
+    ``dst.writing()``.
     """
-    copied = 0
-    # Children first, so a manifest never lands before what it references.
-    for desc in reversed(referenced_blobs(src, descriptor)):
-        if dst.blobs.exists(desc.digest):
-            continue
-        with (
-            src.blobs.open(desc.digest, desc.size) as reader,
-            dst.blobs.writer(desc.digest.algorithm, expected=desc.digest) as writer,
-        ):
-            while chunk := reader.read(1 << 20):
-                writer.write(chunk)
-        copied += 1
-    return copied
+    seen: set[Digest] = set()
+    with StagedBlobs() as staged:
+        for desc in reversed(referenced_blobs(src, descriptor)):
+            if desc.digest in seen or dst.blobs.exists(desc.digest):
+                continue
+            seen.add(desc.digest)
+            staged.add(stage_copy(src, dst, desc))
+        staged.commit()
+    return len(staged.writers)

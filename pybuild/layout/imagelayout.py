@@ -24,6 +24,7 @@ from .private import PrivateArea
 from .store import BlobStore, fsync_dir, temp_file
 
 LOCK_TIMEOUT = 120.0
+INDEX_JSON_LIMIT = 64 << 20
 
 
 def _acquire(fd: int, mode: int, timeout: float, what: str) -> None:
@@ -153,7 +154,8 @@ class Layout:
         except OSError as exc:
             raise LayoutError(f"cannot read index.json of {self.label}: {exc.strerror or exc}") from None
         try:
-            return Index.parse(raw, f"index.json of {self.label}")
+            # index.json lists every tag of a store: allowed to grow past a manifest's limit
+            return Index.parse(raw, f"index.json of {self.label}", limit=INDEX_JSON_LIMIT)
         except InvalidDocument as exc:
             raise InvalidDocument(str(exc)) from None
 

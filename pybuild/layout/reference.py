@@ -25,6 +25,9 @@ _DOMAIN = re.compile(
 )
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _OCI_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# image-layout.md's org.opencontainers.image.ref.name grammar: full names such as localhost/app:1
+_OCI_REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_OCI_REF = re.compile(rf"{_OCI_REF_COMPONENT}(?:/{_OCI_REF_COMPONENT})*")
 
 
 @dataclass(frozen=True)
@@ -98,14 +101,12 @@ class Reference:
 
 def parse_reference(text: str) -> Reference:
     if text.startswith("oci:"):
-        rest = text[4:]
-        directory, tag = rest, DEFAULT_TAG
-        head, sep, tail = rest.rpartition(":")
-        if sep and "/" not in tail:
-            directory, tag = head, tail
+        # PATH[:REF], split at the first colon as containers/image does: REF may be a full name
+        directory, sep, tag = text[4:].partition(":")
+        tag = tag if sep else DEFAULT_TAG
         if not directory:
             raise UsageError(f"invalid reference {text!r}: expected oci:DIR[:TAG]")
-        if not _OCI_TAG.fullmatch(tag):
+        if not (_OCI_TAG.fullmatch(tag) or (len(tag) <= 255 and _OCI_REF.fullmatch(tag))):
             raise UsageError(f"invalid reference {text!r}: bad tag {tag!r}")
         return Reference("oci", tag, Path(directory))
     for prefix in TRANSPORTS:

@@ -120,6 +120,11 @@ class BlobStore:
             )
         return self.root / "blobs" / digest.algorithm / digest.encoded
 
+    def path_of(self, digest: Digest) -> Path:
+        """Where a blob lives, for code that must read a damaged one as it is (gc looking for the
+        digests a broken document names). Everything else reads through ``open``, verified."""
+        return self._path(digest)
+
     def name(self, digest: Digest) -> str:
         return f"blob {digest} in {self.label}"
 
@@ -181,7 +186,12 @@ class BlobStore:
                 pass
 
     def put(self, source: bytes | IO[bytes], algorithm: str = "sha256") -> tuple[Digest, int]:
-        """Store bytes or a stream; returns (digest, size). Idempotent."""
+        """Store bytes or a stream; returns (digest, size). Idempotent: bytes already present are not
+        written again."""
+        if isinstance(source, bytes | bytearray | memoryview):
+            digest = Digest.of_bytes(bytes(source), algorithm)
+            if self._path(digest).is_file() and self._path(digest).stat().st_size == len(source):
+                return digest, len(source)
         with self.writer(algorithm) as w:
             if isinstance(source, bytes | bytearray | memoryview):
                 w.write(bytes(source))
@@ -212,6 +222,7 @@ class BlobWriter:
         self._path, self._f = temp_file(store.root, "blob")
         self.size = 0
         self._written_back = 0  # bytes handed to _start_writeback
+        self._sealed: Digest | None = None
         self.digest: Digest | None = None
 
     def sha256_hasher(self) -> Any:
@@ -231,8 +242,13 @@ class BlobWriter:
             self._written_back = self.size
         return n
 
-    def commit(self) -> Digest:
-        try:
+    def seal(self) -> Digest:
+        """Finish writing and check the digest, without publishing the blob: ``commit`` does that.
+        A sealed blob stays in the layout's temp dir, where nothing references it, until then; so
+        several blobs can all be verified before any of them appears."""
+        if self._sealed is not None:
+            return self._sealed
+        with self._aborting():
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
@@ -241,6 +257,23 @@ class BlobWriter:
                 raise DigestMismatch(
                     f"{self.store.name(self.expected)} is corrupt: content has digest {digest}"
                 )
+        self._sealed = digest
+        return digest
+
+    def read_sealed(self, limit: int) -> bytes:
+        """The bytes of a sealed (verified, not yet committed) blob of at most ``limit`` bytes."""
+        if self._sealed is None:
+            raise LayoutError("read_sealed before seal")
+        if self.size > limit:
+            raise LayoutError(f"{self.store.name(self._sealed)} is too large to read ({self.size} bytes)")
+        try:
+            return self._path.read_bytes()
+        except OSError as exc:
+            raise LayoutError(f"cannot read {self.store.name(self._sealed)}: {exc.strerror or exc}") from None
+
+    def commit(self) -> Digest:
+        digest = self.seal()
+        with self._aborting():
             final = self.store._path(digest)
             if final.exists():
                 # Idempotent: keep the existing blob, refresh its mtime.
@@ -251,14 +284,20 @@ class BlobWriter:
                 os.chmod(self._path, 0o644)
                 os.rename(self._path, final)
                 fsync_dir(final.parent)
+        self.digest = digest
+        return digest
+
+    @contextlib.contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """Any failure inside aborts the writer; an OSError becomes a LayoutError."""
+        try:
+            yield
         except OSError as exc:
             self.abort()
             raise LayoutError(f"cannot write a blob into {self.store.label}: {exc.strerror or exc}") from None
         except BaseException:
             self.abort()
             raise
-        self.digest = digest
-        return digest
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -274,3 +313,27 @@ class BlobWriter:
             self.commit()
         else:
             self.abort()
+
+
+class StagedBlobs:
+    """Sealed blobs published together: ``commit`` them all at the end of the with block, and a
+    failure inside it aborts every one, so none of them appears."""
+
+    def __init__(self) -> None:
+        self.writers: list[BlobWriter] = []
+
+    def add(self, writer: BlobWriter) -> BlobWriter:
+        self.writers.append(writer)
+        return writer
+
+    def commit(self) -> None:
+        for writer in self.writers:
+            writer.commit()
+
+    def __enter__(self) -> StagedBlobs:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            for writer in self.writers:
+                writer.abort()

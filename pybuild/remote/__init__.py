@@ -1,12 +1,26 @@
 """Registries and archives: pull, push, copy between transports, inspect, login/logout.
 
-Depends on pybuild.layout; prints nothing (progress goes to a callback).
+Depends on pybuild.layout; prints nothing (progress goes to a callback). The archive functions
+(tarfile, gzip, zstandard) load on first use: a push or pull does not pay for them.
 """
 
-from .archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
+from typing import Any
+
 from .auth import Credentials, auth_files, find_credentials, remove_credentials, store_credentials
 from .reference import RegistryReference, parse_registry_reference
-from .registry import ConnectionDropped, Progress, Registry, login, logout, pick_manifest, pull, push
+from .registry import (
+    ConnectionDropped,
+    DeadlineExceeded,
+    InvalidResponse,
+    Progress,
+    Registry,
+    RegistryOptions,
+    login,
+    logout,
+    pick_manifest,
+    pull,
+    push,
+)
 from .transport import (
     ArchiveReference,
     ImageReference,
@@ -16,14 +30,28 @@ from .transport import (
     parse_image_reference,
 )
 
+_ARCHIVE = ("read_docker_archive", "read_oci_archive", "write_docker_archive", "write_oci_archive")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ARCHIVE:
+        from . import archive
+
+        return getattr(archive, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ArchiveReference",
     "ConnectionDropped",
     "Credentials",
+    "DeadlineExceeded",
     "ImageReference",
+    "InvalidResponse",
     "LayoutReference",
     "Progress",
     "Registry",
+    "RegistryOptions",
     "RegistryReference",
     "auth_files",
     "copy_image",

@@ -1,10 +1,41 @@
-"""Re-compressing an image's layers (``--compression``): new layer blobs, same diff_ids and config."""
+"""Layers on their way out: compressed once, with the blob-info cache remembering the result.
+
+The store keeps built layers uncompressed (as buildah does); an OCI layout, an oci-archive and a
+registry get them gzipped (or in ``--compression``). Compressing a layer is the slow part of a push
+or of a build into an ``oci:`` layout, so it happens once per layer, compression and level: the
+store's ``BlobInfoCache`` maps the layer's diff_id to the compressed blob's digest and size, and
+where that blob was seen. A cached answer is only used once checked: the blob is in the destination
+with that size (a registry answers HEAD with it; a layout's gzip trailer also names the uncompressed
+size), or is copied, verified, from a layout that holds it. Otherwise the layer is compressed again.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 from ..diff import LayerWriter, open_layer
-from ..errors import DigestMismatch, UsageError
-from ..layout import Descriptor, Layout, commit_image, copy_blobs, load_image, mediatype
+from ..errors import DigestMismatch, PybuildError, UsageError
+from ..layout import (
+    BlobInfoCache,
+    BlobWriter,
+    Descriptor,
+    Digest,
+    Image,
+    Layout,
+    StagedBlobs,
+    commit_image,
+    load_image,
+    mediatype,
+    stage_copy,
+)
+
+LEVELS = {"gzip": 6, "zstd": 3, "none": 0}  # what LayerWriter uses when given no level
+
+
+def variant(compression: str) -> str:
+    """The blob-info cache's name for a compression at pybuild's level: ``gzip-6``."""
+    return f"{compression}-{LEVELS[compression]}"
 
 
 def _plain(layer: Descriptor) -> bool:
@@ -20,44 +51,158 @@ def has_uncompressed_layers(layout: Layout, desc: Descriptor) -> bool:
     return any(_plain(layer) for layer in load_image(layout, desc).layers)
 
 
+def check_compression(image: Image, compression: str, label: str) -> None:
+    if compression not in ("gzip", "zstd", "none"):
+        raise UsageError(f"unknown compression {compression!r}: expected gzip, zstd or none")
+    if image.is_docker and compression == "zstd":
+        raise UsageError(f"{label}: Docker-format images have gzip or plain tar layers, not zstd")
+
+
+def converts(layer: Descriptor, compression: str, only_uncompressed: bool) -> bool:
+    """Whether ``layer`` is compressed anew on its way out; otherwise it goes as it is."""
+    if only_uncompressed and not _plain(layer):
+        return False
+    return mediatype.layer_compression(layer.media_type) != compression
+
+
+def cached(
+    cache: BlobInfoCache | None, layer: Descriptor, diff_id: Digest, compression: str, docker: bool
+) -> Descriptor | None:
+    """The descriptor the cache names for ``layer`` in ``compression``: still to be checked."""
+    if cache is None:
+        return None
+    found = cache.compressed(diff_id, variant(compression))
+    if found is None:
+        return None
+    media = mediatype.layer_media_type(compression, docker=docker)
+    return Descriptor(media, found.digest, found.size, annotations=dict(layer.annotations))
+
+
+def compress(
+    src: Layout,
+    layer: Descriptor,
+    diff_id: Digest,
+    compression: str,
+    docker: bool,
+    dst: Layout,
+    cache: BlobInfoCache | None,
+) -> tuple[Descriptor, BlobWriter]:
+    """Compress ``layer`` from ``src`` into ``dst`` (sealed, not yet committed: the caller commits or
+    aborts the writer). Its content is checked against ``diff_id``, so a damaged layer is never
+    re-signed; the result goes into the cache."""
+    writer = dst.blobs.writer()
+    try:
+        with src.blobs.open(layer.digest, layer.size) as blob:
+            reader = open_layer(blob, layer.media_type, what=f"layer {layer.digest}")
+            sink = LayerWriter(writer, compression)
+            while chunk := reader.read(1 << 20):
+                sink.write(chunk)
+            while blob.read(1 << 20):  # reach EOF so the blob's digest is checked
+                pass
+            stats = sink.close()
+        if stats.diff_id != str(diff_id):
+            raise DigestMismatch(
+                f"layer {layer.digest} in {src.label}: content does not match diff_id {diff_id}"
+            )
+        digest = writer.seal()
+    except BaseException:
+        writer.abort()
+        raise
+    media = mediatype.layer_media_type(compression, docker=docker)
+    out = Descriptor(media, digest, writer.size, annotations=dict(layer.annotations))
+    if cache is not None:
+        cache.record_compressed(diff_id, variant(compression), digest, writer.size)
+    return out, writer
+
+
+def _in_layout(layout: Layout, candidate: Descriptor, uncompressed: int | None) -> bool:
+    """``layout`` holds ``candidate`` with its size; for gzip, its trailer's ISIZE (the uncompressed
+    size mod 2**32) also matches the layer it stands for."""
+    try:
+        if not layout.blobs.exists(candidate.digest) or layout.blobs.size(candidate.digest) != candidate.size:
+            return False
+        if uncompressed is not None and mediatype.layer_compression(candidate.media_type) == "gzip":
+            with open(layout.blobs.path_of(candidate.digest), "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                return int.from_bytes(f.read(4), "little") == uncompressed & 0xFFFFFFFF
+    except (OSError, PybuildError):
+        return False
+    return True
+
+
+def _from_elsewhere(
+    cache: BlobInfoCache, candidate: Descriptor, dst: Layout, uncompressed: int | None
+) -> BlobWriter | None:
+    """Copy ``candidate`` into ``dst`` from another layout the cache saw it in, verified; None
+    when no such layout still holds it (the stale location is forgotten)."""
+    for location in cache.locations(candidate.digest):
+        if not location.startswith("oci:"):
+            continue
+        path = location[len("oci:") :]
+        if os.path.realpath(path) == os.path.realpath(dst.root):
+            continue
+        try:
+            other = Layout.open(path)
+            if _in_layout(other, candidate, uncompressed):
+                return stage_copy(other, dst, candidate)
+        except DigestMismatch:
+            pass  # damaged there: compress anew
+        except PybuildError:
+            pass
+        cache.forget_location(candidate.digest, location)
+    return None
+
+
 def recompress_image(
-    src: Layout, desc: Descriptor, dst: Layout, compression: str, *, only_uncompressed: bool = False
+    src: Layout,
+    desc: Descriptor,
+    dst: Layout,
+    compression: str,
+    *,
+    only_uncompressed: bool = False,
+    cache: BlobInfoCache | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Descriptor:
     """Write ``desc``'s image into ``dst`` with every layer in ``compression``; returns the new manifest.
 
     Layers already in that compression are copied as they are; with ``only_uncompressed`` so are
     all compressed ones (what skopeo does for an OCI layout or a registry: plain tar layers get
-    compressed, gzip and zstd ones stay). Each new layer's diff_id is checked against the config,
-    so a damaged layer can never be re-signed by recompression.
+    compressed, gzip and zstd ones stay). A layer the cache knows in that compression is not
+    compressed again when ``dst`` holds the result, or another layout does. All or nothing: the new
+    blobs appear in ``dst`` only once every one of them is written and verified.
     """
-    if compression not in ("gzip", "zstd", "none"):
-        raise UsageError(f"unknown compression {compression!r}: expected gzip, zstd or none")
     image = load_image(src, desc)
-    if image.is_docker and compression == "zstd":
-        raise UsageError(f"{src.label}: Docker-format images have gzip or plain tar layers, not zstd")
+    check_compression(image, compression, src.label)
+    location = f"oci:{dst.root}"
     layers: list[Descriptor] = []
     with dst.writing():
-        for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
-            keep = only_uncompressed and not _plain(layer)
-            if keep or mediatype.layer_compression(layer.media_type) == compression:
-                copy_blobs(src, dst, layer)
-                layers.append(layer)
-                continue
-            with src.blobs.open(layer.digest, layer.size) as blob, dst.blobs.writer() as writer:
-                reader = open_layer(blob, layer.media_type, what=f"layer {layer.digest}")
-                sink = LayerWriter(writer, compression)
-                while chunk := reader.read(1 << 20):
-                    sink.write(chunk)
-                while blob.read(1 << 20):  # reach EOF so the blob's digest is checked
-                    pass
-                stats = sink.close()
-                if stats.diff_id != str(diff_id):
-                    raise DigestMismatch(
-                        f"layer {layer.digest} in {src.label}: content does not match diff_id {diff_id}"
-                    )
-            assert writer.digest is not None
-            media = mediatype.layer_media_type(compression, docker=image.is_docker)
-            layers.append(Descriptor(media, writer.digest, writer.size, annotations=dict(layer.annotations)))
+        with StagedBlobs() as staged:
+            for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
+                if not converts(layer, compression, only_uncompressed):
+                    if not dst.blobs.exists(layer.digest):
+                        staged.add(stage_copy(src, dst, layer))
+                    layers.append(layer)
+                    continue
+                uncompressed = layer.size if _plain(layer) else None
+                candidate = cached(cache, layer, diff_id, compression, image.is_docker)
+                if candidate is not None and cache is not None:
+                    if _in_layout(dst, candidate, uncompressed):
+                        layers.append(candidate)
+                        continue
+                    writer = _from_elsewhere(cache, candidate, dst, uncompressed)
+                    if writer is not None:
+                        staged.add(writer)
+                        layers.append(candidate)
+                        continue
+                if progress is not None:
+                    progress(f"compressing layer {layer.digest.short} ({compression})")
+                out, writer = compress(src, layer, diff_id, compression, image.is_docker, dst, cache)
+                staged.add(writer)
+                layers.append(out)
+            staged.commit()
+        if cache is not None:
+            for layer in layers:
+                cache.record_location(layer.digest, location)
         return commit_image(
             dst, image.config, layers, docker=image.is_docker, annotations=image.manifest.annotations or None
         )

@@ -12,22 +12,23 @@ from pathlib import Path
 
 from ..errors import DigestMismatch, RegistryError, UsageError
 from ..layout import (
+    BlobInfoCache,
     Descriptor,
+    Digest,
     ImageStore,
-    Index,
     Layout,
-    Manifest,
     Platform,
     copy_blobs,
-    mediatype,
     parse_name,
     parse_reference,
     select_manifest,
 )
-from .archive import read_docker_archive, read_oci_archive, write_docker_archive, write_oci_archive
+from ..layout.document import DOCUMENT_LIMIT
 from .auth import Credentials
+from .recompress import has_uncompressed_layers, recompress_image
 from .reference import RegistryReference, parse_registry_reference
-from .registry import Progress, Registry, pick_manifest, pull, push
+from .registry import Outbound, Progress, RegistryOptions, pull, push, push_converted, resolve_manifest
+from .registry.validate import check_config, parse_manifest
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,34 @@ ImageReference = RegistryReference | ArchiveReference | LayoutReference
 
 
 def parse_image_reference(text: str) -> ImageReference:
-    """Any transport pybuild reads or writes."""
+    """Any transport pybuild reads or writes. ``docker-archive:``, ``oci-archive:`` and ``oci:`` are
+    ``PATH[:REF]`` split at the first colon, as containers/image splits them: REF may be a full name."""
     if text.startswith("docker://"):
         return parse_registry_reference(text)
     for transport in ("docker-archive", "oci-archive"):
         if text.startswith(f"{transport}:"):
-            rest = text[len(transport) + 1 :]
-            # PATH:NAME, split at the first colon as containers/image does: the name may hold
-            # `/` and `:` itself (localhost:5000/app:v1, an OCI ref.name like localhost/app:v1)
-            path, _, name = rest.partition(":")
-            if transport == "docker-archive" and name and ":" not in name.rsplit("/", 1)[-1]:
-                name += ":latest"  # RepoTags are NAME:TAG; containers/image adds latest too
+            path, sep, name = text[len(transport) + 1 :].partition(":")
             if not path:
-                raise UsageError(f"invalid reference {text!r}: expected {transport}:PATH")
+                raise UsageError(f"invalid reference {text!r}: expected {transport}:PATH[:REF]")
+            if sep and not name:
+                raise UsageError(f"invalid reference {text!r}: empty reference after {transport}:{path}:")
+            if transport == "docker-archive" and name:
+                name = _archive_name(text, name)
             return ArchiveReference(transport, Path(path), name or None)
     ref = parse_reference(text)
     return LayoutReference(ref.transport, ref.name, ref.path)
+
+
+def _archive_name(text: str, name: str) -> str:
+    """A docker-archive's REF: a name with a tag (``:latest`` when it has none), never a digest."""
+    try:
+        parsed = parse_name(name)
+    except UsageError as exc:
+        raise UsageError(f"invalid reference {text!r}: {exc}") from None
+    if parsed.digest is not None:
+        raise UsageError(f"invalid reference {text!r}: docker-archive names carry a tag, not a digest")
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last else f"{name}:latest"
 
 
 def _source_layout(ref: LayoutReference, store: ImageStore) -> tuple[Layout, Descriptor]:
@@ -86,6 +99,12 @@ def _dest_layout(ref: LayoutReference, store: ImageStore) -> Layout:
     return Layout.create(ref.path)
 
 
+def _options(
+    explicit: RegistryOptions | None, creds: Credentials | str | None, tls_verify: bool
+) -> RegistryOptions:
+    return explicit if explicit is not None else RegistryOptions(creds, tls_verify)
+
+
 def copy_image(
     src: str,
     dst: str,
@@ -96,6 +115,8 @@ def copy_image(
     src_creds: Credentials | str | None = None,
     dest_creds: Credentials | str | None = None,
     tls_verify: bool = True,
+    src_options: RegistryOptions | None = None,
+    dest_options: RegistryOptions | None = None,
     progress: Progress | None = None,
     digestfile: Path | str | None = None,
     compression: str | None = None,
@@ -104,16 +125,20 @@ def copy_image(
 
     ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way. Otherwise blobs are
     copied as they are, except that uncompressed layers are gzipped on their way to a registry, an
-    OCI layout or an oci-archive (as skopeo does; the store keeps built layers uncompressed).
+    OCI layout or an oci-archive (as skopeo does; the store keeps built layers uncompressed), once:
+    the store's blob-info cache remembers the result.
 
     Indexes are resolved to the manifest for ``platform`` (the host's by default), except between
-    two layouts where the whole index is copied when no platform is given. ``digestfile`` receives
-    the written manifest's digest.
+    two layouts where the whole index is copied when no platform is given. ``src_options`` and
+    ``dest_options`` say how to reach each side's registry (else ``creds``/``src_creds``/
+    ``dest_creds`` and ``tls_verify``). ``digestfile`` receives the written manifest's digest.
+    Nothing is named in ``dst`` unless the whole image is there and verified.
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
-    src_creds = src_creds or creds
-    dest_creds = dest_creds or creds
+    src_opts = _options(src_options, src_creds or creds, tls_verify)
+    dest_opts = _options(dest_options, dest_creds or creds, tls_verify)
+    cache = BlobInfoCache(store.root)
     with tempfile.TemporaryDirectory(prefix="pybuild-copy-") as tmpdir:
         # 1. Get the image into a layout (no copy when the source already is one).
         if isinstance(source, LayoutReference):
@@ -131,67 +156,78 @@ def copy_image(
                 out,
                 _dest_tag(dest),
                 platform=platform,
-                creds=src_creds,
-                tls_verify=tls_verify,
+                options=src_opts,
                 progress=progress,
+                cache=cache if out.root == store.root else None,
             )
             _write_digestfile(digestfile, desc)
             return desc
         else:
             layout = Layout.create(Path(tmpdir) / "staging")
             if isinstance(source, RegistryReference):
-                desc = pull(
-                    source,
-                    layout,
-                    None,
-                    platform=platform,
-                    creds=src_creds,
-                    tls_verify=tls_verify,
-                    progress=progress,
-                )
+                desc = pull(source, layout, None, platform=platform, options=src_opts, progress=progress)
             elif source.transport == "docker-archive":
+                from .archive import read_docker_archive
+
                 desc = read_docker_archive(source.path, layout, name=source.name)
             else:
+                from .archive import read_oci_archive
+
                 desc = read_oci_archive(source.path, layout, source.name)
                 desc = select_manifest(layout, desc, platform)
-        from .recompress import has_uncompressed_layers, recompress_image
-
         # like skopeo: plain tar layers (the store keeps built layers uncompressed) are gzipped on
         # their way to a registry, an OCI layout or an oci-archive, unless --compression says
         auto = compression is None and _compresses(dest) and has_uncompressed_layers(layout, desc)
-        if compression is not None or auto:
-            staging = Layout.create(Path(tmpdir) / "recompressed")
-            manifest = select_manifest(layout, desc, platform)
-            desc = recompress_image(layout, manifest, staging, compression or "gzip", only_uncompressed=auto)
-            layout = staging
+        convert = compression is not None or auto
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
             out = _dest_layout(dest, store)
             with out.writing():
-                copy_blobs(layout, out, desc)
+                if convert:
+                    manifest = select_manifest(layout, desc, platform)
+                    desc = recompress_image(
+                        layout, manifest, out, compression or "gzip", only_uncompressed=auto, cache=cache
+                    )
+                else:
+                    copy_blobs(layout, out, desc)
                 out.set_tag(_dest_tag(dest), desc)
         elif isinstance(dest, RegistryReference):
-            mount_from = (
-                source.repository
-                if isinstance(source, RegistryReference)
-                and source.registry == dest.registry
-                and compression is None
-                and not auto
-                else None
-            )
-            push(
-                layout,
-                desc,
-                dest,
-                creds=dest_creds,
-                tls_verify=tls_verify,
-                progress=progress,
-                mount_from=mount_from,
-            )
-        elif dest.transport == "docker-archive":
-            write_docker_archive(layout, desc, dest.path, [dest.name] if dest.name else [], platform)
+            if convert:
+                desc = push_converted(
+                    layout,
+                    select_manifest(layout, desc, platform),
+                    dest,
+                    Outbound(compression or "gzip", only_uncompressed=auto),
+                    Layout.create(Path(tmpdir) / "compressed"),
+                    options=dest_opts,
+                    progress=progress,
+                    cache=cache,
+                )
+            else:
+                same = isinstance(source, RegistryReference) and source.registry == dest.registry
+                push(
+                    layout,
+                    desc,
+                    dest,
+                    options=dest_opts,
+                    progress=progress,
+                    mount_from=source.repository if same and isinstance(source, RegistryReference) else None,
+                    cache=cache,
+                )
         else:
-            write_oci_archive(layout, desc, dest.path, dest.name)
+            if convert:
+                staging = Layout.create(Path(tmpdir) / "recompressed")
+                manifest = select_manifest(layout, desc, platform)
+                desc = recompress_image(
+                    layout, manifest, staging, compression or "gzip", only_uncompressed=auto, cache=cache
+                )
+                layout = staging
+            from .archive import write_docker_archive, write_oci_archive
+
+            if dest.transport == "docker-archive":
+                write_docker_archive(layout, desc, dest.path, [dest.name] if dest.name else [], platform)
+            else:
+                write_oci_archive(layout, desc, dest.path, dest.name)
     _write_digestfile(digestfile, desc)
     return desc
 
@@ -224,24 +260,24 @@ def inspect_remote(
     platform: Platform | None = None,
     creds: Credentials | str | None = None,
     tls_verify: bool = True,
+    options: RegistryOptions | None = None,
 ) -> tuple[bytes, bytes]:
-    """(manifest bytes, config bytes) of a registry image, without pulling layers; both verified."""
+    """(manifest bytes, config bytes) of a registry image, without pulling layers; both verified
+    and validated as a pull validates them."""
     if isinstance(ref, str):
         ref = parse_registry_reference(ref)
-    registry = Registry(ref.registry, creds=creds, tls_verify=tls_verify)
+    registry = _options(options, creds, tls_verify).registry(ref.registry)
     what = f"inspecting {ref.short}"
-    desc, raw = registry.get_manifest(ref, what)
-    if desc.media_type in mediatype.INDEXES:
-        chosen = pick_manifest(
-            Index.parse(raw, f"registry {ref.registry}: {what}: index"), platform, ref.registry, what
-        )
-        desc, raw = registry.get_manifest(ref.with_digest(chosen.digest), what)
-    manifest = Manifest.parse(raw, f"registry {ref.registry}: {what}: manifest")
-    config = manifest.config
-    with registry.open_blob(ref.repository, config.digest, what) as resp:
-        data = resp.read(limit=max(config.size, 1))
-    hasher = config.digest.hasher()
-    hasher.update(data)
-    if len(data) != config.size or hasher.hexdigest() != config.digest.encoded:
-        raise DigestMismatch(f"registry {ref.registry}: {what}: config {config.digest} is corrupt")
+    where = f"registry {ref.registry}: {what}"
+    try:
+        desc, raw = resolve_manifest(registry, ref, platform, what)
+        manifest = parse_manifest(raw, desc, where)
+        config = manifest.config
+        with registry.open_blob(ref.repository, config, what) as resp:
+            data = resp.read(DOCUMENT_LIMIT)
+    finally:
+        registry.close()
+    if len(data) != config.size or Digest.of_bytes(data, config.digest.algorithm) != config.digest:
+        raise DigestMismatch(f"{where}: config {config.digest} is corrupt")
+    check_config(data, manifest, where)
     return raw, data

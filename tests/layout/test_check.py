@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
-from pybuild.errors import LayoutError
 from pybuild.layout import Layout, check_layout, gc, load_image
 from tests.fixtures.images import make_image
 from tests.fixtures.tools import validate_layout
@@ -54,11 +51,24 @@ def test_gc_sweeps_unreferenced_blobs_and_stale_temp_files(tmp_path: Path, busyb
     assert list(layout.blobs.digests()) == []
 
 
-def test_gc_refuses_when_a_manifest_is_unreadable(tmp_path: Path, busybox_tar: bytes) -> None:
+def test_gc_keeps_what_a_broken_manifest_names_and_sweeps_the_rest(
+    tmp_path: Path, busybox_tar: bytes
+) -> None:
+    """One damaged image does not stop gc: it keeps the broken document and every digest its bytes
+    spell out, reports it, and collects everything else."""
     layout = Layout.create(tmp_path / "l")
     desc = make_image(layout, [busybox_tar], "x")
-    (tmp_path / "l" / "blobs" / "sha256" / desc.digest.encoded).write_bytes(b"{}")
-    before = set(layout.blobs.digests())
-    with pytest.raises(LayoutError, match="gc stopped"):
-        gc(layout)
-    assert set(layout.blobs.digests()) == before
+    raw = layout.blobs.read(desc.digest)
+    named = {d for d in layout.blobs.digests() if str(d).encode() in raw}
+    assert len(named) == 2  # config and layer
+    path = tmp_path / "l" / "blobs" / "sha256" / desc.digest.encoded
+    path.write_bytes(raw[:-1])  # truncated: not JSON, not its digest, but still names its blobs
+    stray, _ = layout.blobs.put(b"nobody references me")
+    result = gc(layout)
+    assert result.removed == [stray]
+    assert len(result.problems) == 1 and str(desc.digest) in result.problems[0]
+    assert set(layout.blobs.digests()) == named | {desc.digest}
+    path.write_bytes(b"{}")  # names nothing: its config and layer go, the manifest stays
+    result = gc(layout)
+    assert set(result.removed) == named
+    assert set(layout.blobs.digests()) == {desc.digest}

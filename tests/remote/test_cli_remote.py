@@ -172,3 +172,50 @@ def test_build_from_a_registry_image(
     # a second build finds the base in the store: no pull
     assert "pulling" not in pybuild_cli("build", str(ctx), env=fresh).stdout
     assert pybuild_cli("check", env=fresh).returncode == 0
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run pybuild with stderr on a pseudo-terminal; (exit status, what the terminal got)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "pybuild"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env, "COLUMNS": "200", "TERM": "xterm"},
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=120), out.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_on_a_terminal_and_quiet_elsewhere(
+    pybuild_cli: Any, busybox_layout: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    pybuild_cli("copy", f"oci:{busybox_layout}", "localhost/bb")
+    pushed = pybuild_cli("push", "localhost/bb", f"docker://{registry.host}/bb:v1")
+    assert pushed.stderr == ""  # not a terminal: no bars in CI logs
+    env = {"PYBUILD_STORE": str(tmp_path / "fresh")}
+    status, shown = _on_a_terminal(["pull", f"{registry.host}/bb:v1"], env)
+    assert status == 0
+    assert "total" in shown and "blob " in shown and "done" in shown  # per blob, and overall
+    env = {"PYBUILD_STORE": str(tmp_path / "fresh2")}
+    status, shown = _on_a_terminal(["pull", "-q", f"{registry.host}/bb:v1"], env)
+    assert status == 0 and shown == ""
+    pulled = pybuild_cli("pull", f"{registry.host}/bb:v1", env={"PYBUILD_STORE": str(tmp_path / "fresh3")})
+    assert pulled.stderr == ""
