@@ -1102,8 +1102,8 @@ def build_command(
     cert_dir: Path | None = CertDirOption,
 ) -> None:
     """Build an image from a Containerfile (like `buildah build`)."""
-    from .build import BuildOptions, Reporter, build
-    from .build.options import parse_secret, read_build_args
+    from .builder import BuildOptions, Reporter, build
+    from .builder.options import parse_secret, read_build_args
 
     secrets = dict(parse_secret(spec) for spec in secret)
     options = BuildOptions(

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybuild.build.ignore import IgnoreRules
-from pybuild.build.sources import match_all_sources, match_sources, source_rel, sources_digest
+from pybuild.builder.ignore import IgnoreRules
+from pybuild.builder.sources import match_all_sources, match_sources, source_rel, sources_digest
 from pybuild.errors import ContainerfileError
 from tests.fixtures.trees import make_tree
 
@@ -312,8 +312,8 @@ def test_digest_of_unreadable_file_is_containerfile_error(user_home: Path) -> No
     os.chmod(ctx / "a", 0)
     code = (
         "import sys; from pathlib import Path\n"
-        "from pybuild.build.ignore import IgnoreRules\n"
-        "from pybuild.build.sources import sources_digest\n"
+        "from pybuild.builder.ignore import IgnoreRules\n"
+        "from pybuild.builder.sources import sources_digest\n"
         "from pybuild.errors import ContainerfileError\n"
         "try:\n"
         f"    sources_digest(Path({str(ctx)!r}), ['a'], IgnoreRules())\n"

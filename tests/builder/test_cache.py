@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.build.cache import BuildCache, step_key
+from pybuild.builder.cache import BuildCache, step_key
 from pybuild.layout import Layout
 from tests.fixtures.tools import validate_layout
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybuild.build.parser import Containerfile, chomp_heredoc_content, dump, parse
+from pybuild.builder.parser import Containerfile, chomp_heredoc_content, dump, parse
 from pybuild.errors import ContainerfileError
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"

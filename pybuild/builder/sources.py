@@ -15,7 +15,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from pybuild.build.ignore import (
+from pybuild.builder.ignore import (
     BadPattern,
     IgnoreRules,
     PathFilter,

@@ -9,7 +9,7 @@ same thing to pybuild as to ``docker build``:
 * heredocs (``<<EOF``, ``<<-EOF``, quoted delimiters) for RUN, COPY and ADD.
 
 Unknown instructions are kept (BuildKit's parser keeps them too); the builder rejects them. No
-variable is expanded here: that is :mod:`pybuild.build.shell`'s job once the build knows the values.
+variable is expanded here: that is :mod:`pybuild.builder.shell`'s job once the build knows the values.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pybuild.build.shell import Lexer, go_quote, go_trim_space, is_go_space
+from pybuild.builder.shell import Lexer, go_quote, go_trim_space, is_go_space
 from pybuild.errors import ContainerfileError
 
 __all__ = ["Containerfile", "Heredoc", "Node", "chomp_heredoc_content", "dump", "parse"]

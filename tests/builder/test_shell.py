@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybuild.build.shell import Lexer, expand, expand_words, go_quote
+from pybuild.builder.shell import Lexer, expand, expand_words, go_quote
 from pybuild.errors import ContainerfileError
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures.cli import Pybuild, assert_fails, base_store
 
-pytestmark = pytest.mark.usefixtures("store_checked")  # tests/build/conftest.py
+pytestmark = pytest.mark.usefixtures("store_checked")  # tests/builder/conftest.py
 
 
 @pytest.fixture(scope="module")

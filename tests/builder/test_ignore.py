@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybuild.build.ignore import IgnoreRules, clean_path, walk_context
+from pybuild.builder.ignore import IgnoreRules, clean_path, walk_context
 from pybuild.errors import ContainerfileError, UsageError
 from tests.fixtures.trees import make_tree
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from pybuild.build.copier import apply_chmod, parse_chmod
+from pybuild.builder.copier import apply_chmod, parse_chmod
 from pybuild.errors import ContainerfileError
 
 
