@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..diff import Change, TreeRecord, apply_layer, changes_of, compare, open_layer, write_layer
-from ..errors import BundleError, LayerError
+from ..errors import BundleError, LayerError, collect_warnings, warn
 from ..layout import Descriptor, Image, Layout, commit_image, dump_json, mediatype
 from ..layout.digest import Digest
 from ..run import force_remove
@@ -36,7 +36,6 @@ def _tree_record(rootfs: Path) -> TreeRecord:
 @dataclass(frozen=True)
 class UnpackResult:
     bundle: Path
-    warnings: list[str]
 
 
 def unpack_image(
@@ -59,8 +58,11 @@ def unpack_image(
     layout = image.layout
 
     def work() -> list[str]:
-        warnings: list[str] = []
-        rootfs = bundle / "rootfs"
+        with collect_warnings(forward=False) as warnings:  # (a child: they are said by the parent)
+            write(bundle / "rootfs")
+        return warnings
+
+    def write(rootfs: Path) -> None:
         try:
             try:
                 rootfs.mkdir(parents=True)
@@ -74,13 +76,12 @@ def unpack_image(
                     )
                 with layout.blobs.open(layer.digest, layer.size) as blob:
                     stream = open_layer(blob, layer.media_type, what=f"layer {layer.digest}")
-                    report = apply_layer(stream, rootfs, what=f"layer {layer.digest}")
+                    apply_layer(stream, rootfs, what=f"layer {layer.digest}")
                     # drain: the verifying reader checks size and digest at EOF
                     while stream.read(1 << 20):
                         pass
                     while blob.read(1 << 20):
                         pass
-                    warnings.extend(report.warnings)
             spec = make_runtime_config(
                 image.config, rootfs, rootless=rootless, host_uid=host_uid, host_gid=host_gid
             )
@@ -101,9 +102,10 @@ def unpack_image(
                 with contextlib.suppress(OSError):
                     bundle.rmdir()
             raise
-        return warnings
 
-    return UnpackResult(bundle, run_in_userns(work))
+    for message in run_in_userns(work):
+        warn(message)
+    return UnpackResult(bundle)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -118,9 +118,6 @@ def build_command(
             if not quiet:
                 print(text, flush=True)
 
-        def warn(self, text: str) -> None:
-            print(f"warning: {text}", file=sys.stderr, flush=True)
-
     printer = Printer()
     with _quiet_output(quiet):
         result = build(state_of(ctx).store, options, printer)

@@ -32,9 +32,7 @@ def unpack(
 
     found = locate(state_of(ctx), ref)
     image = load_image(found.layout, found.descriptor)
-    result = unpack_image(image, bundle, rootless=True if rootless else None, source=ref)
-    for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    unpack_image(image, bundle, rootless=True if rootless else None, source=ref)
 
 
 @app.command()

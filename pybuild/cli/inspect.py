@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ..errors import PybuildError, UsageError
+from ..errors import PybuildError, UsageError, warn
 from ..layout import (
     Descriptor,
     Image,
@@ -20,7 +20,7 @@ from ..layout import (
 )
 from .app import app, state_of
 from .options import AuthfileOption, CertDirOption, CredsOption, TlsOption, registry_options
-from .output import echo_json, human_size, image_summary, one_line, print_table
+from .output import echo_json, human_size, image_summary, print_table
 from .refs import locate
 
 
@@ -33,9 +33,7 @@ def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         try:
             image = load_image(store, desc)
         except PybuildError as exc:  # one broken image never hides the others
-            typer.echo(
-                f"warning: {one_line(tag or str(desc.digest))} is broken: {one_line(str(exc))}", err=True
-            )
+            warn(f"{tag or desc.digest} is broken: {exc}")
             continue
         out.append(image_summary(image, tag))
     if as_json:

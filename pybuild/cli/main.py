@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from ..errors import PybuildError, UsageError
+from ..errors import PybuildError, UsageError, warnings_to
 
 try:  # Typer >= 0.26 carries its own copy of click
     from typer.exceptions import TyperException as CliException
@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older Typer on click
 
 from .app import Interrupted, app
 from .options import bare_bool_flags
-from .output import one_line
+from .output import one_line, print_warning
 
 
 def main() -> None:
@@ -24,7 +24,8 @@ def main() -> None:
     own status for a build), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"
     try:
-        code = app(args=bare_bool_flags(sys.argv[1:]), standalone_mode=False)
+        with warnings_to(print_warning):
+            code = app(args=bare_bool_flags(sys.argv[1:]), standalone_mode=False)
     except PybuildError as exc:
         if debug:
             raise

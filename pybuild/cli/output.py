@@ -80,6 +80,12 @@ def image_summary(image: Image, name: str | None) -> dict[str, Any]:
 # --- commands ------------------------------------------------------------------------------------
 
 
+def print_warning(message: str) -> None:
+    """The CLI's printer for :func:`pybuild.errors.warn`: ``warning: <message>``, one line, on stderr."""
+    sys.stdout.flush()
+    print(f"warning: {one_line(message)}", file=sys.stderr, flush=True)
+
+
 def one_line(text: str) -> str:
     """``text`` with control and line-separator characters escaped (they come from user input, e.g. a
     Containerfile), so an error stays on one line and cannot move the terminal's cursor."""

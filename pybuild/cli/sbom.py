@@ -11,7 +11,7 @@ import typer
 from ..errors import UsageError
 from .app import app, state_of
 from .options import PlatformOption, now_rfc3339
-from .output import one_line, write_file
+from .output import write_file
 from .refs import locate
 
 
@@ -39,8 +39,6 @@ def sbom(
     inventory = attest.inventory(
         found.layout, found.descriptor, parse_platform(platform) if platform else None
     )
-    for line in inventory.skipped:
-        print(f"warning: {one_line(line)}", file=sys.stderr)
     if timestamp is not None:
         created = datetime.fromtimestamp(timestamp, UTC)
     else:

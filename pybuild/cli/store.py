@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..errors import UsageError
+from ..errors import UsageError, warn
 from ..layout import (
     ImageStore,
     Layout,
@@ -12,7 +12,7 @@ from ..layout import (
     parse_reference,
 )
 from .app import State, app, state_of
-from .output import human_size, one_line
+from .output import human_size
 
 
 @app.command()
@@ -44,7 +44,7 @@ def gc_command(
     target = _layout_argument(state_of(ctx), layout)
     result = gc(target)
     for problem in result.problems:
-        typer.echo(f"warning: {one_line(problem)}", err=True)
+        warn(problem)
     typer.echo(
         f"removed {len(result.removed)} blobs ({human_size(result.freed)}) "
         f"and {result.temp_files} temp files from {target.label}"

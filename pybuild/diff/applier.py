@@ -25,11 +25,11 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from ..errors import LayerError, UnsafeLayer
+from ..errors import LayerError, UnsafeLayer, warn
 from .idmap import IdMap
 from .overlay import is_overlay_xattr, make_whiteout, mark_opaque, tar_marker
 from .tarreader import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, SYMTYPE, ReadAhead, TarEntry, TarReader
@@ -51,7 +51,6 @@ SWITCH_INTERVAL = 0.0005  # let a worker back onto the GIL soon after its syscal
 
 @dataclass
 class ApplyReport:
-    warnings: list[str] = field(default_factory=list)
     entries: int = 0
 
 
@@ -337,7 +336,7 @@ class _Applier:
         _remove_at(dir_fd, name)
 
     def warn(self, message: str) -> None:
-        self.report.warnings.append(message)
+        warn(message)
 
     def fail(self, entry_name: str, exc: OSError) -> LayerError:
         return LayerError(f"{self.what}: entry {entry_name!r}: {exc.strerror or exc}")
