@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..diff import write_layer
 from ..errors import warn
 from ..layout import (
+    ConfigChanges,
     Descriptor,
     Digest,
     ImageConfig,
@@ -36,8 +37,7 @@ def commit(ctx: StepContext, state: StageState, warnings: list[str]) -> BuildRes
     """Write the final stage's image: config, manifest, tags in the store and oci: targets."""
     config = state.config
     runtime = state.runtime
-    if ctx.options.labels:
-        runtime["Labels"] = {**(runtime.get("Labels") or {}), **ctx.options.labels}
+    ConfigChanges(labels=ctx.options.labels).apply(config)  # --label
     if not ctx.docker:
         for field_name, instruction in (
             ("Healthcheck", "HEALTHCHECK"),

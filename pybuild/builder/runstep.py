@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..bundle.process import image_process
 from ..errors import StepFailed
 from ..run import RunSpec, run_container
 from ..run.layers import remove_tree
@@ -19,7 +20,7 @@ from .containerfile import Instruction
 from .engine import fs_step
 from .images import source_layers
 from .mounts import RunMounts, check_required, parse_mount
-from .state import DEFAULT_PATH, StageState
+from .state import StageState
 from .stepcontext import StepContext
 
 
@@ -29,9 +30,6 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
     if not args:
         raise inst.error("RUN needs a command")
     scope_args = {k: v for k, v in state.args.items() if k not in state.env}
-    env = dict(state.env)
-    env.setdefault("PATH", DEFAULT_PATH)
-    env.update(scope_args)
     network = inst.flag("network") or ctx.options.network
     if network == "default":
         network = ctx.options.network
@@ -76,14 +74,17 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
                 os.chmod(folder, 0o755)
                 binds.append((str(path), "/dev/pipes/script", True))
                 run_args = ["/dev/pipes/script"]
+            # the image's process (conversion.md), as unpack and `pybuild run` read it: the stage's
+            # Env (PATH by default), the ARGs in scope, then what the mounts set; WorkingDir, User
+            process = image_process(state.runtime, command=run_args, env={**scope_args, **prepared.env})
             result = run_container(
                 RunSpec(
                     lowerdirs=lowers,
                     upperdir=upper,
-                    args=run_args,
-                    env=[f"{k}={v}" for k, v in {**env, **prepared.env}.items()],
-                    cwd=state.workdir,
-                    user=str(state.runtime.get("User") or ""),
+                    args=list(process.args),
+                    env=list(process.env),
+                    cwd=process.cwd,
+                    user=process.user,
                     network=network,
                     mounts=binds,
                     views=prepared.views,

@@ -8,12 +8,13 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from ..bundle.process import DEFAULT_PATH
 from ..errors import PybuildError, UsageError
 from ..layout import copy_blobs, host_platform, load_image, parse_platform
 from .cache import step_key
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, needed_stages, parse_arg
 from .images import base_image, format_media_type
-from .state import DEFAULT_PATH, StageState, platform_text
+from .state import StageState, platform_text
 from .stepcontext import StepContext
 
 

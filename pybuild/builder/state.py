@@ -4,14 +4,12 @@ of its chain, the ARGs in scope and the shell; and the defaults every stage star
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from ..layout import Descriptor, Digest, Platform
+from ..layout import Descriptor, Digest, Platform, created_time
 from .containerfile import Stage
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # args every build knows without an ARG (their values reach RUN only when declared)
 PROXY_ARGS = (
     "HTTP_PROXY",
@@ -83,9 +81,7 @@ class StageState:
 
 def now(epoch: int | None) -> str:
     """A created time: ``epoch`` (--timestamp, SOURCE_DATE_EPOCH) to the second, else now."""
-    if epoch is not None:
-        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return created_time(epoch)
 
 
 def platform_text(platform: Platform) -> str:

@@ -5,14 +5,13 @@ stage's :class:`~pybuild.builder.state.StageState`, never the whole build."""
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
 from ..layout import ImageStore, Platform, mediatype
+from ..layout.mutate import source_date_epoch as environment_epoch
 from ..run.layers import layer_dirs_of, remove_tree
 from .cache import BuildCache
 from .containerfile import Stage
@@ -36,12 +35,7 @@ def source_date_epoch(options: BuildOptions) -> int | None:
     """--timestamp, else $SOURCE_DATE_EPOCH, else None (now)."""
     if options.timestamp is not None:
         return options.timestamp
-    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH {text!r} is not a number of seconds")
-    return int(text)
+    return environment_epoch()
 
 
 @dataclass

@@ -11,14 +11,27 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..diff import Change, TreeRecord, apply_layer, changes_of, compare, open_layer, write_layer
-from ..errors import BundleError, LayerError, collect_warnings, warn
-from ..layout import Descriptor, Image, Layout, commit_image, dump_json, mediatype
+from ..errors import BundleError, LayerError, UsageError, collect_warnings, warn
+from ..layout import (
+    Descriptor,
+    Image,
+    ImageStore,
+    Layout,
+    add_history,
+    commit_image,
+    copy_blobs,
+    created_time,
+    destination,
+    dump_json,
+    load_image,
+    mediatype,
+)
 from ..layout.digest import Digest
+from ..layout.mutate import source_date_epoch as environment_epoch
 from ..run import force_remove
 from .runtimeconfig import make_runtime_config
 
@@ -154,13 +167,6 @@ def bundle_changes(bundle: Path) -> list[Change]:
         raise BundleError(str(exc)) from None
 
 
-def _now(epoch: int | None) -> str:
-    when = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
-    return (
-        when.strftime("%Y-%m-%dT%H:%M:%SZ") if epoch is not None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    )
-
-
 def repack_bundle(
     bundle: Path,
     image: Image,
@@ -181,10 +187,7 @@ def repack_bundle(
 
     bundle = Path(bundle).absolute()
     rootfs = bundle / "rootfs"
-    created = _now(source_date_epoch)
-    entry: dict[str, Any] = {"created": created, "created_by": "pybuild repack"}
-    if history_comment:
-        entry["comment"] = history_comment
+    created = created_time(source_date_epoch)
     layers = list(image.layers)
     media = mediatype.layer_media_type(compression, docker=image.is_docker)
     diff_id: Digest | None = None
@@ -222,16 +225,50 @@ def repack_bundle(
         finally:
             with contextlib.suppress(OSError):
                 temp.unlink()
-    if diff_id is None:
-        entry["empty_layer"] = True
 
     def change(doc: dict[str, Any]) -> None:
-        doc["created"] = created
-        if diff_id is not None:
-            doc["rootfs"]["diff_ids"].append(str(diff_id))
-        doc.setdefault("history", []).append(entry)
+        add_history(
+            doc,
+            created,
+            "pybuild repack",
+            diff_id=str(diff_id) if diff_id is not None else None,
+            comment=history_comment,
+        )
 
     config = image.config.changed(change)
     return commit_image(
         layout, config, layers, docker=image.is_docker, annotations=image.manifest.annotations or None
     )
+
+
+def repack(
+    bundle: Path,
+    store: ImageStore,
+    tag: str,
+    *,
+    compression: str = "gzip",
+    comment: str = "",
+    source_date_epoch: int | None = None,
+) -> Descriptor:
+    """What changed in ``bundle`` (made by :func:`unpack_image`) as a new layer on top of the image it
+    was unpacked from, named ``tag`` (a store name or oci:DIR:TAG; the image's blobs are copied there
+    when needed). ``source_date_epoch``: the created time and the clamp of file times (default
+    $SOURCE_DATE_EPOCH, else now). Returns the new manifest's descriptor."""
+    if compression not in ("gzip", "zstd", "none"):
+        raise UsageError(f"--compression {compression!r}: expected gzip, zstd or none")
+    record = read_record(bundle)
+    source = Layout.open(record["layout"])
+    desc = Descriptor.from_dict(record["manifest"], f"{bundle}: manifest")
+    layout, name = destination(store, tag)
+    epoch = source_date_epoch if source_date_epoch is not None else environment_epoch()
+    with layout.writing():
+        if layout.root != source.root:
+            copy_blobs(source, layout, desc)
+        image = load_image(layout, desc)
+        if image.is_docker and compression == "zstd":
+            raise UsageError(f"{tag}: Docker-format images have gzip or plain tar layers, not zstd")
+        new = repack_bundle(
+            bundle, image, layout, compression=compression, source_date_epoch=epoch, history_comment=comment
+        )
+        layout.set_tag(name, new)
+    return new

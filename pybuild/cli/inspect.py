@@ -17,11 +17,11 @@ from ..layout import (
     Layout,
     check_layout,
     load_image,
+    locate,
 )
 from .app import app, state_of
 from .options import AuthfileOption, CertDirOption, CredsOption, TlsOption, registry_options
 from .output import echo_json, human_size, image_summary, print_table
-from .refs import locate
 
 
 @app.command()
@@ -62,7 +62,7 @@ def history(
 ) -> None:
     """Show an image's history, newest first: one line per entry with its layer's size (of the blob
     as stored), as `podman history` shows it."""
-    found = locate(state_of(ctx), ref)
+    found = locate(state_of(ctx).store, ref)
     image = load_image(found.layout, found.descriptor)
     entries = image_history(image)
     if as_json:
@@ -143,7 +143,7 @@ def inspect(
             raise UsageError(f"--referrers lists the store's and oci: layouts' artifacts, not {ref}'s")
         image, name = _remote_image(ref, options)
     else:
-        found = locate(state_of(ctx), ref)
+        found = locate(state_of(ctx).store, ref)
         image, name = load_image(found.layout, found.descriptor), found.name
         if referrers:
             _print_referrers(found.layout, [found.descriptor, image.descriptor], as_json)
@@ -227,7 +227,7 @@ def check(
     elif ref.startswith("oci:") and ":" not in ref[4:]:
         layout, roots = Layout.open(ref[4:], label=ref), None
     else:
-        found = locate(state, ref)
+        found = locate(state.store, ref)
         layout, roots = found.layout, [found.descriptor]
     problems = check_layout(layout, roots)
     if as_json:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,15 +106,3 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
             raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
         out[key] = val
     return out
-
-
-def now_rfc3339() -> str:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        try:
-            when = datetime.fromtimestamp(int(epoch), UTC)
-        except (ValueError, OverflowError):
-            raise UsageError(f"SOURCE_DATE_EPOCH {epoch!r} is not a number of seconds") from None
-    else:
-        when = datetime.now(UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if not epoch else when.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -9,10 +9,11 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
+from ..layout import locate
+from ..layout.mutate import created_time, source_date_epoch
 from .app import app, state_of
-from .options import PlatformOption, now_rfc3339
+from .options import PlatformOption
 from .output import write_file
-from .refs import locate
 
 
 @app.command()
@@ -35,14 +36,14 @@ def sbom(
 
     if sbom_format not in ("spdx", "cyclonedx"):
         raise UsageError(f"--format {sbom_format!r}: expected spdx or cyclonedx")
-    found = locate(state_of(ctx), ref)
+    found = locate(state_of(ctx).store, ref)
     inventory = attest.inventory(
         found.layout, found.descriptor, parse_platform(platform) if platform else None
     )
     if timestamp is not None:
         created = datetime.fromtimestamp(timestamp, UTC)
     else:
-        created = parse_created(now_rfc3339()) or datetime.now(UTC)
+        created = parse_created(created_time(source_date_epoch())) or datetime.now(UTC)
     name = ref if ref.startswith("oci:") else (found.name or ref)  # an oci: layout's tags are bare
     if sbom_format == "spdx":
         data, media_type = attest.spdx_document(inventory, name=name, created=created), attest.SPDX_JSON

@@ -7,13 +7,7 @@ from typing import Any
 
 import typer
 
-from ..errors import UsageError
-from ..layout import (
-    Descriptor,
-    Layout,
-    parse_name,
-    referenced_blobs,
-)
+from ..layout import Descriptor, parse_name
 from .app import State, app, state_of
 from .options import (
     AuthfileOption,
@@ -26,7 +20,6 @@ from .options import (
     registry_options,
 )
 from .output import transfer_progress
-from .refs import destination, locate, store_image
 
 REMOTE_PREFIXES = ("docker://", "docker-archive:", "oci-archive:")
 
@@ -49,47 +42,25 @@ def transfer(
 ) -> tuple[Descriptor, str]:
     """Copy an image between any two transports; returns (descriptor written, a summary line)."""
     from ..layout import parse_platform
+    from ..remote import CopyReport, copy_image
 
-    wanted = parse_platform(platform) if platform else None
-    if not is_remote(src) and not is_remote(dst) and wanted is None and compression is None:
-        found = locate(state, src)
-        layout, name = destination(state, dst)
-        # blobs are shared as they are, except that an OCI layout gets uncompressed layers gzipped
-        # (copy_image does that, as skopeo would); the store keeps whatever it is given
-        if layout is state.store or not _has_uncompressed_layers(found.layout, found.descriptor):
-            copied = store_image(found.layout, found.descriptor, layout, name)
-            total = len({d.digest for d in referenced_blobs(found.layout, found.descriptor)})
-            if digestfile is not None:
-                _write_digestfile(digestfile, found.descriptor)
-            return found.descriptor, f"copied {copied} of {total} blobs; {dst} is {found.descriptor.digest}"
-    from ..remote import copy_image
-
+    report = CopyReport()
     with transfer_progress(quiet) as progress:
         desc = copy_image(
             src,
             dst,
             store=state.store,
-            platform=wanted,
+            platform=parse_platform(platform) if platform else None,
             src_options=src_options,
             dest_options=dest_options,
             progress=progress,
             digestfile=digestfile,
             compression=compression,
+            report=report,
         )
+    if report.blobs_copied is not None:
+        return desc, f"copied {report.blobs_copied} of {report.blobs_total} blobs; {dst} is {desc.digest}"
     return desc, f"{dst} is {desc.digest}"
-
-
-def _has_uncompressed_layers(layout: Layout, desc: Descriptor) -> bool:
-    from ..remote.recompress import has_uncompressed_layers
-
-    return has_uncompressed_layers(layout, desc)
-
-
-def _write_digestfile(path: Path, desc: Descriptor) -> None:
-    try:
-        path.write_text(f"{desc.digest}\n")
-    except OSError as exc:
-        raise UsageError(f"cannot write digest file {path}: {exc.strerror or exc}") from None
 
 
 @app.command()

@@ -26,7 +26,8 @@ from .image import (
     stage_copy,
 )
 from .imagelayout import Layout
-from .imagestore import ImageStore, default_store_path
+from .imagestore import ImageStore, Located, default_store_path, destination, locate
+from .mutate import ConfigChanges, add_history, created_time, edit_image, source_date_epoch
 from .private import PrivateArea, SweepResult
 from .reference import ImageName, Reference, parse_name, parse_reference
 from .referrers import EMPTY_DESCRIPTOR, attach, referrers
@@ -39,6 +40,7 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "Compressed",
+    "ConfigChanges",
     "Descriptor",
     "Digest",
     "Document",
@@ -49,6 +51,7 @@ __all__ = [
     "ImageStore",
     "Index",
     "Layout",
+    "Located",
     "Manifest",
     "OciLayoutFile",
     "Platform",
@@ -56,17 +59,22 @@ __all__ = [
     "Reference",
     "StagedBlobs",
     "SweepResult",
+    "add_history",
     "attach",
     "build_manifest",
     "check_layout",
     "commit_image",
     "copy_blobs",
+    "created_time",
     "default_store_path",
+    "destination",
     "dump_json",
+    "edit_image",
     "gc",
     "host_platform",
     "load_image",
     "load_json",
+    "locate",
     "mediatype",
     "parse_name",
     "parse_platform",
@@ -78,5 +86,6 @@ __all__ = [
     "referenced_blobs",
     "referrers",
     "select_manifest",
+    "source_date_epoch",
     "stage_copy",
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AmbiguousImage, ImageNotFound, PybuildError, UsageError
 from .descriptor import Descriptor
 from .image import load_image
 from .imagelayout import Layout
-from .reference import parse_name
+from .reference import parse_name, parse_reference
 from .referrers import subject_of
 
 # what an image built without a name is tagged in the store (so that index.json references it)
@@ -105,3 +106,32 @@ def _is_artifact(layout: Layout, desc: Descriptor) -> bool:
         return subject_of(layout, desc) is not None
     except PybuildError:
         return False
+
+
+@dataclass(frozen=True)
+class Located:
+    """An image found by a reference: where it is, its descriptor, and the tag it was found under."""
+
+    layout: Layout
+    descriptor: Descriptor
+    name: str | None
+
+
+def locate(store: ImageStore, text: str) -> Located:
+    """The image ``text`` names: ``oci:DIR[:TAG]``, or in ``store`` a name or an image ID prefix."""
+    ref = parse_reference(text)
+    if ref.transport == "oci":
+        assert ref.path is not None
+        layout = Layout.open(ref.path, label=f"oci:{ref.path}")
+        return Located(layout, layout.resolve(ref.name), ref.name)
+    tag, desc = store.lookup(text)
+    return Located(store, desc, tag)
+
+
+def destination(store: ImageStore, text: str) -> tuple[Layout, str]:
+    """The layout a reference writes into (an ``oci:`` layout is created if missing) and the tag."""
+    ref = parse_reference(text)
+    if ref.transport == "oci":
+        assert ref.path is not None
+        return Layout.create(ref.path, label=f"oci:{ref.path}"), ref.name
+    return store, ref.name

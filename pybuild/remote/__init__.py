@@ -23,6 +23,7 @@ from .registry import (
 )
 from .transport import (
     ArchiveReference,
+    CopyReport,
     ImageReference,
     LayoutReference,
     copy_image,
@@ -44,6 +45,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ArchiveReference",
     "ConnectionDropped",
+    "CopyReport",
     "Credentials",
     "DeadlineExceeded",
     "ImageReference",
