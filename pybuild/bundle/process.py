@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..layout import Image, ImageStore
+from ..layout import ImageStore, load_image, locate
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("host", "none")
@@ -87,7 +87,7 @@ class Bind:
 
 def run_image(
     store: ImageStore,
-    image: Image,
+    ref: str,
     *,
     command: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
@@ -95,21 +95,20 @@ def run_image(
     cwd: str | None = None,
     network: str = "host",
     binds: Sequence[Bind] = (),
-    name: str | None = None,
 ) -> int:
     """Run ``command`` (default: the image's Entrypoint + Cmd) in a throwaway rootless container over
-    ``image``'s layers (extracted once into ``store``); nothing it writes is kept. Returns its exit
-    status. ``name``: the image in messages (default its digest)."""
+    the layers of the image ``ref`` names (in ``store`` or oci:DIR[:TAG]; extracted once into
+    ``store``); nothing it writes is kept. Returns the command's exit status."""
     from ..run import RunSpec, run_container
     from ..run.layers import layer_dirs, remove_tree
 
     if network not in NETWORKS:
         raise UsageError(f"--network {network!r}: expected host or none")
+    found = locate(store, ref)
+    image = load_image(found.layout, found.descriptor)
     process = image_process(image.config.runtime, command=command, env=env, user=user, cwd=cwd)
     if not process.args:
-        raise UsageError(
-            f"{name or image.descriptor.digest} has no Entrypoint or Cmd: give a command after --"
-        )
+        raise UsageError(f"{ref} has no Entrypoint or Cmd: give a command after --")
     lowers = layer_dirs(store, image)
     scratch = store.private.run_workspaces
     scratch.mkdir(parents=True, exist_ok=True)

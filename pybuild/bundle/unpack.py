@@ -28,6 +28,7 @@ from ..layout import (
     destination,
     dump_json,
     load_image,
+    locate,
     mediatype,
 )
 from ..layout.digest import Digest
@@ -272,3 +273,10 @@ def repack(
         )
         layout.set_tag(name, new)
     return new
+
+
+def unpack_ref(store: ImageStore, ref: str, bundle: Path, *, rootless: bool | None = None) -> UnpackResult:
+    """Unpack the image ``ref`` names (in ``store`` or oci:DIR[:TAG]) into the runtime bundle
+    ``bundle`` (see :func:`unpack_image`)."""
+    found = locate(store, ref)
+    return unpack_image(load_image(found.layout, found.descriptor), bundle, rootless=rootless, source=ref)

@@ -6,10 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..layout import (
-    load_image,
-    locate,
-)
 from .app import app, state_of
 
 
@@ -23,11 +19,9 @@ def unpack(
     ),
 ) -> None:
     """Unpack an image into an OCI runtime bundle that runc can run."""
-    from ..bundle.unpack import unpack_image
+    from ..bundle.unpack import unpack_ref
 
-    found = locate(state_of(ctx).store, ref)
-    image = load_image(found.layout, found.descriptor)
-    unpack_image(image, bundle, rootless=True if rootless else None, source=ref)
+    unpack_ref(state_of(ctx).store, ref, bundle, rootless=True if rootless else None)
 
 
 @app.command()

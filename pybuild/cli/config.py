@@ -7,13 +7,7 @@ import sys
 
 import typer
 
-from ..errors import UsageError
-from ..layout import (
-    destination,
-    load_image,
-    locate,
-)
-from ..layout.mutate import CLEARABLE, ConfigChanges, edit_image
+from ..layout.mutate import CLEARABLE, ConfigChanges, configure
 from .app import app, state_of
 from .options import pairs
 
@@ -50,11 +44,6 @@ def config(
         author=author,
         clear=clear,
     )
-    found = locate(state.store, ref)
-    image = load_image(found.layout, found.descriptor)
-    layout, name = destination(state.store, tag_ or ref) if tag_ or found.name else (found.layout, "")
-    if not name:
-        raise UsageError(f"{ref!r} has no name to update: give one with -t")
     command = "pybuild config " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    desc = edit_image(image, changes, layout, name, created_by=command)
+    desc = configure(state.store, ref, changes, tag=tag_, created_by=command)
     typer.echo(str(desc.digest))

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from ..layout import (
-    load_image,
-    locate,
-)
 from .app import app, state_of
 from .options import pairs
 from .output import echo_json
@@ -32,17 +28,15 @@ def run(
     if given[:1] == ["--"]:
         given = given[1:]
     state = state_of(ctx)
-    found = locate(state.store, ref)
     status = run_image(
         state.store,
-        load_image(found.layout, found.descriptor),
+        ref,
         command=given,
         env=pairs(env, "--env"),
         user=user,
         cwd=workdir,
         network=network,
         binds=binds,
-        name=ref,
     )
     raise typer.Exit(status)
 

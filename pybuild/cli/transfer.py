@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ..layout import Descriptor, parse_name
+from ..layout import Descriptor
 from .app import State, app, state_of
 from .options import (
     AuthfileOption,
@@ -20,12 +20,6 @@ from .options import (
     registry_options,
 )
 from .output import transfer_progress
-
-REMOTE_PREFIXES = ("docker://", "docker-archive:", "oci-archive:")
-
-
-def is_remote(text: str) -> bool:
-    return text.startswith(REMOTE_PREFIXES)
 
 
 def transfer(
@@ -156,18 +150,10 @@ def pull(
     cert_dir: Path | None = CertDirOption,
 ) -> None:
     """Pull an image from a registry into the store, under its full name."""
-    from ..remote import parse_registry_reference
+    from ..remote.images import pull_name
 
     options = registry_options(creds, tls_verify, cert_dir, authfile)
-
-    text = ref if ref.startswith("docker://") else f"docker://{ref}"
-    remote = parse_registry_reference(text)
-    name = str(
-        parse_name(
-            f"{remote.registry}/{remote.repository}"
-            + (f"@{remote.digest}" if remote.digest else f":{remote.tag or 'latest'}")
-        )
-    )
+    text, name = pull_name(ref)
     desc, _ = transfer(state_of(ctx), text, name, quiet=quiet, platform=platform, src_options=options)
     typer.echo(str(desc.digest) if quiet else f"pulled {name} {desc.digest}")
 
@@ -188,7 +174,9 @@ def push(
     compression: str | None = CompressionOption,
 ) -> None:
     """Push an image to a registry; prints the pushed manifest digest."""
-    target = dst if is_remote(dst) or dst.startswith("oci:") else f"docker://{dst}"
+    from ..remote.images import push_target
+
+    target = push_target(dst)
     options = registry_options(creds, tls_verify, cert_dir, authfile)
     desc, _ = transfer(
         state_of(ctx),

@@ -26,8 +26,16 @@ from .image import (
     stage_copy,
 )
 from .imagelayout import Layout
-from .imagestore import ImageStore, Located, default_store_path, destination, locate
-from .mutate import ConfigChanges, add_history, created_time, edit_image, source_date_epoch
+from .imagestore import (
+    ImageStore,
+    Located,
+    default_store_path,
+    destination,
+    locate,
+    open_layout,
+    open_store,
+)
+from .mutate import ConfigChanges, add_history, configure, created_time, edit_image, source_date_epoch
 from .private import PrivateArea, SweepResult
 from .reference import ImageName, Reference, parse_name, parse_reference
 from .referrers import EMPTY_DESCRIPTOR, attach, referrers
@@ -64,6 +72,7 @@ __all__ = [
     "build_manifest",
     "check_layout",
     "commit_image",
+    "configure",
     "copy_blobs",
     "created_time",
     "default_store_path",
@@ -76,6 +85,8 @@ __all__ = [
     "load_json",
     "locate",
     "mediatype",
+    "open_layout",
+    "open_store",
     "parse_name",
     "parse_platform",
     "parse_reference",

@@ -135,3 +135,15 @@ def destination(store: ImageStore, text: str) -> tuple[Layout, str]:
         assert ref.path is not None
         return Layout.create(ref.path, label=f"oci:{ref.path}"), ref.name
     return store, ref.name
+
+
+def open_store(path: Path | str | None = None) -> ImageStore:
+    """The image store at ``path`` (default $PYBUILD_STORE, else $XDG_DATA_HOME/pybuild), created if
+    missing."""
+    return ImageStore.at(path)
+
+
+def open_layout(path: Path | str, *, create: bool = False) -> Layout:
+    """The OCI image layout at ``path``; with ``create``, a new empty one when there is none."""
+    label = f"oci:{path}"
+    return Layout.create(path, label=label) if create else Layout.open(path, label=label)

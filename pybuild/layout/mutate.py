@@ -17,8 +17,9 @@ from typing import Any
 
 from ..errors import UsageError
 from .descriptor import Descriptor
-from .image import Image, commit_image, copy_blobs
+from .image import Image, commit_image, copy_blobs, load_image
 from .imagelayout import Layout
+from .imagestore import ImageStore, destination, locate
 
 # --clear FIELD: the runtime config fields that can be emptied first
 CLEARABLE = {
@@ -176,3 +177,21 @@ def edit_image(
         )
         into.set_tag(tag, desc)
     return desc
+
+
+def configure(
+    store: ImageStore,
+    ref: str,
+    changes: ConfigChanges,
+    *,
+    tag: str | None = None,
+    created_by: str = "pybuild config",
+) -> Descriptor:
+    """`pybuild config`: the image ``ref`` names (in ``store`` or oci:DIR[:TAG]) with ``changes``,
+    named ``tag`` (default: the name it was found under). Returns the new manifest's descriptor."""
+    found = locate(store, ref)
+    image = load_image(found.layout, found.descriptor)
+    layout, name = destination(store, tag or ref) if tag or found.name else (found.layout, "")
+    if not name:
+        raise UsageError(f"{ref!r} has no name to update: give one with -t")
+    return edit_image(image, changes, layout, name, created_by=created_by)

@@ -7,6 +7,7 @@ Depends on pybuild.layout; prints nothing (progress goes to a callback). The arc
 from typing import Any
 
 from .auth import Credentials, auth_files, find_credentials, remove_credentials, store_credentials
+from .images import pull_image, push_image, tag_image
 from .reference import RegistryReference, parse_registry_reference
 from .registry import (
     ConnectionDropped,
@@ -65,11 +66,14 @@ __all__ = [
     "parse_registry_reference",
     "pick_manifest",
     "pull",
+    "pull_image",
     "push",
+    "push_image",
     "read_docker_archive",
     "read_oci_archive",
     "remove_credentials",
     "store_credentials",
+    "tag_image",
     "write_docker_archive",
     "write_oci_archive",
 ]
