@@ -12,93 +12,14 @@ its ``ProcessWords`` (split on unquoted white space after expansion). Errors rai
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pybuild.errors import ContainerfileError
+from ..errors import ContainerfileError
+from .gostrings import go_quote, is_digit, is_go_space, is_letter
+from .patterns import LexError, go_expand_template, pattern_to_regex, trim_prefix, trim_suffix
 
 __all__ = ["Expansion", "Lexer", "expand", "expand_words", "go_quote", "is_go_space"]
-
-# Go's unicode.IsSpace: the Latin-1 spaces plus the White_Space property.
-_GO_SPACES = frozenset(
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000"
-)
-
-
-def is_go_space(ch: str) -> bool:
-    """True for the characters Go's ``unicode.IsSpace`` accepts."""
-    return ch in _GO_SPACES
-
-
-def go_trim_space(text: str) -> str:
-    """Go's ``strings.TrimSpace``."""
-    start, end = 0, len(text)
-    while start < end and text[start] in _GO_SPACES:
-        start += 1
-    while end > start and text[end - 1] in _GO_SPACES:
-        end -= 1
-    return text[start:end]
-
-
-def _is_letter(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("L")
-
-
-def _is_digit(ch: str) -> bool:
-    return unicodedata.category(ch) == "Nd"
-
-
-def _is_go_printable(ch: str) -> bool:
-    if ch == " ":
-        return True
-    return unicodedata.category(ch)[0] in "LMNPS"
-
-
-_QUOTE_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    "\\": "\\\\",
-    '"': '\\"',
-}
-
-
-def go_quote(text: str) -> str:
-    """Quote ``text`` the way Go's ``strconv.Quote`` does.
-
-    Bytes that were not valid UTF-8 (decoded with ``surrogateescape``) print as ``\\xNN``.
-    """
-    out = ['"']
-    for ch in text:
-        if ch in _QUOTE_ESCAPES:
-            out.append(_QUOTE_ESCAPES[ch])
-            continue
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte kept by surrogateescape
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate: Go would see U+FFFD
-            out.append("\\ufffd")
-        elif code < 0x80:
-            out.append(ch if 0x20 <= code < 0x7F else f"\\x{code:02x}")
-        elif _is_go_printable(ch):
-            out.append(ch)
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-class _LexError(Exception):
-    pass
 
 
 class _Words:
@@ -151,7 +72,7 @@ class Expansion:
 
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
-_REGEX_SPECIALS = frozenset("[]{}.+()|^$")
+REGEX_SPECIALS = frozenset("[]{}.+()|^$")
 
 
 class Lexer:
@@ -200,7 +121,7 @@ class Lexer:
         self._unmatched = set()
         try:
             result, words = self._stop_on(None, self.raw_escapes)
-        except _LexError as exc:
+        except LexError as exc:
             raise ContainerfileError(f"failed to process {go_quote(word)}: {exc}") from None
         except RecursionError:
             raise ContainerfileError(f"failed to process {go_quote(word)}: too deeply nested") from None
@@ -271,7 +192,7 @@ class Lexer:
                         words.add_char(ch)
                         result.append(ch)
             if stop is not None:
-                raise _LexError(f"unexpected end of statement while looking for matching {stop}")
+                raise LexError(f"unexpected end of statement while looking for matching {stop}")
             return "".join(result), words.result()
         finally:
             self._raw = saved
@@ -284,7 +205,7 @@ class Lexer:
         while True:
             ch = self._next()
             if ch is None:
-                raise _LexError("unexpected end of statement while looking for matching single-quote")
+                raise LexError("unexpected end of statement while looking for matching single-quote")
             if ch == "'":
                 if self.raw_quotes:
                     out.append(ch)
@@ -299,7 +220,7 @@ class Lexer:
         while True:
             peek = self._peek()
             if peek is None:
-                raise _LexError("unexpected end of statement while looking for matching double-quote")
+                raise LexError("unexpected end of statement while looking for matching double-quote")
             if peek == '"':
                 self._next()
                 if self.raw_quotes:
@@ -324,15 +245,15 @@ class Lexer:
     def _name(self) -> str:
         name: list[str] = []
         while (ch := self._peek()) is not None:
-            if not name and _is_digit(ch):
-                while (ch := self._peek()) is not None and _is_digit(ch):
+            if not name and is_digit(ch):
+                while (ch := self._peek()) is not None and is_digit(ch):
                     name.append(ch)
                     self._next()
                 return "".join(name)
             if not name and ch in _SPECIAL_PARAMS:
                 self._next()
                 return ch
-            if not (_is_letter(ch) or _is_digit(ch) or ch == "_"):
+            if not (is_letter(ch) or is_digit(ch) or ch == "_"):
                 break
             name.append(ch)
             self._next()
@@ -352,9 +273,9 @@ class Lexer:
         self._next()  # the {
         peek = self._peek()
         if peek is None:
-            raise _LexError("syntax error: missing '}'")
+            raise LexError("syntax error: missing '}'")
         if peek in "{}:":
-            raise _LexError("syntax error: bad substitution")
+            raise LexError("syntax error: bad substitution")
         name = self._name()
         ch = self._next()
         modifier = ch if ch is not None else "\ufffd"
@@ -372,16 +293,16 @@ class Lexer:
             ch = self._next()
             modifier += ch if ch is not None else "\ufffd"
         elif ch not in ("+", "-", "?", "#", "%"):
-            raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+            raise LexError(f"unsupported modifier ({modifier}) in substitution")
 
         raw = ch in ("#", "%")
         if null_is_unset and raw:
-            raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+            raise LexError(f"unsupported modifier ({modifier}) in substitution")
         try:
             word, _ = self._stop_on("}", raw)
-        except _LexError:
+        except LexError:
             if self._peek() is None:
-                raise _LexError("syntax error: missing '}'") from None
+                raise LexError("syntax error: missing '}'") from None
             raise
 
         value, found = self._get_env(name)
@@ -398,9 +319,9 @@ class Lexer:
             return word
         if ch == "?":
             if not found:
-                raise _LexError(f"{name}: {word or 'is not allowed to be unset'}")
+                raise LexError(f"{name}: {word or 'is not allowed to be unset'}")
             if null_is_unset and value == "":
-                raise _LexError(f"{name}: {word or 'is not allowed to be empty'}")
+                raise LexError(f"{name}: {word or 'is not allowed to be empty'}")
             return value
         if ch in ("%", "#"):
             greedy = False
@@ -408,9 +329,9 @@ class Lexer:
                 greedy = True
                 word = word[1:]
             if ch == "%":
-                return _trim_suffix(word, value, greedy)
-            return _trim_prefix(word, value, greedy)
-        raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+                return trim_suffix(word, value, greedy)
+            return trim_prefix(word, value, greedy)
+        raise LexError(f"unsupported modifier ({modifier}) in substitution")
 
     def _replace(self, name: str) -> str:
         replace_all = self._peek() == "/"
@@ -418,24 +339,24 @@ class Lexer:
             self._next()
         try:
             pattern, _ = self._stop_on("/", True)
-        except _LexError:
+        except LexError:
             if self._peek() is None:
-                raise _LexError("syntax error: missing '/' in ${}") from None
+                raise LexError("syntax error: missing '/' in ${}") from None
             raise
         try:
             replacement, _ = self._stop_on("}", True)
-        except _LexError:
+        except LexError:
             if self._peek() is None:
-                raise _LexError("syntax error: missing '}'") from None
+                raise LexError("syntax error: missing '}'") from None
             raise
 
         value, found = self._get_env(name)
         if self.skip_unset_env and not found:
             return "${" + name + "/" + pattern + "/" + replacement + "}"
 
-        regex = _pattern_to_regex(pattern, greedy=True, anchored=False)
+        regex = pattern_to_regex(pattern, greedy=True, anchored=False)
         if replace_all:
-            return regex.sub(lambda m: _go_expand_template(replacement, m), value)
+            return regex.sub(lambda m: go_expand_template(replacement, m), value)
         match = regex.search(value)
         if match is None:
             return value
@@ -454,113 +375,6 @@ class Lexer:
 
 
 # -- patterns for # % / ------------------------------------------------------------------------
-
-
-def _pattern_to_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    """Turn a shell wildcard pattern (``*`` and ``?``, no brackets) into a regular expression."""
-    out: list[str] = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
-    i = 0
-    while i < len(pattern):
-        tok = pattern[i]
-        i += 1
-        if tok == "*":
-            out.append(star)
-            continue
-        if tok == "?":
-            out.append(".")
-            continue
-        if tok == "\\":
-            following = pattern[i] if i < len(pattern) else None
-            if following in ("}", "/"):
-                continue
-            if following not in ("*", "?", "\\"):
-                shown = following if following is not None else "\ufffd"
-                raise _LexError(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{shown}'")
-            out.append("\\" + following)
-            i += 1
-            continue
-        out.append("\\" + tok if tok in _REGEX_SPECIALS else tok)
-    return re.compile("".join(out))
-
-
-def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    match = _pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
-    if match is not None:
-        return value[match.end() :]
-    return value
-
-
-def _reverse_pattern(pattern: str) -> str:
-    chars = list(pattern)
-    last = len(chars) - 1
-    out = [""] * len(chars)
-    i = 0
-    while i <= last:
-        tok = chars[i]
-        at = last - i
-        if tok == "\\" and i != last:
-            out[at - 1] = tok
-            out[at] = chars[i + 1]
-            i += 2
-        else:
-            out[at] = tok
-            i += 1
-    return "".join(out)
-
-
-def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
-    # Reverse both so the rightmost shortest match becomes a leftmost one.
-    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
-
-
-def _go_expand_template(template: str, match: re.Match[str]) -> str:
-    """Go's ``Regexp.Expand`` for a pattern with no groups: ``$0``/``${0}`` is the match, ``$$`` a ``$``."""
-    out: list[str] = []
-    i = 0
-    n = len(template)
-    while i < n:
-        ch = template[i]
-        if ch != "$":
-            out.append(ch)
-            i += 1
-            continue
-        if i + 1 < n and template[i + 1] == "$":
-            out.append("$")
-            i += 2
-            continue
-        name, end = _template_name(template, i + 1)
-        if name is None:
-            out.append("$")
-            i += 1
-            continue
-        if name.isascii() and name.isdigit() and int(name) == 0 and len(name) <= 8:
-            out.append(match.group(0))
-        i = end
-    return "".join(out)
-
-
-def _template_name(template: str, start: int) -> tuple[str | None, int]:
-    def name_char(c: str) -> bool:
-        return c == "_" or _is_letter(c) or ("0" <= c <= "9")
-
-    n = len(template)
-    if start < n and template[start] == "{":
-        j = start + 1
-        while j < n and name_char(template[j]):
-            j += 1
-        if j == start + 1 or j >= n or template[j] != "}":
-            return None, start
-        return template[start + 1 : j], j + 1
-    j = start
-    while j < n and name_char(template[j]):
-        j += 1
-    if j == start:
-        return None, start
-    return template[start:j], j
-
-
-# -- the two calls the builder uses ------------------------------------------------------------
 
 
 def expand(word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
