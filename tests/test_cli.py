@@ -194,7 +194,7 @@ def test_flipped_byte_is_reported_everywhere(pybuild_cli: Any, busybox_layout: P
 
 
 @pytest.mark.parametrize(
-    "args, fragment",
+    ("args", "fragment"),
     [
         (("inspect", "nosuch"), "image 'docker.io/library/nosuch:latest' is not in store"),
         (("inspect", "Bad Name"), "invalid image name 'Bad Name'"),

@@ -56,7 +56,9 @@ BAD_COMMAND_LINES = [
 ]
 
 
-@pytest.mark.parametrize("args, fragment", BAD_COMMAND_LINES, ids=[" ".join(a) for a, _ in BAD_COMMAND_LINES])
+@pytest.mark.parametrize(
+    ("args", "fragment"), BAD_COMMAND_LINES, ids=[" ".join(a) for a, _ in BAD_COMMAND_LINES]
+)
 def test_a_bad_command_line_exits_2(
     pybuild_cli: Any, busybox_layout: Path, tmp_path: Path, args: list[str], fragment: str
 ) -> None:

@@ -100,9 +100,11 @@ def copy_files(ctx: StepContext, state: StageState, inst: Instruction, *, add: b
                 found = match_all_sources(ctx.context, srcs, ctx.rules, excludes=excludes)
             except ContainerfileError as exc:
                 raise inst.error(f"{what}: {exc.reason}") from None
-            for pattern, rels in zip(srcs, found, strict=True):
-                for rel in rels:
-                    matched.append(_context_source(ctx, rel, excludes, parents, pattern))
+            matched.extend(
+                _context_source(ctx, rel, excludes, parents, pattern)
+                for pattern, rels in zip(srcs, found, strict=True)
+                for rel in rels
+            )
             sources += matched
             try:
                 key_parts.append(
@@ -190,7 +192,8 @@ def _fetch(inst: Instruction, url: str, folder: Path, checksum: str | None, into
     path = folder / name
     hasher = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:
+        # only http:// and https:// sources come here (copy_files), and redirects stay on http(s)
+        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:  # noqa: S310
             while chunk := response.read(1 << 20):
                 hasher.update(chunk)
                 out.write(chunk)

@@ -188,9 +188,8 @@ def _compile(raw: str, source: str | None) -> _Pattern | None:
 
 def _parse_lines(text: str) -> tuple[str, ...]:
     patterns: list[str] = []
-    for number, line in enumerate(text.splitlines()):
-        if number == 0:
-            line = line.removeprefix("\ufeff")
+    for number, raw in enumerate(text.splitlines()):
+        line = raw.removeprefix("\ufeff") if number == 0 else raw
         if line.startswith("#"):
             continue
         pattern = line.strip()

@@ -66,8 +66,10 @@ def base_image(
             line=inst.line,
             hints=[
                 *exc.hints,
-                "without a network, put the image in the store first (pybuild copy or pull) "
-                "or name an OCI layout: FROM oci:DIR:TAG",
+                (
+                    "without a network, put the image in the store first (pybuild copy or pull) "
+                    "or name an OCI layout: FROM oci:DIR:TAG"
+                ),
             ],
         ) from None
     except PybuildError as exc:

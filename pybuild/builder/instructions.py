@@ -32,7 +32,7 @@ def _parse_words(rest: str, escape: str) -> list[str]:
         if quote:
             if ch == quote:
                 quote = ""
-            if ch == escape and quote != "'" and ch != quote:
+            if ch == escape and quote not in ("'", ch):
                 if i + 1 == n:
                     i += 1
                     quote = ""

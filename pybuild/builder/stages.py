@@ -53,8 +53,8 @@ def dependencies(the_plan: BuildPlan, stage: Stage, global_args: Mapping[str, st
             opts = dict(p.partition("=")[::2] for p in m.split(","))
             if opts.get("from"):
                 refs.append(opts["from"])
-        for ref in refs:
-            ref = expand_in(inst, ref, global_args)  # ARGs in a stage inherit the global values
+        for written in refs:
+            ref = expand_in(inst, written, global_args)  # ARGs in a stage inherit the global values
             dep = stage_ref(the_plan, ref, stage.index)
             if dep is not None:
                 out.append(dep.index)

@@ -167,15 +167,21 @@ def inspect(
         f"Author:       {summary['author'] or '-'}",
         f"Platform:     {summary['os']}/{summary['architecture']}",
     ]
-    for key in ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "StopSignal"):
-        if runtime.get(key):
-            lines.append(f"{key + ':':<14}{json.dumps(runtime[key])}")
-    for key in ("Labels", "ExposedPorts", "Volumes"):
-        if runtime.get(key):
-            lines.append(f"{key + ':':<14}{', '.join(sorted(runtime[key]))}")
+    lines += [
+        f"{key + ':':<14}{json.dumps(runtime[key])}"
+        for key in ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "StopSignal")
+        if runtime.get(key)
+    ]
+    lines += [
+        f"{key + ':':<14}{', '.join(sorted(runtime[key]))}"
+        for key in ("Labels", "ExposedPorts", "Volumes")
+        if runtime.get(key)
+    ]
     lines.append(f"Layers:       {len(summary['layers'])} ({human_size(summary['size'])})")
-    for layer in summary["layers"]:
-        lines.append(f"  {layer['digest']}  {human_size(layer['size']):>9}  {layer['mediaType']}")
+    lines += [
+        f"  {layer['digest']}  {human_size(layer['size']):>9}  {layer['mediaType']}"
+        for layer in summary["layers"]
+    ]
     lines.append(f"History:      {len(summary['history'])} entries")
     for entry in summary["history"]:
         mark = " (empty)" if entry.get("empty_layer") else ""

@@ -133,8 +133,7 @@ class InRoot:
                     todo = [p for p in target.split("/") if p] + todo
                     continue
                 stack.append(fd)
-            result = stack.pop()
-            return result
+            return stack.pop()
         finally:
             for fd in stack:
                 os.close(fd)

@@ -83,8 +83,9 @@ class ImageStore(Layout):
             entries.append((name, desc))
         out: list[tuple[str | None, Descriptor]] = []
         seen: set[str] = set()
-        for name, desc in entries:
-            if name is None or name.startswith(UNTAGGED + ":"):
+        for tag, desc in entries:
+            name = tag
+            if tag is None or tag.startswith(UNTAGGED + ":"):
                 if str(desc.digest) in named or str(desc.digest) in seen:
                     continue
                 seen.add(str(desc.digest))

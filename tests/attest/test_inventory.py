@@ -220,8 +220,10 @@ def test_image_without_any_package_database(busybox_layout: Path) -> None:
     inv = inventory(layout, layout.resolve("latest"))
     assert inv.packages == []
     assert inv.skipped == [
-        "no package database (/var/lib/dpkg/status, /var/lib/dpkg/status.d/*, /lib/apk/db/installed): "
-        "no OS packages listed"
+        (
+            "no package database (/var/lib/dpkg/status, /var/lib/dpkg/status.d/*, /lib/apk/db/installed): "
+            "no OS packages listed"
+        )
     ]
     assert len(inv.layers) == 1
 

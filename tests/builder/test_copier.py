@@ -12,7 +12,7 @@ from pybuild.errors import ContainerfileError
 
 
 @pytest.mark.parametrize(
-    "spec, mode, is_dir, expected",
+    ("spec", "mode", "is_dir", "expected"),
     [
         ("0640", 0o755, False, 0o640),
         ("u=rwx,g=rx,o=", 0o644, False, 0o750),

@@ -64,7 +64,7 @@ RUN --mount=type=cache,from=src,source=/data,target=/cache,id=seeded \\
 
 
 @pytest.mark.parametrize(
-    "rootless, mode",
+    ("rootless", "mode"),
     [(False, "native"), (False, "fuse"), (False, "copy"), (True, "native"), (True, "fuse")],
     ids=["root-native", "root-fuse", "root-copy", "rootless-native", "rootless-fuse"],
 )
@@ -146,7 +146,7 @@ def test_mount_from_an_image_and_from_scratch(pb: Pybuild, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    "text, fragment",
+    ("text", "fragment"),
     [
         (
             "RUN --mount=type=bind,from=src,source=/nope,target=/m true",

@@ -168,7 +168,7 @@ def test_build_arg_from_the_environment_and_files(
 
 
 @pytest.mark.parametrize(
-    "args, fragment",
+    ("args", "fragment"),
     [
         (["--build-arg", "=value"], "--build-arg '=value': expected NAME[=VALUE]"),
         (["--build-arg-file", "/no/such/args-file"], "--build-arg-file /no/such/args-file: cannot read"),
