@@ -10,7 +10,8 @@ The Python API (the CLI is a thin layer over it)::
 
 - stores and layouts: :func:`open_store`, :func:`open_layout`, :func:`check`;
 - building: :func:`build` with :class:`BuildOptions` (a value that refuses bad input when made);
-- moving images: :func:`pull`, :func:`push`, :func:`copy`, :func:`tag` (with :class:`RegistryOptions`);
+- moving images: :func:`pull`, :func:`push`, :func:`copy`, :func:`tag`, :func:`untag` (with
+  :class:`RegistryOptions`);
 - bundles: :func:`unpack`, :func:`repack`;
 - configs: :func:`configure` with :class:`ConfigChanges`;
 - containers: :func:`run_image`.
@@ -61,6 +62,7 @@ _API: dict[str, tuple[str, str]] = {
     "check": ("pybuild.layout", "check_layout"),
     "ConfigChanges": ("pybuild.layout", "ConfigChanges"),
     "configure": ("pybuild.layout", "configure"),
+    "untag": ("pybuild.layout", "untag"),
     # building
     "BuildOptions": ("pybuild.builder", "BuildOptions"),
     "BuildResult": ("pybuild.builder", "BuildResult"),
@@ -120,6 +122,7 @@ __all__ = [
     "run_image",
     "tag",
     "unpack",
+    "untag",
 ]
 
 
@@ -167,6 +170,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time the names l
         locate,
         open_layout,
         open_store,
+        untag,
     )
     from .layout import check_layout as check
     from .remote import CopyReport, Credentials, RegistryOptions

@@ -5,12 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import UsageError, warn
-from ..layout import (
-    ImageStore,
-    Layout,
-    gc,
-    parse_reference,
-)
+from ..layout import ImageStore, Layout, gc, untag
 from .app import State, app, state_of
 from .output import human_size
 
@@ -23,15 +18,7 @@ def rm(
     """Remove image names from the store or an OCI layout."""
     state = state_of(ctx)
     for text in refs:
-        ref = parse_reference(text)
-        if ref.transport == "oci":
-            assert ref.path is not None
-            Layout.open(ref.path, label=f"oci:{ref.path}").remove_tag(ref.name)
-        else:
-            name, _ = state.store.lookup(text)
-            if name is None:
-                raise UsageError(f"{text!r} names no tag in {state.store.label}")
-            state.store.remove_tag(name)
+        untag(state.store, text)
         typer.echo(f"removed {text}")
 
 

@@ -34,6 +34,7 @@ from .imagestore import (
     locate,
     open_layout,
     open_store,
+    untag,
 )
 from .mutate import ConfigChanges, add_history, configure, created_time, edit_image, source_date_epoch
 from .private import PrivateArea, SweepResult
@@ -99,4 +100,5 @@ __all__ = [
     "select_manifest",
     "source_date_epoch",
     "stage_copy",
+    "untag",
 ]

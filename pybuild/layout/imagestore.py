@@ -129,6 +129,16 @@ def locate(store: ImageStore, text: str) -> Located:
     return Located(store, desc, tag)
 
 
+def untag(store: ImageStore, text: str) -> Located:
+    """`pybuild rm`: remove the name ``text`` (in ``store``, or oci:DIR[:TAG]); its blobs go at the
+    next gc. Returns what it named."""
+    found = locate(store, text)
+    if found.name is None:
+        raise UsageError(f"{text!r} names no tag in {store.label}")
+    found.layout.remove_tag(found.name)
+    return found
+
+
 def destination(store: ImageStore, text: str) -> tuple[Layout, str]:
     """The layout a reference writes into (an ``oci:`` layout is created if missing) and the tag."""
     ref = parse_reference(text)
