@@ -4,11 +4,14 @@ one to a registry, give one another name."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..layout import Descriptor, ImageStore, Platform, parse_name
 from .reference import parse_registry_reference
-from .registry import Progress, RegistryOptions
 from .transport import CopyReport, copy_image
+
+if TYPE_CHECKING:
+    from .registry import Progress, RegistryOptions
 
 REMOTE_PREFIXES = ("docker://", "docker-archive:", "oci-archive:")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DigestMismatch, RegistryError, UsageError
 from ..layout import (
@@ -28,10 +29,10 @@ from ..layout import (
 )
 from ..layout.document import DOCUMENT_LIMIT
 from .auth import Credentials
-from .recompress import has_uncompressed_layers, recompress_image
 from .reference import RegistryReference, parse_registry_reference
-from .registry import Outbound, Progress, RegistryOptions, pull, push, push_converted, resolve_manifest
-from .registry.validate import check_config, parse_manifest
+
+if TYPE_CHECKING:  # the registry client (urllib3) loads when a registry is used, not for local copies
+    from .registry import Progress, RegistryOptions
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,11 @@ def _copy_between_layouts(
     are; None when that is not enough (an oci: layout gets uncompressed layers gzipped)."""
     found = locate(store, src)
     layout, tag = destination(store, dst)
-    if layout.root != store.root and has_uncompressed_layers(found.layout, found.descriptor):
-        return None
+    if layout.root != store.root:
+        from .recompress import has_uncompressed_layers  # (compression code loads only when needed)
+
+        if has_uncompressed_layers(found.layout, found.descriptor):
+            return None
     desc = found.descriptor
     with layout.writing():
         copied = 0 if found.layout.root == layout.root else copy_blobs(found.layout, layout, desc)
@@ -117,6 +121,8 @@ def _copy_between_layouts(
 def _options(
     explicit: RegistryOptions | None, creds: Credentials | str | None, tls_verify: bool
 ) -> RegistryOptions:
+    from .registry import RegistryOptions
+
     return explicit if explicit is not None else RegistryOptions(creds, tls_verify)
 
 
@@ -161,6 +167,9 @@ def copy_image(
         if shared is not None:
             _write_digestfile(digestfile, shared)
             return shared
+    from .recompress import has_uncompressed_layers, recompress_image
+    from .registry import Outbound, pull, push, push_converted
+
     src_opts = _options(src_options, src_creds or creds, tls_verify)
     dest_opts = _options(dest_options, dest_creds or creds, tls_verify)
     cache = BlobInfoCache(store.root)
@@ -286,6 +295,9 @@ def inspect_remote(
 ) -> tuple[bytes, bytes]:
     """(manifest bytes, config bytes) of a registry image, without pulling layers; both verified
     and validated as a pull validates them."""
+    from .registry import resolve_manifest
+    from .registry.validate import check_config, parse_manifest
+
     if isinstance(ref, str):
         ref = parse_registry_reference(ref)
     registry = _options(options, creds, tls_verify).registry(ref.registry)
