@@ -34,6 +34,7 @@ Benchmarks so far:
   vs `skopeo copy docker://... oci:DIR:latest` into an empty layout, from a repository filled before
   the rounds (no goal in issue 7 beyond the figures; issue 13: the pull <= 0.6x skopeo).
 - push-again, rebuild-layout: issue 13's, in bench/transfer.py (see there).
+- copy-from, copy-from-hit: issue 14's COPY --from, in bench/copyfrom.py (see there).
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -164,6 +165,10 @@ class Builders:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.pybuild = [str(PROJECT / ".venv" / "bin" / "pybuild"), "--store", str(work / "store")]
+        source = os.environ.get("PYBUILD_BENCH_SRC")
+        if source:  # pybuild from another source tree (git archive of a branch), for before/after
+            main = f"import sys; sys.path.insert(0, {source!r}); from pybuild.cli import main; main()"
+            self.pybuild = [sys.executable, "-c", main, *self.pybuild[1:]]
         self.buildah = [
             "buildah",
             "--root",
@@ -653,9 +658,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=5)
+    import copyfrom  # issue 14's (bench/copyfrom.py), beside this file
     import transfer  # issue 13's benchmarks (bench/transfer.py), beside this file
 
     BENCHMARKS.update(transfer.BENCHMARKS)
+    BENCHMARKS.update(copyfrom.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:

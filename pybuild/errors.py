@@ -6,6 +6,11 @@ line, then each hint on its own line, and exits 1 (2 for a :class:`UsageError`) 
 Errors from other libraries are translated into these where they enter pybuild; anything else that
 escapes is a bug and keeps its traceback.
 
+Warnings (something the user should know that does not stop the work) have one channel too:
+:func:`warn`. The CLI installs a printer (``warning: <message>``, one line each, on stderr); the
+Python API collects them (:func:`collect_warnings`); with neither, they go to Python's
+:mod:`warnings` as :class:`PybuildWarning`.
+
 The message names what failed and the object it failed on, for example
 ``blob sha256:ab12... in oci:/x is corrupt: size 10, expected 12``.
 
@@ -14,7 +19,8 @@ This module imports nothing from pybuild.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 
 
 class PybuildError(Exception):
@@ -129,3 +135,52 @@ class AuthError(RegistryError):
 
 class AttestError(PybuildError):
     """An SBOM, a provenance statement or an artifact attached to an image cannot be made."""
+
+
+# --- warnings ---------------------------------------------------------------------------------
+
+
+class PybuildWarning(UserWarning):
+    """A pybuild warning, when no printer or collector is installed (see :func:`warn`)."""
+
+
+WarningHandler = Callable[[str], None]
+# the installed handlers, innermost last (a stack: collect_warnings nests inside the CLI's printer)
+_handlers: list[WarningHandler] = []
+
+
+def warn(message: str) -> None:
+    """Report ``message`` (one line, no ``warning:`` prefix) to the innermost installed handler, or to
+    Python's :mod:`warnings` when none is installed. A forked child inherits the handlers."""
+    if _handlers:
+        _handlers[-1](message)
+        return
+    import warnings
+
+    warnings.warn(message, PybuildWarning, stacklevel=2)
+
+
+@contextlib.contextmanager
+def warnings_to(handler: WarningHandler) -> Iterator[None]:
+    """Send every :func:`warn` inside the block to ``handler`` (the CLI's printer)."""
+    _handlers.append(handler)
+    try:
+        yield
+    finally:
+        _handlers.remove(handler)
+
+
+@contextlib.contextmanager
+def collect_warnings(*, forward: bool = True) -> Iterator[list[str]]:
+    """Collect every :func:`warn` inside the block in the list it yields; with ``forward``, each is
+    also passed to the handler that was installed before (the CLI's printer), if any."""
+    found: list[str] = []
+    outer = list(_handlers)
+
+    def collect(message: str) -> None:
+        found.append(message)
+        if forward and outer:
+            outer[-1](message)
+
+    with warnings_to(collect):
+        yield found

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def busybox_layout(tmp_path_factory: pytest.TempPathFactory, busybox_tar: bytes)
 
 
 @pytest.fixture
-def pybuild_cli(tmp_path: Path):  # type: ignore[no-untyped-def]
+def pybuild_cli(tmp_path: Path) -> Any:
     """Run the real `pybuild` console script with a private store; returns CompletedProcess."""
     import os
     import subprocess

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pybuild.build import plan
+from pybuild.builder import plan
 from pybuild.errors import ContainerfileError
 from pybuild.layout import Layout, check_layout
 from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, base_store, context

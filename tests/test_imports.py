@@ -1,6 +1,6 @@
 """DESIGN.md's import rules, checked on the source with ast:
 
-- directions between the parts: errors <- layout, diff <- run <- bundle, remote, attest <- build <- cli;
+- directions between the parts: errors <- layout, diff <- run <- bundle, remote, attest <- builder <- cli;
 - no circle of module-level imports inside a package (an import inside a function does not count);
 - no private name (``_name``) imported from, or reached into, another module.
 
@@ -25,8 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "bundle": {"errors", "layout", "diff", "run"},
     "remote": {"errors", "layout", "diff"},
     "attest": {"errors", "layout", "diff"},
-    "build": {"errors", "layout", "diff", "run", "bundle", "remote", "attest"},
-    "cli": {"errors", "layout", "diff", "run", "bundle", "remote", "build", "attest"},
+    "builder": {"errors", "layout", "diff", "run", "bundle", "remote", "attest"},
+    "cli": {"errors", "layout", "diff", "run", "bundle", "remote", "builder", "attest"},
 }
 
 

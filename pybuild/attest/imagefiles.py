@@ -221,16 +221,17 @@ def _under(path: str, folder: str) -> bool:
 def _apply(files: dict[str, ImageFile], changes: _LayerChanges) -> None:
     """Apply one layer's changes to the files the layers below left."""
     if files:
-        gone = []
-        for path in files:
+        gone = [
+            path
+            for path in files
             if (
                 path in changes.replaced
                 or path in changes.removed
                 or any(_under(path, d) for d in changes.opaque)
                 or any(_under(path, r) for r in changes.removed)
                 or _below_cut(path, changes.cut)
-            ):
-                gone.append(path)
+            )
+        ]
         for path in gone:
             del files[path]
     files.update(changes.added)

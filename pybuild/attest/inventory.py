@@ -2,7 +2,8 @@
 
 ``inventory`` reads the image's layers once (see imagefiles) and never unpacks them. Bad input is not
 an error: a missing package database, a corrupt status file or a distribution with bad metadata each
-give one line in ``Inventory.skipped`` and the rest is still listed.
+give one line in ``Inventory.skipped`` (and a :func:`~pybuild.errors.warn`) and the rest is still
+listed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..errors import warn
 from ..layout import Descriptor, Digest, Layout, Platform, load_image
 from .apk import parse_installed
 from .dpkg import copyright_licenses, parse_status, source_of
@@ -93,6 +95,8 @@ def inventory(layout: Layout, descriptor: Descriptor, platform: Platform | None 
     packages += _alpine(files, result)
     packages += _python(files, result)
     result.packages = sorted(packages, key=lambda p: (p.type, p.name, p.version, p.location))
+    for line in result.skipped:
+        warn(line)
     return result
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from ..errors import BundleError, RunError
 from ..layout import ImageConfig
 from ..run.users import ExecUser, lookup_user
+from .process import image_process
 
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
@@ -56,14 +56,9 @@ def make_runtime_config(
     Rootless bundles get a user namespace mapping container root to the calling user (as
     ``runc spec --rootless`` does), share the host network and bind /sys.
     """
-    runtime = config.runtime
-    args = list(runtime.get("Entrypoint") or []) + list(runtime.get("Cmd") or [])
-    if not args:
-        args = ["/bin/sh"]
-    env = list(runtime.get("Env") or [])
-    if not any(e.startswith("PATH=") for e in env):
-        env.insert(0, DEFAULT_PATH)
-    user = resolve_user(rootfs, runtime.get("User") or "")
+    process = image_process(config.runtime)
+    args = list(process.args) or ["/bin/sh"]
+    user = resolve_user(rootfs, process.user)
     process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
     if user.additional_gids:
         process_user["additionalGids"] = user.additional_gids
@@ -147,8 +142,8 @@ def make_runtime_config(
             "terminal": False,
             "user": process_user,
             "args": args,
-            "env": env,
-            "cwd": runtime.get("WorkingDir") or "/",
+            "env": list(process.env),
+            "cwd": process.cwd,
             "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,

@@ -11,14 +11,28 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..diff import Change, TreeRecord, apply_layer, changes_of, compare, open_layer, write_layer
-from ..errors import BundleError, LayerError
-from ..layout import Descriptor, Image, Layout, commit_image, dump_json, mediatype
+from ..errors import BundleError, LayerError, UsageError, collect_warnings, warn
+from ..layout import (
+    Descriptor,
+    Image,
+    ImageStore,
+    Layout,
+    add_history,
+    commit_image,
+    copy_blobs,
+    created_time,
+    destination,
+    dump_json,
+    load_image,
+    locate,
+    mediatype,
+)
 from ..layout.digest import Digest
+from ..layout.mutate import source_date_epoch as environment_epoch
 from ..run import force_remove
 from .runtimeconfig import make_runtime_config
 
@@ -36,7 +50,6 @@ def _tree_record(rootfs: Path) -> TreeRecord:
 @dataclass(frozen=True)
 class UnpackResult:
     bundle: Path
-    warnings: list[str]
 
 
 def unpack_image(
@@ -59,8 +72,11 @@ def unpack_image(
     layout = image.layout
 
     def work() -> list[str]:
-        warnings: list[str] = []
-        rootfs = bundle / "rootfs"
+        with collect_warnings(forward=False) as warnings:  # (a child: they are said by the parent)
+            write(bundle / "rootfs")
+        return warnings
+
+    def write(rootfs: Path) -> None:
         try:
             try:
                 rootfs.mkdir(parents=True)
@@ -74,13 +90,12 @@ def unpack_image(
                     )
                 with layout.blobs.open(layer.digest, layer.size) as blob:
                     stream = open_layer(blob, layer.media_type, what=f"layer {layer.digest}")
-                    report = apply_layer(stream, rootfs, what=f"layer {layer.digest}")
+                    apply_layer(stream, rootfs, what=f"layer {layer.digest}")
                     # drain: the verifying reader checks size and digest at EOF
                     while stream.read(1 << 20):
                         pass
                     while blob.read(1 << 20):
                         pass
-                    warnings.extend(report.warnings)
             spec = make_runtime_config(
                 image.config, rootfs, rootless=rootless, host_uid=host_uid, host_gid=host_gid
             )
@@ -101,9 +116,10 @@ def unpack_image(
                 with contextlib.suppress(OSError):
                     bundle.rmdir()
             raise
-        return warnings
 
-    return UnpackResult(bundle, run_in_userns(work))
+    for message in run_in_userns(work):
+        warn(message)
+    return UnpackResult(bundle)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -152,13 +168,6 @@ def bundle_changes(bundle: Path) -> list[Change]:
         raise BundleError(str(exc)) from None
 
 
-def _now(epoch: int | None) -> str:
-    when = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
-    return (
-        when.strftime("%Y-%m-%dT%H:%M:%SZ") if epoch is not None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    )
-
-
 def repack_bundle(
     bundle: Path,
     image: Image,
@@ -179,10 +188,7 @@ def repack_bundle(
 
     bundle = Path(bundle).absolute()
     rootfs = bundle / "rootfs"
-    created = _now(source_date_epoch)
-    entry: dict[str, Any] = {"created": created, "created_by": "pybuild repack"}
-    if history_comment:
-        entry["comment"] = history_comment
+    created = created_time(source_date_epoch)
     layers = list(image.layers)
     media = mediatype.layer_media_type(compression, docker=image.is_docker)
     diff_id: Digest | None = None
@@ -220,16 +226,57 @@ def repack_bundle(
         finally:
             with contextlib.suppress(OSError):
                 temp.unlink()
-    if diff_id is None:
-        entry["empty_layer"] = True
 
     def change(doc: dict[str, Any]) -> None:
-        doc["created"] = created
-        if diff_id is not None:
-            doc["rootfs"]["diff_ids"].append(str(diff_id))
-        doc.setdefault("history", []).append(entry)
+        add_history(
+            doc,
+            created,
+            "pybuild repack",
+            diff_id=str(diff_id) if diff_id is not None else None,
+            comment=history_comment,
+        )
 
     config = image.config.changed(change)
     return commit_image(
         layout, config, layers, docker=image.is_docker, annotations=image.manifest.annotations or None
     )
+
+
+def repack(
+    bundle: Path,
+    store: ImageStore,
+    tag: str,
+    *,
+    compression: str = "gzip",
+    comment: str = "",
+    source_date_epoch: int | None = None,
+) -> Descriptor:
+    """What changed in ``bundle`` (made by :func:`unpack_image`) as a new layer on top of the image it
+    was unpacked from, named ``tag`` (a store name or oci:DIR:TAG; the image's blobs are copied there
+    when needed). ``source_date_epoch``: the created time and the clamp of file times (default
+    $SOURCE_DATE_EPOCH, else now). Returns the new manifest's descriptor."""
+    if compression not in ("gzip", "zstd", "none"):
+        raise UsageError(f"--compression {compression!r}: expected gzip, zstd or none")
+    record = read_record(bundle)
+    source = Layout.open(record["layout"])
+    desc = Descriptor.from_dict(record["manifest"], f"{bundle}: manifest")
+    layout, name = destination(store, tag)
+    epoch = source_date_epoch if source_date_epoch is not None else environment_epoch()
+    with layout.writing():
+        if layout.root != source.root:
+            copy_blobs(source, layout, desc)
+        image = load_image(layout, desc)
+        if image.is_docker and compression == "zstd":
+            raise UsageError(f"{tag}: Docker-format images have gzip or plain tar layers, not zstd")
+        new = repack_bundle(
+            bundle, image, layout, compression=compression, source_date_epoch=epoch, history_comment=comment
+        )
+        layout.set_tag(name, new)
+    return new
+
+
+def unpack_ref(store: ImageStore, ref: str, bundle: Path, *, rootless: bool | None = None) -> UnpackResult:
+    """Unpack the image ``ref`` names (in ``store`` or oci:DIR[:TAG]) into the runtime bundle
+    ``bundle`` (see :func:`unpack_image`)."""
+    found = locate(store, ref)
+    return unpack_image(load_image(found.layout, found.descriptor), bundle, rootless=rootless, source=ref)

@@ -18,287 +18,39 @@ while a task may hold it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import sys
-import threading
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
-from ..errors import LayerError, UnsafeLayer
+from ..errors import LayerError, UnsafeLayer, warn
 from .idmap import IdMap
+from .inroot import DIR_FLAGS, MAX_CACHED, InRoot, proc_path, process_umask, remove_at
 from .overlay import is_overlay_xattr, make_whiteout, mark_opaque, tar_marker
-from .tarreader import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, SYMTYPE, ReadAhead, TarEntry, TarReader
+from .readahead import ReadAhead
+from .tarreader import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, SYMTYPE, TarEntry, TarReader
 from .tarreader import member_parts as _clean_name
+from .workers import Pool, write_all
 
-MAX_LINKS = 40
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
 WORKERS = 2  # threads that create files while the stream is parsed (syscalls release the GIL)
 SMALL = 512 << 10  # files up to this size are read whole and written by a worker; larger ones inline
 READ_AHEAD = 256 << 10  # decompressed bytes per chunk read ahead on a thread of its own (4 chunks ahead)
-BUDGET = 4 << 20  # file bytes queued for the workers at most
-MAX_TASKS = 512  # tasks queued at most
-MAX_CACHED = 4000  # directory fds kept (the cache itself drops all at 4096, without waiting)
 MAX_PENDING = 8192  # paths tracked as "queued" before a barrier drains the workers
 SWITCH_INTERVAL = 0.0005  # let a worker back onto the GIL soon after its syscall returns
 
 
 @dataclass
 class ApplyReport:
-    warnings: list[str] = field(default_factory=list)
     entries: int = 0
-
-
-class _Root:
-    """Directory-fd resolution inside one root."""
-
-    def __init__(self, root: Path) -> None:
-        self.path = Path(root)
-        # resolved directories by the path that named them; cleared whenever anything is removed,
-        # so a cached fd never stands for a path whose meaning changed
-        self.cache: dict[tuple[str, ...], int] = {}
-        # cached directories known to lack the set-group-ID bit (new files get the creator's gid)
-        self.plain: set[tuple[str, ...]] = set()
-        self.followed_link = False  # some resolution went through a symlink
-        # inode numbers of cached directories: one directory may be cached under several paths
-        self.ino: dict[tuple[str, ...], int] = {}
-        try:
-            self.fd = os.open(self.path, DIR_FLAGS)
-        except OSError as exc:
-            raise LayerError(f"cannot open {root}: {exc.strerror or exc}") from None
-
-    def close(self) -> None:
-        self.forget()
-        os.close(self.fd)
-
-    def forget(self) -> None:
-        for fd in self.cache.values():
-            os.close(fd)
-        self.cache.clear()
-        self.plain.clear()
-        self.ino.clear()
-
-    def remember(self, key: tuple[str, ...], fd: int, plain: bool, ino: int) -> None:
-        """Cache ``fd`` (which the cache now owns) for ``key``."""
-        if len(self.cache) >= 4096:
-            self.forget()
-        old = self.cache.pop(key, None)
-        if old is not None:
-            os.close(old)
-        self.cache[key] = fd
-        if plain:
-            self.plain.add(key)
-        self.ino[key] = ino
-
-    def resolve_dir(self, parts: list[str], *, create: bool, what: str) -> int:
-        """An fd of the directory ``parts`` names inside the root (symlinks followed inside it).
-
-        Missing directories are created (mode 0755) when ``create``; else FileNotFoundError.
-        The caller closes the fd.
-        """
-        key = tuple(parts)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return os.dup(cached)
-        fd = self._resolve(parts, create=create, what=what)
-        try:
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        # through remember(), so the inode and set-group-ID facts that borrow() users rely on are
-        # cached along with the fd
-        self.remember(key, os.dup(fd), not st.st_mode & stat.S_ISGID, st.st_ino)
-        return fd
-
-    def borrow(self, key: tuple[str, ...], *, what: str) -> int:
-        """The cached fd of the directory ``key`` names, resolved (and created) on a miss.
-        The fd stays owned by the cache: valid until the next ``forget``."""
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        fd = self._resolve(list(key), create=True, what=what)
-        try:
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.remember(key, fd, not st.st_mode & stat.S_ISGID, st.st_ino)
-        return fd
-
-    def _resolve(self, parts: list[str], *, create: bool, what: str) -> int:
-        stack = [os.dup(self.fd)]
-        todo = list(parts)
-        links = 0
-        try:
-            while todo:
-                part = todo.pop(0)
-                if part in ("", "."):
-                    continue
-                if part == "..":
-                    if len(stack) > 1:
-                        os.close(stack.pop())
-                    continue
-                cur = stack[-1]
-                try:
-                    fd = os.open(part, DIR_FLAGS, dir_fd=cur)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(part, 0o755, dir_fd=cur)
-                    fd = os.open(part, DIR_FLAGS, dir_fd=cur)
-                except OSError as exc:
-                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                        raise
-                    st = os.stat(part, dir_fd=cur, follow_symlinks=False)
-                    if not stat.S_ISLNK(st.st_mode):
-                        raise LayerError(f"{what}: {'/'.join(parts)}: a parent is not a directory") from None
-                    links += 1
-                    self.followed_link = True
-                    if links > MAX_LINKS:
-                        raise LayerError(f"{what}: too many levels of symbolic links") from None
-                    target = os.readlink(part, dir_fd=cur)
-                    if target.startswith("/"):
-                        for extra in stack[1:]:
-                            os.close(extra)
-                        stack = stack[:1]
-                    todo = [p for p in target.split("/") if p] + todo
-                    continue
-                stack.append(fd)
-            result = stack.pop()
-            return result
-        finally:
-            for fd in stack:
-                os.close(fd)
-
-
-def _remove_at(dir_fd: int, name: str) -> None:
-    """Remove ``name`` in ``dir_fd`` (a whole tree for a directory), never following symlinks.
-    Callers in the applier go through ``_Applier.remove`` so the directory cache is dropped."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=dir_fd)
-        return
-    try:
-        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-    except PermissionError:
-        os.chmod(name, 0o700, dir_fd=dir_fd)
-        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-    try:
-        for child in os.listdir(fd):
-            _remove_at(fd, child)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
-
-
-def _proc_path(dir_fd: int, name: str) -> str:
-    return f"/proc/self/fd/{dir_fd}/{name}"
-
-
-def _umask() -> int | None:
-    """The process umask, read without changing it (None when /proc does not say)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-class _Pool:
-    """A few threads that run creation tasks, each directory's tasks on one thread (in order, so
-    threads do not contend for one directory's lock), with the queued file bytes bounded.
-    The first error a task raises is kept; the remaining tasks are skipped and it is raised again
-    by ``check`` or ``barrier`` in the thread that parses the stream."""
-
-    def __init__(self, workers: int) -> None:
-        self.cond = threading.Condition()
-        self.queues: list[deque[tuple[Callable[..., None], tuple[Any, ...], int] | None]] = []
-        self.ready: list[threading.Semaphore] = []
-        self.tasks = 0
-        self.bytes = 0
-        self.error: BaseException | None = None
-        self.threads: list[threading.Thread] = []
-        for i in range(workers):
-            self.queues.append(deque())
-            self.ready.append(threading.Semaphore(0))
-            thread = threading.Thread(target=self._work, args=(i,), name=f"pybuild-apply-{i}", daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def submit(self, shard: int, fn: Callable[..., None], args: tuple[Any, ...], cost: int) -> None:
-        with self.cond:
-            while self.tasks and (self.tasks >= MAX_TASKS or self.bytes + cost > BUDGET):
-                self.cond.wait()
-            self.tasks += 1
-            self.bytes += cost
-        i = shard % len(self.queues)
-        self.queues[i].append((fn, args, cost))
-        self.ready[i].release()
-        if self.error is not None:
-            self.barrier()
-
-    def _work(self, i: int) -> None:
-        queue, ready = self.queues[i], self.ready[i]
-        while True:
-            ready.acquire()
-            item = queue.popleft()
-            if item is None:
-                return
-            fn, args, cost = item
-            if self.error is None:
-                try:
-                    fn(*args)
-                except BaseException as exc:  # handed to the parsing thread
-                    if self.error is None:
-                        self.error = exc
-            with self.cond:
-                self.tasks -= 1
-                self.bytes -= cost
-                if self.tasks == 0 or self.bytes <= BUDGET // 2:
-                    self.cond.notify_all()
-
-    def barrier(self) -> None:
-        """Wait until every queued task has run; raise the first error one of them raised."""
-        with self.cond:
-            while self.tasks:
-                self.cond.wait()
-        if self.error is not None:
-            raise self.error
-
-    def close(self) -> None:
-        """Stop the threads (queued tasks are skipped after an error)."""
-        if self.error is None and sys.exc_info()[0] is not None:
-            self.error = LayerError("stopped")
-        for queue, ready in zip(self.queues, self.ready, strict=True):
-            queue.append(None)
-            ready.release()
-        for thread in self.threads:
-            thread.join()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 class _Applier:
     def __init__(self, root: Path, *, overlay: bool, chown: bool, id_map: IdMap | None, what: str) -> None:
-        self.root = _Root(root)
+        self.root = InRoot(root)
         self.overlay = overlay
         self.chown = chown
         self.id_map = id_map
@@ -311,7 +63,7 @@ class _Applier:
         # parent's mtime when a file in it is only modified; re-creating the file must not move it)
         self.parent_times: dict[tuple[str, ...], tuple[int, int]] = {}
         self.chown_warned = False
-        self.pool = _Pool(WORKERS)
+        self.pool = Pool(WORKERS)
         # (directory inode, name) of the tasks queued since the last barrier: by inode, not path,
         # so that one file named through a symlink and by its own path is still seen as one
         self.pending: set[tuple[int, str]] = set()
@@ -320,7 +72,7 @@ class _Applier:
         # name (dropped once a symlink is followed or anything is removed).
         self.fresh: dict[tuple[str, ...], set[str]] = {}
         self.ids = (os.geteuid(), os.getegid())
-        self.umask = _umask()
+        self.umask = process_umask()
 
     def barrier(self) -> None:
         self.pool.barrier()
@@ -334,10 +86,10 @@ class _Applier:
     def remove(self, dir_fd: int, name: str) -> None:
         """Callers hold ``dir_fd`` as their own (a dup), never borrowed from the cache."""
         self.forget()
-        _remove_at(dir_fd, name)
+        remove_at(dir_fd, name)
 
     def warn(self, message: str) -> None:
-        self.report.warnings.append(message)
+        warn(message)
 
     def fail(self, entry_name: str, exc: OSError) -> LayerError:
         return LayerError(f"{self.what}: entry {entry_name!r}: {exc.strerror or exc}")
@@ -554,7 +306,7 @@ class _Applier:
             out = os.open(base, FILE_FLAGS, entry.mode & 0o777, dir_fd=fd)
             try:
                 if data:
-                    _write_all(out, data)
+                    write_all(out, data)
                 self.fd_metadata(entry, out, owner, chown)
             finally:
                 os.close(out)
@@ -573,7 +325,7 @@ class _Applier:
                 chunk = reader.read(min(CHUNK, entry.size - written))
                 if not chunk:
                     break
-                _write_all(out, chunk)
+                write_all(out, chunk)
                 written += len(chunk)
             if written != entry.size:
                 raise LayerError(
@@ -631,7 +383,7 @@ class _Applier:
         # the entry was just created by us and is not a symlink: chmod cannot be redirected
         os.chmod(base, entry.mode & 0o7777, dir_fd=fd)
         if entry.xattrs:
-            self.xattrs(entry, _proc_path(fd, base))
+            self.xattrs(entry, proc_path(fd, base))
         os.utime(base, (entry.mtime, entry.mtime), dir_fd=fd, follow_symlinks=False)
 
     def hardlink(self, entry: TarEntry, fd: int, base: str) -> None:

@@ -26,7 +26,17 @@ from .image import (
     stage_copy,
 )
 from .imagelayout import Layout
-from .imagestore import ImageStore, default_store_path
+from .imagestore import (
+    ImageStore,
+    Located,
+    default_store_path,
+    destination,
+    locate,
+    open_layout,
+    open_store,
+    untag,
+)
+from .mutate import ConfigChanges, add_history, configure, created_time, edit_image, source_date_epoch
 from .private import PrivateArea, SweepResult
 from .reference import ImageName, Reference, parse_name, parse_reference
 from .referrers import EMPTY_DESCRIPTOR, attach, referrers
@@ -39,6 +49,7 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "Compressed",
+    "ConfigChanges",
     "Descriptor",
     "Digest",
     "Document",
@@ -49,6 +60,7 @@ __all__ = [
     "ImageStore",
     "Index",
     "Layout",
+    "Located",
     "Manifest",
     "OciLayoutFile",
     "Platform",
@@ -56,18 +68,26 @@ __all__ = [
     "Reference",
     "StagedBlobs",
     "SweepResult",
+    "add_history",
     "attach",
     "build_manifest",
     "check_layout",
     "commit_image",
+    "configure",
     "copy_blobs",
+    "created_time",
     "default_store_path",
+    "destination",
     "dump_json",
+    "edit_image",
     "gc",
     "host_platform",
     "load_image",
     "load_json",
+    "locate",
     "mediatype",
+    "open_layout",
+    "open_store",
     "parse_name",
     "parse_platform",
     "parse_reference",
@@ -78,5 +98,7 @@ __all__ = [
     "referenced_blobs",
     "referrers",
     "select_manifest",
+    "source_date_epoch",
     "stage_copy",
+    "untag",
 ]

@@ -114,9 +114,11 @@ def check_layout(layout: Layout, roots: list[Descriptor] | None = None) -> list[
                             f"{name}: {len(image_layers)} layers but its config has "
                             f"{len(config.diff_ids)} diff_ids"
                         )
-            for layer in manifest.layers:
-                if layer.media_type not in mediatype.LAYERS:
-                    problems.append(f"{name}: layer {layer.digest} has unknown media type {layer.media_type}")
+            problems.extend(
+                f"{name}: layer {layer.digest} has unknown media type {layer.media_type}"
+                for layer in manifest.layers
+                if layer.media_type not in mediatype.LAYERS
+            )
         else:
             verify(config_desc)
         for layer in manifest.layers:

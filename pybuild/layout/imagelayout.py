@@ -80,8 +80,11 @@ class Layout:
         try:
             layout.root.mkdir(parents=True, exist_ok=True)
             (layout.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-            if not (layout.root / "index.json").exists():
-                layout._write_atomic("index.json", dump_json(Index.build([]).to_dict()))
+            # under the index lock: another process making the same layout may already have tagged
+            # an image in it (an empty index.json written after that would drop its tag)
+            with layout._locked("index.lock", fcntl.LOCK_EX, LOCK_TIMEOUT):
+                if not (layout.root / "index.json").exists():
+                    layout._write_atomic("index.json", dump_json(Index.build([]).to_dict()))
             layout._write_atomic(
                 "oci-layout", dump_json({"imageLayoutVersion": mediatype.OCI_LAYOUT_VERSION})
             )

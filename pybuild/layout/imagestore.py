@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AmbiguousImage, ImageNotFound, PybuildError, UsageError
 from .descriptor import Descriptor
 from .image import load_image
 from .imagelayout import Layout
-from .reference import parse_name
+from .reference import parse_name, parse_reference
 from .referrers import subject_of
 
 # what an image built without a name is tagged in the store (so that index.json references it)
@@ -82,8 +83,9 @@ class ImageStore(Layout):
             entries.append((name, desc))
         out: list[tuple[str | None, Descriptor]] = []
         seen: set[str] = set()
-        for name, desc in entries:
-            if name is None or name.startswith(UNTAGGED + ":"):
+        for tag, desc in entries:
+            name = tag
+            if tag is None or tag.startswith(UNTAGGED + ":"):
                 if str(desc.digest) in named or str(desc.digest) in seen:
                     continue
                 seen.add(str(desc.digest))
@@ -105,3 +107,54 @@ def _is_artifact(layout: Layout, desc: Descriptor) -> bool:
         return subject_of(layout, desc) is not None
     except PybuildError:
         return False
+
+
+@dataclass(frozen=True)
+class Located:
+    """An image found by a reference: where it is, its descriptor, and the tag it was found under."""
+
+    layout: Layout
+    descriptor: Descriptor
+    name: str | None
+
+
+def locate(store: ImageStore, text: str) -> Located:
+    """The image ``text`` names: ``oci:DIR[:TAG]``, or in ``store`` a name or an image ID prefix."""
+    ref = parse_reference(text)
+    if ref.transport == "oci":
+        assert ref.path is not None
+        layout = Layout.open(ref.path, label=f"oci:{ref.path}")
+        return Located(layout, layout.resolve(ref.name), ref.name)
+    tag, desc = store.lookup(text)
+    return Located(store, desc, tag)
+
+
+def untag(store: ImageStore, text: str) -> Located:
+    """`pybuild rm`: remove the name ``text`` (in ``store``, or oci:DIR[:TAG]); its blobs go at the
+    next gc. Returns what it named."""
+    found = locate(store, text)
+    if found.name is None:
+        raise UsageError(f"{text!r} names no tag in {store.label}")
+    found.layout.remove_tag(found.name)
+    return found
+
+
+def destination(store: ImageStore, text: str) -> tuple[Layout, str]:
+    """The layout a reference writes into (an ``oci:`` layout is created if missing) and the tag."""
+    ref = parse_reference(text)
+    if ref.transport == "oci":
+        assert ref.path is not None
+        return Layout.create(ref.path, label=f"oci:{ref.path}"), ref.name
+    return store, ref.name
+
+
+def open_store(path: Path | str | None = None) -> ImageStore:
+    """The image store at ``path`` (default $PYBUILD_STORE, else $XDG_DATA_HOME/pybuild), created if
+    missing."""
+    return ImageStore.at(path)
+
+
+def open_layout(path: Path | str, *, create: bool = False) -> Layout:
+    """The OCI image layout at ``path``; with ``create``, a new empty one when there is none."""
+    label = f"oci:{path}"
+    return Layout.create(path, label=label) if create else Layout.open(path, label=label)

@@ -6,7 +6,7 @@ Every path below ``.pybuild/`` is named here, and nowhere else:
 - ``gc.lock``, ``index.lock``  the layout's locks (see ``Layout.writing`` and ``update_index``);
 - ``layers/<diff_id>`` each layer extracted once, in overlay format, as a lowerdir for RUN steps and
   ``pybuild run`` (the extraction itself is run/layers.py's: it needs a user namespace);
-- ``build-cache/<key>`` the builder's step records (the keys are build/cache.py's);
+- ``build-cache/<key>`` the builder's step records (the keys are builder/cache.py's);
 - ``build/``          workspaces of running builds (one per step: upperdir, staging, secrets);
 - ``cache-mounts/<id>`` the folders of ``RUN --mount=type=cache``;
 - ``run/``            workspaces of ``pybuild run`` containers;

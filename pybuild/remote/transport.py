@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DigestMismatch, RegistryError, UsageError
 from ..layout import (
@@ -19,16 +20,19 @@ from ..layout import (
     Layout,
     Platform,
     copy_blobs,
+    destination,
+    locate,
     parse_name,
     parse_reference,
+    referenced_blobs,
     select_manifest,
 )
 from ..layout.document import DOCUMENT_LIMIT
 from .auth import Credentials
-from .recompress import has_uncompressed_layers, recompress_image
 from .reference import RegistryReference, parse_registry_reference
-from .registry import Outbound, Progress, RegistryOptions, pull, push, push_converted, resolve_manifest
-from .registry.validate import check_config, parse_manifest
+
+if TYPE_CHECKING:  # the registry client (urllib3) loads when a registry is used, not for local copies
+    from .registry import Progress, RegistryOptions
 
 
 @dataclass(frozen=True)
@@ -83,25 +87,42 @@ def _archive_name(text: str, name: str) -> str:
     return name if ":" in last else f"{name}:latest"
 
 
-def _source_layout(ref: LayoutReference, store: ImageStore) -> tuple[Layout, Descriptor]:
-    if ref.transport == "store":
-        _, desc = store.lookup(ref.name)
-        return store, desc
-    assert ref.path is not None
-    layout = Layout.open(ref.path)
-    return layout, layout.resolve(ref.name)
+@dataclass
+class CopyReport:
+    """What a copy between two layouts (the store, oci:) did, filled in by ``copy_image``: the blobs
+    it copied and the blobs the image has (None when the copy went another way)."""
+
+    blobs_copied: int | None = None
+    blobs_total: int | None = None
 
 
-def _dest_layout(ref: LayoutReference, store: ImageStore) -> Layout:
-    if ref.transport == "store":
-        return store
-    assert ref.path is not None
-    return Layout.create(ref.path)
+def _copy_between_layouts(
+    src: str, dst: str, store: ImageStore, report: CopyReport | None
+) -> Descriptor | None:
+    """The image ``src`` names put into ``dst``'s layout and tagged there, its blobs shared as they
+    are; None when that is not enough (an oci: layout gets uncompressed layers gzipped)."""
+    found = locate(store, src)
+    layout, tag = destination(store, dst)
+    if layout.root != store.root:
+        from .recompress import has_uncompressed_layers  # (compression code loads only when needed)
+
+        if has_uncompressed_layers(found.layout, found.descriptor):
+            return None
+    desc = found.descriptor
+    with layout.writing():
+        copied = 0 if found.layout.root == layout.root else copy_blobs(found.layout, layout, desc)
+        layout.set_tag(tag, Descriptor(desc.media_type, desc.digest, desc.size))
+    if report is not None:
+        report.blobs_copied = copied
+        report.blobs_total = len({d.digest for d in referenced_blobs(found.layout, desc)})
+    return desc
 
 
 def _options(
     explicit: RegistryOptions | None, creds: Credentials | str | None, tls_verify: bool
 ) -> RegistryOptions:
+    from .registry import RegistryOptions
+
     return explicit if explicit is not None else RegistryOptions(creds, tls_verify)
 
 
@@ -120,8 +141,10 @@ def copy_image(
     progress: Progress | None = None,
     digestfile: Path | str | None = None,
     compression: str | None = None,
+    report: CopyReport | None = None,
 ) -> Descriptor:
-    """Copy one image from ``src`` to ``dst`` (any transport, store names too); the descriptor written.
+    """Copy one image from ``src`` to ``dst`` (any transport, store names too, image ID prefixes for
+    the store); the descriptor written.
 
     ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way. Otherwise blobs are
     copied as they are, except that uncompressed layers are gzipped on their way to a registry, an
@@ -132,17 +155,29 @@ def copy_image(
     two layouts where the whole index is copied when no platform is given. ``src_options`` and
     ``dest_options`` say how to reach each side's registry (else ``creds``/``src_creds``/
     ``dest_creds`` and ``tls_verify``). ``digestfile`` receives the written manifest's digest.
-    Nothing is named in ``dst`` unless the whole image is there and verified.
+    Nothing is named in ``dst`` unless the whole image is there and verified. Between two layouts
+    (the store, oci:) with no platform and no compression asked for, the blobs are shared as they
+    are and ``report`` says how many were copied.
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
+    local = isinstance(source, LayoutReference) and isinstance(dest, LayoutReference)
+    if local and platform is None and compression is None:
+        shared = _copy_between_layouts(src, dst, store, report)
+        if shared is not None:
+            _write_digestfile(digestfile, shared)
+            return shared
+    from .recompress import has_uncompressed_layers, recompress_image
+    from .registry import Outbound, pull, push, push_converted
+
     src_opts = _options(src_options, src_creds or creds, tls_verify)
     dest_opts = _options(dest_options, dest_creds or creds, tls_verify)
     cache = BlobInfoCache(store.root)
     with tempfile.TemporaryDirectory(prefix="pybuild-copy-") as tmpdir:
         # 1. Get the image into a layout (no copy when the source already is one).
         if isinstance(source, LayoutReference):
-            layout, desc = _source_layout(source, store)
+            found = locate(store, src)
+            layout, desc = found.layout, found.descriptor
             if platform is not None or not isinstance(dest, LayoutReference):
                 desc = select_manifest(layout, desc, platform)
         elif (
@@ -150,11 +185,11 @@ def copy_image(
             and isinstance(source, RegistryReference)
             and compression is None
         ):
-            out = _dest_layout(dest, store)
+            out = destination(store, dst)[0]
             desc = pull(
                 source,
                 out,
-                _dest_tag(dest),
+                destination(store, dst)[1],
                 platform=platform,
                 options=src_opts,
                 progress=progress,
@@ -181,7 +216,7 @@ def copy_image(
         convert = compression is not None or auto
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
-            out = _dest_layout(dest, store)
+            out = destination(store, dst)[0]
             with out.writing():
                 if convert:
                     manifest = select_manifest(layout, desc, platform)
@@ -190,7 +225,7 @@ def copy_image(
                     )
                 else:
                     copy_blobs(layout, out, desc)
-                out.set_tag(_dest_tag(dest), desc)
+                out.set_tag(destination(store, dst)[1], desc)
         elif isinstance(dest, RegistryReference):
             if convert:
                 desc = push_converted(
@@ -241,10 +276,6 @@ def _compresses(dest: ImageReference) -> bool:
     return dest.transport in ("oci", "oci-archive")
 
 
-def _dest_tag(ref: LayoutReference) -> str:
-    return str(parse_name(ref.name)) if ref.transport == "store" else ref.name
-
-
 def _write_digestfile(path: Path | str | None, desc: Descriptor) -> None:
     if path is None:
         return
@@ -264,6 +295,9 @@ def inspect_remote(
 ) -> tuple[bytes, bytes]:
     """(manifest bytes, config bytes) of a registry image, without pulling layers; both verified
     and validated as a pull validates them."""
+    from .registry import resolve_manifest
+    from .registry.validate import check_config, parse_manifest
+
     if isinstance(ref, str):
         ref = parse_registry_reference(ref)
     registry = _options(options, creds, tls_verify).registry(ref.registry)

@@ -7,17 +7,15 @@ process, in that order, and the first that works is remembered.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import PybuildError, RunError
+from ..errors import PybuildError, RunError, warn
 from .cleanup import force_remove
 from .rootfs import MODES, run_in_rootfs
 
-log = logging.getLogger("pybuild.run")
 ENV = "PYBUILD_RUN_MODE"
 _probed: str | None = None
 
@@ -67,5 +65,5 @@ def overlay_mode(mode: str | None = None, near: Path | None = None) -> str:
     if _probed is None:
         _probed = probe_mode(near)
         if _probed != "native":
-            log.warning("native rootless overlay is not available here: using %s mode", _probed)
+            warn(f"native rootless overlay is not available here: using {_probed} mode")
     return _probed

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 import pickle
 import pwd
@@ -24,9 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import errors
-from ..errors import PybuildError, RunError
-
-log = logging.getLogger("pybuild.run")
+from ..errors import PybuildError, RunError, warn
 
 T = TypeVar("T")
 CLONE_NEWUSER = 0x10000000
@@ -81,10 +78,9 @@ def current_id_map() -> tuple[list[Range], list[Range]]:
     if subuid is None or subgid is None or not shutil.which("newuidmap") or not shutil.which("newgidmap"):
         if not _warned:
             _warned = True
-            log.warning(
-                "no subordinate ids for %s (or no newuidmap/newgidmap): using a single-id map, "
-                "so files can only be owned by root in containers",
-                user,
+            warn(
+                f"no subordinate ids for {user} (or no newuidmap/newgidmap): using a single-id map, "
+                "so files can only be owned by root in containers"
             )
         return [(0, uid, 1)], [(0, gid, 1)]
     return [(0, uid, 1), (1, subuid[0], subuid[1])], [(0, gid, 1), (1, subgid[0], subgid[1])]

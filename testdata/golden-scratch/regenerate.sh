@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the golden image and rewrites expected.json. Run only when a change to pybuild's output is
-# intended (say why in the commit): tests/build/test_golden.py compares every build against it.
+# intended (say why in the commit): tests/builder/test_golden.py compares every build against it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

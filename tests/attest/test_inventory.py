@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pybuild.attest import inventory, read_image_files
-from pybuild.errors import PybuildError
+from pybuild.errors import PybuildError, PybuildWarning, collect_warnings
 from pybuild.layout import Layout, load_image
 from tests.fixtures.images import make_image, tar_entries
 from tests.fixtures.packages import (
@@ -23,6 +23,10 @@ from tests.fixtures.packages import (
     STATUS_B,
 )
 from tests.fixtures.tools import validate_layout
+
+# what an inventory skips is asserted through Inventory.skipped here; that each line is also a
+# warning, in test_bad_input_is_skipped_with_one_line_each
+pytestmark = pytest.mark.filterwarnings("ignore::pybuild.errors.PybuildWarning")
 
 
 def image(tmp_path: Path, *layers: dict[str, bytes | str | None]) -> tuple[Layout, object]:
@@ -195,7 +199,9 @@ def test_bad_input_is_skipped_with_one_line_each(tmp_path: Path) -> None:
             f"{SITE}/good-2.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: good\nVersion: 2.0\n",
         },
     )
-    inv = inventory(layout, desc)  # type: ignore[arg-type]
+    with collect_warnings() as warned:
+        inv = inventory(layout, desc)  # type: ignore[arg-type]
+    assert warned == inv.skipped  # each skipped line is also one warning
     assert [(p.type, p.name) for p in inv.packages] == [("deb", "base-files"), ("python", "good")]
     assert len(inv.skipped) == 3, inv.skipped
     status, bad, noname = sorted(inv.skipped, key=lambda x: ("status" not in x, "noname" in x))
@@ -208,7 +214,8 @@ def test_bad_input_is_skipped_with_one_line_each(tmp_path: Path) -> None:
 
 def test_status_file_with_nothing_readable(tmp_path: Path) -> None:
     layout, desc = image(tmp_path, {"var/lib/dpkg/status": b"\x89PNG\r\n\x1a\n\x00\x00binary"})
-    inv = inventory(layout, desc)  # type: ignore[arg-type]
+    with pytest.warns(PybuildWarning, match="corrupt: 1 of 1 paragraphs skipped"):
+        inv = inventory(layout, desc)  # type: ignore[arg-type]
     assert inv.packages == []
     assert inv.skipped == [
         "/var/lib/dpkg/status: corrupt: 1 of 1 paragraphs skipped (line 1: not a 'Field: value' line)"
@@ -217,11 +224,14 @@ def test_status_file_with_nothing_readable(tmp_path: Path) -> None:
 
 def test_image_without_any_package_database(busybox_layout: Path) -> None:
     layout = Layout.open(busybox_layout)
-    inv = inventory(layout, layout.resolve("latest"))
+    with pytest.warns(PybuildWarning, match="no package database"):
+        inv = inventory(layout, layout.resolve("latest"))
     assert inv.packages == []
     assert inv.skipped == [
-        "no package database (/var/lib/dpkg/status, /var/lib/dpkg/status.d/*, /lib/apk/db/installed): "
-        "no OS packages listed"
+        (
+            "no package database (/var/lib/dpkg/status, /var/lib/dpkg/status.d/*, /lib/apk/db/installed): "
+            "no OS packages listed"
+        )
     ]
     assert len(inv.layers) == 1
 

@@ -44,8 +44,10 @@ def test_sbom_of_a_layout_image_with_bad_input_warns_once_each(pybuild_cli: Any,
     assert proc.stdout == ""
     warnings = proc.stderr.splitlines()
     assert warnings == [
-        "warning: /var/lib/dpkg/status: corrupt: 1 of 4 paragraphs skipped "
-        "(line 1: not a 'Field: value' line)",
+        (
+            "warning: /var/lib/dpkg/status: corrupt: 1 of 4 paragraphs skipped "
+            "(line 1: not a 'Field: value' line)"
+        ),
         f"warning: /{SITE}/bad-1.dist-info/METADATA: bad metadata ('?' is invalid for 'version'), skipped",
     ]
     document = json.loads(out.read_bytes())

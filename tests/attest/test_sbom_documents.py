@@ -15,6 +15,10 @@ from pybuild.layout import Layout
 from tests.fixtures.images import make_image, tar_entries
 from tests.fixtures.packages import APK_DB, COPYRIGHT, METADATA, OS_RELEASE, SITE, STATUS_A
 
+# what an inventory skips is asserted through Inventory.skipped here; that each line is also a
+# warning, in test_bad_input_is_skipped_with_one_line_each
+pytestmark = pytest.mark.filterwarnings("ignore::pybuild.errors.PybuildWarning")
+
 CREATED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 

@@ -88,7 +88,7 @@ def test_conversion(rootfs: Path, rootless: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec, expected",
+    ("spec", "expected"),
     [
         ("", (0, 0, [])),
         ("root", (0, 0, [])),

@@ -187,7 +187,7 @@ def test_sink_error_propagates_and_threads_end(workers: int, room: int | str) ->
         room = len(compress(data, workers=1)) - 8  # fails inside close()
     assert isinstance(room, int)
     sink = Full(room)
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(OSError, match="No space left on device") as caught:
         writer = LayerWriter(sink, "gzip", workers=workers)
         for pos in range(0, len(data), 1 << 16):
             writer.write(data[pos : pos + (1 << 16)])

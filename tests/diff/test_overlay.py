@@ -9,6 +9,7 @@ import stat
 import subprocess
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,7 @@ from tests.fixtures.trees import tree, tree_differences
 
 
 @pytest.fixture
-def overlay(tmp_path: Path, busybox_rootfs: Path):  # type: ignore[no-untyped-def]
+def overlay(tmp_path: Path, busybox_rootfs: Path) -> Any:
     if os.geteuid() != 0:
         pytest.fail("this test mounts overlay directly and runs as root (CI does)")
     lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
@@ -51,7 +52,7 @@ def overlay(tmp_path: Path, busybox_rootfs: Path):  # type: ignore[no-untyped-de
         subprocess.run(["umount", str(merged)], check=False)
 
 
-def test_upperdir_changeset_reproduces_the_merged_tree(overlay, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_upperdir_changeset_reproduces_the_merged_tree(overlay: Any, tmp_path: Path) -> None:
     lower, upper, merged = overlay
     (merged / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")  # modified (copy-up)
     (merged / "etc" / "new.conf").write_text("new\n")

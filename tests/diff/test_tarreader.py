@@ -285,14 +285,14 @@ def test_a_write_error_in_a_worker_is_one_layer_error(
     tmp_path_factory: pytest.TempPathFactory, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(applier_module, "WORKERS", workers)
-    real = applier_module._write_all
+    real = applier_module.write_all
 
     def failing(fd: int, data: bytes) -> None:
         if data == b"boom":
             raise OSError(28, "No space left on device")
         real(fd, data)
 
-    monkeypatch.setattr(applier_module, "_write_all", failing)
+    monkeypatch.setattr(applier_module, "write_all", failing)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for i in range(50):

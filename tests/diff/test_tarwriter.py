@@ -429,7 +429,7 @@ def test_small_layer_starts_no_thread(tmp_path: Path, monkeypatch: pytest.Monkey
     root.mkdir()
     (root / "f").write_bytes(b"x" * (CHUNK // 2))
     started: list[Any] = []
-    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self))
+    monkeypatch.setattr(threading.Thread, "start", started.append)
     write_layer(all_of(root), root, io.BytesIO(), compression="none")
     assert started == []
 

@@ -120,7 +120,7 @@ def test_record_json_is_the_bundle_format(tree_root: Path) -> None:
     assert again.to_json() == doc and list(compare(again, tree_root)) == []
     assert list(again.paths()) == sorted(doc)  # parents first
     for bad in ({"a": [1, 2, 3]}, {"a": "x"}, {"a": ["1", 0, 0, 0, 0, 0, 0, None]}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="bad tree record entry for 'a'"):
             TreeRecord.from_json(bad)
 
 

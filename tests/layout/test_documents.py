@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pybuild.errors import InvalidDocument
@@ -88,7 +88,7 @@ def test_config_changes_keep_unknown_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    ("change", "message"),
     [
         (lambda d: d["config"].update(Env=["NOEQUALS"]), "not KEY=VALUE"),
         (lambda d: d["config"].update(Cmd="sh"), "config.Cmd must be an array of strings"),
@@ -144,6 +144,7 @@ def descriptors(draw: Any) -> dict[str, Any]:
     return doc
 
 
+@settings(deadline=None)  # the first example also loads the OCI schemas (hundreds of ms on a busy machine)
 @given(descriptors())
 def test_descriptor_round_trip_keeps_unknown_fields(doc: dict[str, Any]) -> None:
     desc = Descriptor.from_dict(doc)

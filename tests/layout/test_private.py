@@ -29,7 +29,7 @@ def test_paths_are_the_ones_existing_stores_have(tmp_path: Path) -> None:
     assert area.run_workspaces == top / "run"
     assert area.blob_info == top / "blob-info"
     for bad in ("", ".", "..", "a/b"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="bad cache mount name"):
             area.cache_mount(bad)
 
 

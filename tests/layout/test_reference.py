@@ -9,7 +9,7 @@ from pybuild.layout import parse_name, parse_reference
 
 
 @pytest.mark.parametrize(
-    "text, normal",
+    ("text", "normal"),
     [
         ("alpine", "docker.io/library/alpine:latest"),
         ("alpine:3.19", "docker.io/library/alpine:3.19"),

@@ -185,8 +185,10 @@ def test_check_reports_an_artifact_without_artifact_type(layout: Layout) -> None
     problems = check_layout(layout)
     assert problems == [
         f"manifest {digest} in {layout.label}: its config is empty but it has no artifactType (manifest.md)",
-        f"manifest {digest} in {layout.label}: listed with artifactType {SIG}, but it is "
-        "application/vnd.oci.empty.v1+json",
+        (
+            f"manifest {digest} in {layout.label}: listed with artifactType {SIG}, but it is "
+            "application/vnd.oci.empty.v1+json"
+        ),
     ]
     # the referrers API falls back to the config's media type for such a manifest
     assert [d.artifact_type for d in referrers(layout, image.digest)] == [mediatype.OCI_EMPTY]

@@ -1,8 +1,8 @@
 """The one path resolver (run/paths.py), with runc's and BuildKit's rules, and its corners.
 
-Its callers are tested where they act: RUN mount targets (tests/build/test_build.py::
+Its callers are tested where they act: RUN mount targets (tests/builder/test_build.py::
 test_run_mount_target_through_a_symlink_stays_inside), the build context's ignore file and sources
-(tests/build/test_ignore.py, test_sources.py), and the image's /etc/passwd (tests/run/test_users.py)."""
+(tests/builder/test_ignore.py, test_sources.py), and the image's /etc/passwd (tests/run/test_users.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,100 @@
+"""The images a build starts from or reads: FROM's base image (in the store, pulled, or an OCI
+layout), and the layers of an earlier stage or an image that COPY --from and RUN --mount from= read."""
+
+from __future__ import annotations
+
+from ..errors import ContainerfileError, ImageNotFound, PybuildError, RegistryError, UsageError
+from ..layout import Descriptor, Layout, copy_blobs, load_image, mediatype, parse_platform, parse_reference
+from .containerfile import Instruction
+from .state import Layers
+from .stepcontext import StepContext
+
+
+def format_media_type(desc: Descriptor, docker: bool) -> Descriptor:
+    """The layer's descriptor with the media type of the output format (same bytes)."""
+    compression = mediatype.layer_compression(desc.media_type)
+    if compression is None:
+        return desc
+    if docker and compression == "zstd":
+        raise UsageError(
+            f"layer {desc.digest} is zstd-compressed: Docker-format images have gzip or plain tar layers",
+            hints=["build with --format oci"],
+        )
+    wanted = mediatype.layer_media_type(compression, docker=docker)
+    if wanted == desc.media_type:
+        return desc
+    return Descriptor(wanted, desc.digest, desc.size, annotations=desc.annotations)
+
+
+def base_image(
+    ctx: StepContext, base: str, inst: Instruction, platform: str | None, what: str | None = None
+) -> tuple[Layout, Descriptor]:
+    """Find (or pull) the base image: oci:DIR[:TAG], docker://..., or a name in the store.
+    ``what`` starts the error messages (default: FROM BASE)."""
+    what = what or f"FROM {base}"
+    from ..remote import copy_image
+
+    try:
+        if base.startswith("oci:"):
+            ref = parse_reference(base)
+            assert ref.path is not None
+            layout = Layout.open(ref.path, label=f"oci:{ref.path}")
+            return layout, layout.resolve(ref.name)
+        name = base.removeprefix("docker://")
+        if ctx.options.pull != "always":
+            try:
+                _, desc = ctx.store.lookup(name)
+                return ctx.store, desc
+            except ImageNotFound:
+                if ctx.options.pull == "never":
+                    raise ImageNotFound(
+                        f"{name} is not in {ctx.store.label} and --pull never forbids pulling it"
+                    ) from None
+        ctx.reporter.info(f"pulling {name}")
+        desc = copy_image(
+            f"docker://{name}",
+            str(parse_reference(name).name),
+            store=ctx.store,
+            platform=parse_platform(platform) if platform else None,
+            src_options=ctx.options.registry,
+        )
+        return ctx.store, desc
+    except RegistryError as exc:
+        raise ContainerfileError(
+            f"{what}: {exc}",
+            file=inst.file,
+            line=inst.line,
+            hints=[
+                *exc.hints,
+                (
+                    "without a network, put the image in the store first (pybuild copy or pull) "
+                    "or name an OCI layout: FROM oci:DIR:TAG"
+                ),
+            ],
+        ) from None
+    except PybuildError as exc:
+        raise inst.error(f"{what}: {exc}") from None
+
+
+def source_layers(ctx: StepContext, inst: Instruction, ref: str) -> Layers:
+    """The layers (bottom first, blobs in the store) of an earlier stage, by name or index, or of
+    an image (in the store, pulled, or oci:DIR:TAG): COPY --from and RUN --mount from=."""
+    the_stage = None
+    for idx, result in ctx.results.items():
+        if result.stage.name == ref.lower() or (ref.isdigit() and int(ref) == idx):
+            the_stage = result
+    if the_stage is not None:
+        return list(the_stage.layers)
+    what = f"{'RUN --mount from' if inst.keyword == 'run' else inst.keyword.upper() + ' --from'}={ref}"
+    for stage in ctx.stages:  # this stage or a later one: BuildKit's circular dependency
+        if stage.name == ref.lower() or (ref.isdigit() and int(ref) == stage.index):
+            raise inst.error(
+                f"{what}: names stage {stage.label()}, which is not built before this one "
+                "(a stage can use only earlier stages)"
+            )
+    layout, desc = base_image(ctx, ref, inst, None, what)
+    image = load_image(layout, desc)
+    if layout.root != ctx.store.root:
+        with ctx.store.writing():
+            copy_blobs(layout, ctx.store, image.descriptor)
+    return list(zip(image.layers, image.config.diff_ids, strict=True))
