@@ -109,6 +109,13 @@ CompressionOption = typer.Option(
     help="Re-compress layers: gzip, zstd or none (default: keep them, but gzip uncompressed ones for "
     "a registry, an OCI layout or an oci-archive).",
 )
+IsolationOption = typer.Option(
+    None,
+    "--isolation",
+    envvar="PYBUILD_RUN_MODE",
+    help="How RUN steps run: auto (probe native overlay, fuse-overlayfs, copy), native, fuse, copy, "
+    "or inplace (root in a throwaway CI container only: the image replaces the container's own /).",
+)
 CredsOption = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry (asked for when omitted).")
 TlsOption = typer.Option(
     None,
@@ -1096,6 +1103,7 @@ def build_command(
     pull: str = typer.Option("missing", "--pull", help="always, missing or never: pull base images."),
     platform: str | None = PlatformOption,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image ID."),
+    isolation: str | None = IsolationOption,
     creds: str | None = CredsOption,
     tls_verify: str | None = TlsOption,
     authfile: Path | None = AuthfileOption,
@@ -1124,6 +1132,7 @@ def build_command(
         ignorefile=ignorefile,
         pull=pull,
         platform=platform,
+        isolation=isolation,
         # (pybuild.remote is loaded only when a flag asks for it: a cached rebuild stays quick)
         registry=registry_options(creds, tls_verify, cert_dir, authfile)
         if (creds, tls_verify, cert_dir, authfile) != (None, None, None, None)
@@ -1254,11 +1263,13 @@ def run(
     env: list[str] = typer.Option([], "-e", "--env", help="K=V: set an environment variable."),
     user: str | None = typer.Option(None, "--user", help="User (name or uid[:gid]); default: the image's."),
     workdir: str | None = typer.Option(None, "--workdir", help="Working directory; default: the image's."),
+    isolation: str | None = IsolationOption,
 ) -> None:
     """Run a command in a throwaway container from an image; exits with the command's status."""
     import tempfile
 
-    from .run import RunSpec, run_container
+    from .run import RunSpec, keep_out, run_container
+    from .run import isolation as chosen_isolation
     from .run.layers import layer_dirs, remove_tree
 
     if network not in ("host", "none"):
@@ -1293,20 +1304,22 @@ def run(
     scratch = state.store.private.run_workspaces
     scratch.mkdir(parents=True, exist_ok=True)
     top = Path(tempfile.mkdtemp(prefix="ctr-", dir=scratch))
+    keep_out(state.store.root)
     try:
         (top / "upper").mkdir()
-        result = run_container(
-            RunSpec(
-                lowerdirs=lowers,
-                upperdir=top / "upper",
-                args=args,
-                env=list(environment.values()),
-                cwd=workdir or runtime.get("WorkingDir") or "/",
-                user=user if user is not None else runtime.get("User") or "",
-                network=network,
-                mounts=mounts,
+        with chosen_isolation(isolation):
+            result = run_container(
+                RunSpec(
+                    lowerdirs=lowers,
+                    upperdir=top / "upper",
+                    args=args,
+                    env=list(environment.values()),
+                    cwd=workdir or runtime.get("WorkingDir") or "/",
+                    user=user if user is not None else runtime.get("User") or "",
+                    network=network,
+                    mounts=mounts,
+                )
             )
-        )
     finally:
         remove_tree(top)
     raise typer.Exit(result.exit_status)
@@ -1338,10 +1351,23 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
+def _warnings_to_stderr() -> None:
+    """What the library logs as a warning (a fallback taken, a single-id map) is one
+    ``warning: ...`` line on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("pybuild")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+
+
 def main() -> None:
     """Console entry point: one line per error, exit status 1 (2 for a bad command line, a failed RUN's
     own status for a build), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"
+    _warnings_to_stderr()
     try:
         code = app(args=bare_bool_flags(sys.argv[1:]), standalone_mode=False)
     except PybuildError as exc:

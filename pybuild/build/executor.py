@@ -41,7 +41,7 @@ from ..layout import (
     parse_reference,
 )
 from ..layout.imagestore import UNTAGGED
-from ..run import RunSpec, run_container, run_function, run_in_userns
+from ..run import RunSpec, isolation, keep_out, run_container, run_function, run_in_userns
 from ..run.layers import layer_dir, layer_dirs_of, remove_tree
 from .cache import BuildCache, step_key
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, find_containerfile, parse_arg, plan
@@ -95,6 +95,8 @@ class BuildOptions:
     layers: bool = True
     # how base images are pulled: --creds, --tls-verify, --cert-dir, --authfile
     registry: RegistryOptions | None = None
+    # how steps run: auto (None), native, fuse, copy or inplace (run/modes.py)
+    isolation: str | None = None
 
 
 @dataclass
@@ -1249,9 +1251,10 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
     for tag in options.tags:
         parse_reference(tag)
     builder = Builder(store, options, reporter)
+    keep_out(store.root, builder.context)  # in-place mode never touches them
     # the whole build writes blobs that only its final commit references: hold the writers' lock
     # so `pybuild gc` waits instead of sweeping a step's layer in between
-    with store.writing():
+    with store.writing(), isolation(options.isolation):
         return builder.build()
 
 

@@ -168,7 +168,7 @@ def test_mode_is_chosen_by_argument_then_environment(monkeypatch: pytest.MonkeyP
     assert overlay_mode() == "copy"
     assert overlay_mode("fuse") == "fuse"
     monkeypatch.setenv("PYBUILD_RUN_MODE", "bogus")
-    with pytest.raises(RunError, match="unknown overlay mode"):
+    with pytest.raises(RunError, match="unknown isolation mode"):
         overlay_mode()
     monkeypatch.delenv("PYBUILD_RUN_MODE")
     assert overlay_mode() in MODES

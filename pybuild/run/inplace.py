@@ -1,0 +1,234 @@
+"""In-place mode: the container pybuild runs in *is* the step's root, as kaniko does it.
+
+For root in a CI job container that can make no namespace at all (Docker's default seccomp profile,
+Kubernetes pods without CAP_SYS_ADMIN), a step runs in ``/`` itself:
+
+- ``/`` is brought to the step's stacked layer directories: everything pybuild may touch is removed
+  and the stacked view copied in (``treecopy.copy_view``). What ``/`` holds is remembered, so the
+  next step over the same stack (the layer the step before just made on top) costs nothing;
+- a record of ``/`` is taken (diff/trees.py: mode, owner, size, mtime, ctime, inode, link target,
+  xattrs), the step runs, and the difference is written as an upperdir in overlay format, through
+  the copy mode's ``write_difference``: the commit path is the one every mode uses.
+
+Never touched, never recorded: /proc, /sys, /dev, every mount point in /proc/self/mountinfo (a
+file mounted there, like Docker's /etc/hosts, keeps the container's), pybuild's own installation
+(its Python, its libraries, every file it has mapped), the store and the build context
+(``keep_out``), and the generated /etc files. An image whose files would land on pybuild's own
+installation is refused: pybuild must be installed on a tree of its own (/pybuild in the pybuild
+image). Since it changes the machine it runs on, the mode is only used when asked for, and only in
+a container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..diff.overlay import LowerStack
+from ..diff.trees import TreeRecord, walk
+from ..errors import RunError
+from .cleanup import force_remove
+from .privilege import in_container
+from .treecopy import CopiedRoot, copy_view, hold_directories, write_difference
+
+log = logging.getLogger("pybuild.run")
+KERNEL = ("proc", "sys", "dev")
+GENERATED = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
+_kept: set[str] = set()  # paths given to keep_out (store, context)
+_warned: set[str] = set()
+
+
+def keep_out(*paths: Path | str) -> None:
+    """Paths an in-place step must never change or record (the store, the build context)."""
+    for path in paths:
+        _kept.add(os.path.realpath(path))
+
+
+def _rel(path: str) -> str:
+    return os.path.normpath(path).strip("/")
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this mount namespace, relative to ``/`` (not ``/`` itself)."""
+    points = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 4 and fields[4] != "/":  # (space, tab, \\ in octal)
+                points.append(_rel(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])))
+    return points
+
+
+def installation() -> list[str]:
+    """pybuild's own installation, relative to ``/``: the interpreter's prefixes, the package, and
+    every file this process has mapped (the interpreter and its shared libraries)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    paths.add(os.path.realpath(sys.executable))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/") and not fields[5].endswith(")"):
+                paths.add(fields[5])
+    return sorted({_rel(os.path.realpath(p)) for p in paths if p and os.path.exists(p)})
+
+
+def problem() -> str | None:
+    """Why in-place mode cannot be used here, or None."""
+    if os.geteuid() != 0:
+        return "in-place mode needs root in the container (it writes the image into /)"
+    if in_container() is None:
+        return "in-place mode replaces / of the machine it runs on, and this is not a container"
+    return None
+
+
+def _covers(paths: list[str], rel: str) -> str | None:
+    for p in paths:
+        if rel == p or rel.startswith(p + "/") or not p:
+            return p
+    return None
+
+
+@dataclass
+class Skips:
+    """The paths in ``/`` that in-place mode leaves alone, relative to ``/``."""
+
+    own: list[str]  # pybuild's installation, store, context: an image may not put files there
+    mounts: list[str]  # mount points and the kernel's trees: the image's files there are left out
+    files: list[str]  # the generated /etc files
+
+    @classmethod
+    def here(cls) -> Skips:
+        own = sorted(set(installation()) | {_rel(p) for p in _kept})
+        return cls(own, sorted(set(mount_points()) | set(KERNEL)), list(GENERATED))
+
+    def all(self) -> set[str]:
+        return {*self.own, *self.mounts, *self.files}
+
+    def keeps(self, rel: str) -> bool:
+        """Whether ``rel`` must stay: skipped itself, or a directory on the way to a skipped path."""
+        return any(s == rel or s.startswith(rel + "/") for s in self.all())
+
+
+def _reset(skips: Skips, base: str = "") -> None:
+    """Remove everything below ``/`` except the skipped paths and the directories leading to them."""
+    folder = f"/{base}" if base else "/"
+    with os.scandir(folder) as it:
+        names = [e.name for e in it]
+    for name in names:
+        rel = f"{base}/{name}" if base else name
+        if rel in skips.all():
+            continue
+        path = f"/{rel}"
+        if skips.keeps(rel) and os.path.isdir(path) and not os.path.islink(path):
+            _reset(skips, rel)
+        else:
+            force_remove(Path(path))
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+@dataclass
+class _Held:
+    """What ``/`` holds: the stack (layer directories by identity, top first), and the upperdir of
+    the last step, whose changes ``/`` has on top of that stack."""
+
+    stack: list[tuple[int, int]]
+    upper: tuple[int, int] | None
+
+
+_holds: list[_Held] = []  # none, or what / holds now
+
+
+class InPlaceRoot:
+    """One step's root in ``/``: ``enter()`` before the step, ``finish()`` after it."""
+
+    def __init__(self, lowerdirs: list[Path], upperdir: Path) -> None:
+        self.lowerdirs = lowerdirs
+        self.upperdir = upperdir
+        self.copied: CopiedRoot | None = None
+
+    @staticmethod
+    def _holds(stack: list[tuple[int, int]], upper: tuple[int, int]) -> tuple[bool, bool]:
+        """Whether ``/`` holds ``stack`` already, and whether with this step's ``upper`` on top (a
+        step in two parts: the directories WORKDIR asks for, then the command)."""
+        if not _holds:
+            return False, False
+        held = _holds[0]
+        if held.upper is None:
+            return held.stack == stack, False
+        if stack == held.stack and upper == held.upper:
+            return True, True
+        return stack[1:] == held.stack and stack[:1] == [held.upper], False
+
+    def enter(self) -> Path:
+        why = problem()
+        if why is not None:
+            raise RunError(why, hints=["run `pybuild doctor` to see which mode works here"])
+        stack = [_identity(p) for p in self.lowerdirs]
+        view = LowerStack(self.lowerdirs).view()
+        skips = Skips.here()
+        for rel in view:
+            own = _covers(skips.own, rel)
+            if own is not None:
+                raise RunError(
+                    f"in-place mode: the image's /{rel} would land on pybuild's own /{own}",
+                    hints=[
+                        "install pybuild on a tree of its own, outside the image's paths "
+                        "(the pybuild image has it in /pybuild: see the README, 'In a CI container')"
+                    ],
+                )
+        upper = _identity(self.upperdir)
+        holds, on_top = self._holds(stack, upper)
+        _holds.clear()
+        if not holds:
+            try:
+                _reset(skips)
+                copy_view(view, Path("/"), skips.all())
+            except OSError as exc:
+                raise RunError(
+                    f"in-place mode: cannot put the image into /: {exc.filename or ''}: {exc.strerror or exc}"
+                ) from None
+            hidden = sorted({m for rel in view if (m := _covers(skips.mounts, rel)) is not None and m != rel})
+            for m in hidden:
+                if m not in KERNEL and m not in _warned:
+                    _warned.add(m)
+                    log.warning(
+                        "in-place mode: the image's files under /%s are left out: it is a mount point", m
+                    )
+        skip = skips.all()
+        record = TreeRecord.of(
+            "/", xattrs=True, sources={rel: e.source for rel, e in view.items()}, skip=skip
+        )
+        dirs = [rel for rel, m in record.entries.items() if stat.S_ISDIR(m.mode)]
+        self.copied = CopiedRoot(Path("/"), record, hold_directories(Path("/"), dirs), skip)
+        _holds.append(_Held(stack, upper if on_top else None))
+        return Path("/")
+
+    def finish(self, keep_changes: bool = True) -> None:
+        """Write what the step changed in ``/`` into the upperdir, in overlay format. Idempotent."""
+        copied, self.copied = self.copied, None
+        if copied is None:
+            return
+        try:
+            if not keep_changes:
+                _holds.clear()  # / has changes no layer will hold: the next step starts over
+                return
+            write_difference(copied, self.upperdir, False)
+            held = _holds[0]
+            if any(True for _ in walk(self.upperdir)):
+                held.upper = _identity(self.upperdir)
+        except BaseException:
+            _holds.clear()
+            raise
+        finally:
+            copied.close()
