@@ -6,7 +6,9 @@ so pybuild must not live in the image's paths (/usr, /lib...): this tree depends
 itself. The interpreter and tools are patched (patchelf) to load their ELF interpreter and libraries
 from DEST/lib.
 
-    python3 contrib/bundle.py DEST [--tools newuidmap,newgidmap,fuse-overlayfs]
+    python3 contrib/bundle.py DEST [--prefix /pybuild] [--tools newuidmap,newgidmap,fuse-overlayfs]
+
+``--prefix`` is where the tree will be seen when it runs (default: DEST itself).
 
 Run it with the Python environment pybuild is installed in (a venv): pybuild's package and its
 runtime requirements are copied from there. Needs ldd and patchelf.
@@ -87,7 +89,7 @@ def _copy_distribution(dist: metadata.Distribution, packages: Path) -> None:
         shutil.copy2(source, target)
 
 
-def bundle(dest: Path, tools: list[str]) -> None:
+def bundle(dest: Path, prefix: Path, tools: list[str]) -> None:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     python = Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
     (dest / "bin").mkdir(parents=True)
@@ -110,6 +112,7 @@ def bundle(dest: Path, tools: list[str]) -> None:
         if found is None:
             raise SystemExit(f"bundle: {tool} is not installed")
         shutil.copy2(os.path.realpath(found), dest / "bin" / tool)
+        os.chmod(dest / "bin" / tool, 0o755)  # no setuid bit: the installer decides (setcap, chmod u+s)
         patched.append(dest / "bin" / tool)
     elves = patched + [p for p in (dest / "lib").rglob("*.so*") if _elf(p)] + list(packages.rglob("*.so"))
     interp = None
@@ -125,15 +128,15 @@ def bundle(dest: Path, tools: list[str]) -> None:
     shutil.copy2(os.path.realpath(interp), dest / "lib" / interp.name)
     for elf in patched:
         subprocess.run(
-            ["patchelf", "--set-interpreter", str(dest / "lib" / interp.name), "--force-rpath", "--set-rpath",
-             str(dest / "lib"), str(elf)],
+            ["patchelf", "--set-interpreter", str(prefix / "lib" / interp.name), "--force-rpath", "--set-rpath",
+             str(prefix / "lib"), str(elf)],
             check=True,
         )
     launcher = dest / "bin" / "pybuild"
     launcher.write_text(
-        f"#!{dest}/bin/python3 -I\n"
+        f"#!{prefix}/bin/python3 -I\n"
         "import sys\n"
-        f"sys.path.insert(0, {str(packages)!r})\n"
+        f"sys.path.insert(0, {str(prefix / 'packages')!r})\n"
         "from pybuild.cli import main\n"
         "main()\n"
     )
@@ -145,11 +148,13 @@ def bundle(dest: Path, tools: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dest", type=Path, help="the tree to make (must not exist)")
+    parser.add_argument("--prefix", type=Path, help="where the tree is seen when it runs (default: DEST)")
     parser.add_argument("--tools", default="", help="helper tools to bundle too, comma-separated")
     args = parser.parse_args()
     if args.dest.exists():
         raise SystemExit(f"bundle: {args.dest} exists")
-    bundle(args.dest.absolute(), [t for t in args.tools.split(",") if t])
+    dest = args.dest.absolute()
+    bundle(dest, args.prefix or dest, [t for t in args.tools.split(",") if t])
 
 
 if __name__ == "__main__":

@@ -1326,11 +1326,17 @@ def run(
 
 
 @app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Check that rootless builds can work here, and say how to fix what is missing."""
+def doctor(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    isolation: str | None = typer.Option(
+        None, "--isolation", help="Check this mode (native, fuse, copy, inplace) instead of the one probed."
+    ),
+) -> None:
+    """Probe what a RUN needs here, name the mode builds will use, and say how to fix what is missing."""
     from .run import doctor as run_doctor
 
-    checks = run_doctor()
+    checks = run_doctor(_state(ctx).store_path, isolation)
     if as_json:
         echo_json([c.__dict__ for c in checks])
     else:

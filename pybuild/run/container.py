@@ -38,7 +38,7 @@ from .paths import resolve_in_root
 from .privilege import can_mount
 from .rootfs import Rootfs, checked, mount
 from .userns import SUBID_HINTS, current_id_map, libc, run_in_userns, write_id_maps
-from .users import lookup_user
+from .users import become, lookup_user
 
 log = logging.getLogger("pybuild.run")
 CLONE_NEWNS = 0x00020000
@@ -192,6 +192,10 @@ def _pid1(
             with open(os.path.join(os.path.dirname(generated), CREATED), "w") as out:
                 out.write("\n".join(created))
         notes.append(mount_sys(f"{merged}/sys"))
+        try:
+            socket.sethostname(spec.hostname)
+        except OSError as exc:  # a seccomp profile allowing it only with CAP_SYS_ADMIN (podman's)
+            notes.append(f"the hostname cannot be set ({exc.strerror}): the container's own is kept")
         if any(notes):  # for the parent to report, once each
             with open(os.path.join(os.path.dirname(generated), NOTES), "w") as out:
                 out.write("\n".join(n for n in notes if n))
@@ -199,19 +203,16 @@ def _pid1(
         checked(libc().syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
         checked(libc().umount2(b".", MNT_DETACH), "umount old root")
         os.chdir("/")
-        socket.sethostname(spec.hostname)
         # no descriptor from outside may reach the process, nor serve as its cwd (CVE-2024-21626)
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 65536)
         os.set_inheritable(err_fd, False)
-        uid, gid, groups = lookup_user("/", spec.user)  # after pivot_root: the container's files
+        user = lookup_user("/", spec.user)  # after pivot_root: the container's files
         cwd = spec.cwd or "/"
         if not cwd.startswith("/"):
             cwd = "/" + cwd
         os.makedirs(cwd, exist_ok=True)
-        os.setgroups(groups)
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
+        become(user)
         libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
         os.chdir(cwd)
         if not os.getcwd().startswith("/"):

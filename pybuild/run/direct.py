@@ -25,7 +25,7 @@ from .container import RunSpec
 from .inplace import KERNEL
 from .rootfs import Rootfs
 from .userns import libc
-from .users import lookup_user
+from .users import become, lookup_user
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -71,12 +71,10 @@ def _command(spec: RunSpec, err_fd: int) -> None:
             signal.signal(sig, signal.SIG_DFL)
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 65536)
-        uid, gid, groups = lookup_user("/", spec.user)
+        user = lookup_user("/", spec.user)
         cwd = spec.cwd if spec.cwd.startswith("/") else "/" + spec.cwd
         os.makedirs(cwd, exist_ok=True)
-        os.setgroups(groups)
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
+        become(user)
         libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
         os.chdir(cwd)
         os.umask(0o022)

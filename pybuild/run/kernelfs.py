@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import platform
 
 from .rootfs import checked, mount
@@ -75,7 +76,7 @@ def mount_proc(target: str) -> str | None:
         mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         return None
     except OSError as exc:
-        first = exc.strerror or str(exc)
+        first = os.strerror(exc.errno) if exc.errno else str(exc)
     try:
         bind_readonly("/proc", target)
     except OSError as exc:
@@ -91,7 +92,7 @@ def mount_sys(target: str) -> str | None:
         mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
         return None
     except OSError as exc:
-        first = exc.strerror or str(exc)
+        first = os.strerror(exc.errno) if exc.errno else str(exc)
     try:
         bind_readonly("/sys", target)
         return f"sysfs was refused ({first}): the outer /sys is bound read-only instead"

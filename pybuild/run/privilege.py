@@ -126,6 +126,10 @@ def helper_problem(tool: str) -> str | None:
     needed = CAP_SETUID if tool == "newuidmap" else CAP_SETGID
     if not has_caps(needed, mask=info.bounding):
         return f"{CAP_NAMES[needed]} is not in this process's bounding set, so {path} cannot use it"
+    if not caps and not has_caps(CAP_SYS_ADMIN, mask=info.bounding):
+        # shadow's setuid helpers drop to the caller's uid before writing the map, and the kernel
+        # then refuses the write without CAP_SYS_ADMIN in the bounding set (tests/ci: Docker's set)
+        return f"{path} is setuid, which writes no map without CAP_SYS_ADMIN in the bounding set"
     return None
 
 
@@ -148,7 +152,7 @@ def in_container() -> str | None:
         fields = root[-1]
         fstype = fields[fields.index("-") + 1] if "-" in fields[:-1] else ""
         if fields[3] != "/" or fstype in ("overlay", "fuse.fuse-overlayfs", "tmpfs"):
-            return f"/ is a {fstype or 'bind'} mount of {fields[3]}"
+            return f"/ is a mount of {fields[3]} ({fstype or 'bind'})"
     if namespace_ids("uid") != [(0, 4294967295)]:
         return "a user namespace"
     return None

@@ -45,6 +45,7 @@ SUBID_HINTS = [
     "add a range for your user to /etc/subuid and /etc/subgid, e.g. `usermod --add-subuids 100000-165535 "
     "--add-subgids 100000-165535 $USER`",
     "check that user namespaces are enabled: sysctl user.max_user_namespaces must be > 0",
+    "`pybuild doctor` names what this machine or container lacks",
 ]
 MAP_HINTS = [
     "give the container CAP_SETUID, CAP_SETGID and CAP_SETFCAP, or newuidmap/newgidmap with file "
