@@ -109,7 +109,8 @@ def _map_fix(why: str) -> str:
         return (
             "add CAP_SETFCAP (with CAP_SETUID and CAP_SETGID: a full id map) to the container's capabilities"
         )
-    return "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER"
+    user = why.rpartition(" for ")[2] if "ranges for" in why else "$USER"
+    return f"usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
 
 
 def _probe_namespaces(scratch: str) -> dict[str, str | None]:

@@ -133,8 +133,9 @@ def runc_spec(rootless: bool) -> dict[str, object]:
         shutil.rmtree(folder)
 
 
-def make_bundle(dest: Path) -> Path:
-    """pybuild as a self-contained tree at ``dest`` (contrib/bundle.py), with the helper tools."""
+def make_bundle(dest: Path, tools: tuple[str, ...] = ()) -> Path:
+    """pybuild as a self-contained tree at ``dest`` (contrib/bundle.py), seen at /pybuild, with the
+    helper tools (and ``tools``, e.g. buildah to compare with)."""
     subprocess.run(
         [
             sys.executable,
@@ -143,7 +144,7 @@ def make_bundle(dest: Path) -> Path:
             "--prefix",
             "/pybuild",
             "--tools",
-            "newuidmap,newgidmap,fuse-overlayfs",
+            ",".join(("newuidmap", "newgidmap", "fuse-overlayfs", *tools)),
         ],
         check=True,
         capture_output=True,
@@ -161,8 +162,19 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 class Container:
     """One configuration's outer container: its bundle under ``work``, run with ``run(args)``."""
 
-    def __init__(self, outer: Outer, work: Path, pybuild: Path, context: Path, base: Path) -> None:
+    def __init__(
+        self,
+        outer: Outer,
+        work: Path,
+        pybuild: Path | None,
+        context: Path,
+        base: Path,
+        tree: Path | None = None,
+    ) -> None:
+        """``pybuild``: the tree bound at /pybuild (None: the root has its own, ``tree`` is then the
+        root filesystem to start from, e.g. the pybuild image unpacked)."""
         self.outer = outer
+        self.tree = tree
         self.work = work
         self.pybuild = pybuild
         self.context = context
@@ -234,7 +246,10 @@ class Container:
             lower, upper, workdir = self.work / "lower", self.work / "upper", self.work / "ovl-work"
             for d in (lower, upper, workdir, self.rootfs):
                 d.mkdir()
-            self._skeleton(lower)
+            if self.tree is not None:
+                lower = self.tree
+            else:
+                self._skeleton(lower)
             os.chown(upper, o.host_id(0), o.host_id(0))
             subprocess.run(
                 [
@@ -268,7 +283,7 @@ class Container:
             process["env"].append("PYBUILD_STORE=/store")
         mounts: list[dict[str, object]] = spec["mounts"]  # type: ignore[assignment]
         binds = [
-            (self.pybuild, "/pybuild", "ro"),
+            *([(self.pybuild, "/pybuild", "ro")] if self.pybuild is not None else []),
             (self.context, "/ctx", "ro"),
             (self.base, "/base", "ro"),
             (self.out, "/out", "rw"),
