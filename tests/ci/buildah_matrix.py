@@ -27,15 +27,20 @@ from tests.fixtures.rootfs import make_busybox_rootfs
 POLICY = '{"default": [{"type": "insecureAcceptAnything"}]}\n'
 
 
-def buildah_in(outer: Outer, top: Path) -> tuple[bool, str]:
+def buildah_in(outer: Outer, top: Path, keep: bool = False) -> tuple[bool, str]:
     work = Path(tempfile.mkdtemp(prefix=f"{outer.name}-", dir=top))
     os.chmod(work, 0o755)
     container = Container(outer, work, top / "pybuild", top / "ctx", top / "base")
     try:
-        root = container.rootfs if outer.runtime == "rootless" else work / "upper"
-        (root / "etc/containers").mkdir(parents=True, exist_ok=True)
+        root = container.rootfs  # (the overlay mounted on this machine: writes are copied up)
+        (root / "etc/containers").mkdir(exist_ok=True)
+        (root / "var/tmp").mkdir(mode=0o1777, exist_ok=True)
+        os.chmod(root / "var/tmp", 0o1777)
         (root / "etc/containers/policy.json").write_text(POLICY)
         (root / "etc/containers/registries.conf").write_text("")
+        run = root / "tmp" / f"run-{outer.uid}"
+        run.mkdir(mode=0o700)
+        os.chown(run, outer.host_id(outer.uid), outer.host_id(outer.uid))
         storage = (
             "/store/buildah" if outer.volume else ("/root" if outer.uid == 0 else "/home/build") + "/buildah"
         )
@@ -55,8 +60,10 @@ def buildah_in(outer: Outer, top: Path) -> tuple[bool, str]:
             "-t",
             "localhost/result",
             "/ctx",
+            env=(f"XDG_RUNTIME_DIR=/tmp/run-{outer.uid}", "BUILDAH_ISOLATION=chroot"),
         )
-        said = (proc.stderr.strip().splitlines() or [""])[-1]
+        lines = proc.stderr.strip().splitlines() or [""]
+        said = next((line for line in lines if "rror" in line), lines[-1])
         return proc.returncode == 0, said
     finally:
         container.close()

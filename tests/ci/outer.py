@@ -326,14 +326,19 @@ class Container:
             size = USERNS_SIZE if o.runtime == "userns" else 1
             linux["uidMappings"] = [{"containerID": 0, "hostID": o.host_id(0), "size": size}]
             linux["gidMappings"] = [{"containerID": 0, "hostID": o.host_id(0), "size": size}]
+        self.env = list(process["env"])  # type: ignore[call-overload]
         (self.bundle / "config.json").write_text(json.dumps(spec, indent=1))
         if o.runtime == "rootless":
             os.chown(self.bundle / "config.json", user_uid(), user_uid())
 
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run ``args`` in the container (a new runc container over the same root each time)."""
+    def run(
+        self, *args: str, timeout: float = 300, env: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` in the container (a new runc container over the same root each time), with
+        ``env`` (NAME=VALUE) added to its environment."""
         config = json.loads((self.bundle / "config.json").read_text())
         config["process"]["args"] = list(args)
+        config["process"]["env"] = [*self.env, *env]
         (self.bundle / "config.json").write_text(json.dumps(config, indent=1))
         self.runs += 1
         name = f"pybuild-ci-{self.outer.name}-{os.getpid()}-{self.runs}"

@@ -35,6 +35,9 @@ def image_root(debian_layout: Path) -> Iterator[dict[str, Path]]:
                 "build",
                 "--build-arg",
                 f"BASE=oci:{debian_layout}:latest",
+                # this machine reaches PyPI through a proxy whose CA only its own bundle has
+                "--secret",
+                "id=ca,src=/etc/ssl/certs/ca-certificates.crt",
                 "-t",
                 f"oci:{top / 'image'}:latest",
                 str(PROJECT),

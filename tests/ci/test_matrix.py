@@ -83,7 +83,8 @@ MATRIX = [
     Outer("userns-user-filecaps-uidmap", "builds", "native", runtime="userns", uid=1000, uidmap="filecaps"),
     # rootless runc, run by the unprivileged test user: one id, the user's own
     Outer("rootless-runc", "builds", "inplace", fix="add CAP_SETFCAP", runtime="rootless", caps="runc"),
-    Outer("rootless-runc-docker-caps", "builds", "native", runtime="rootless"),
+    # rootless podman: Docker's capability set and podman's seccomp profile, in the user's namespace
+    Outer("rootless-podman", "builds", "native", runtime="rootless", seccomp="podman", notes=(HOSTNAME,)),
     Outer("rootless-runc-docker-seccomp", "builds", "inplace", fix=SECCOMP, runtime="rootless",
           seccomp="docker"),
 ]
