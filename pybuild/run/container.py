@@ -36,7 +36,20 @@ from .modes import overlay_mode
 from .mounts import FileMount, MountedViews, ViewMount, mount_files
 from .paths import resolve_in_root
 from .privilege import can_mount
-from .rootfs import Rootfs, checked, mount
+from .rootfs import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    Rootfs,
+    checked,
+    mount,
+)
 from .userns import SUBID_HINTS, current_id_map, libc, run_in_userns, write_id_maps
 from .users import become, lookup_user
 
@@ -47,15 +60,6 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4

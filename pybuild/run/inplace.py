@@ -67,14 +67,19 @@ def mount_points() -> list[str]:
 
 def installation() -> list[str]:
     """pybuild's own installation, relative to ``/``: the interpreter's prefixes, the package, and
-    every file this process has mapped (the interpreter and its shared libraries)."""
+    every file this process runs code from (the interpreter and its shared libraries)."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     paths.add(os.path.realpath(sys.executable))
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/maps").read_text().splitlines():
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[5].startswith("/") and not fields[5].endswith(")"):
+            fields = line.split(maxsplit=5)  # code only: data such as a locale archive may be replaced
+            if (
+                len(fields) == 6
+                and "x" in fields[1]
+                and fields[5].startswith("/")
+                and not fields[5].endswith(")")
+            ):
                 paths.add(fields[5])
     return sorted({_rel(os.path.realpath(p)) for p in paths if p and os.path.exists(p)})
 

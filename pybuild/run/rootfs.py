@@ -47,6 +47,11 @@ from .userns import call_in_child, decode_payload, libc, result_payload
 
 T = TypeVar("T")
 CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18

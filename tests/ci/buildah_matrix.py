@@ -18,16 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pybuild.layout import Layout
-from tests.ci.outer import Container, Outer, make_bundle
+from tests.ci.outer import Container, Outer, prepare
 from tests.ci.test_matrix import CONTAINERFILE, MATRIX
-from tests.fixtures.images import make_image, tar_tree
-from tests.fixtures.rootfs import make_busybox_rootfs
 
 POLICY = '{"default": [{"type": "insecureAcceptAnything"}]}\n'
 
 
-def buildah_in(outer: Outer, top: Path, keep: bool = False) -> tuple[bool, str]:
+def buildah_in(outer: Outer, top: Path) -> tuple[bool, str]:
     work = Path(tempfile.mkdtemp(prefix=f"{outer.name}-", dir=top))
     os.chmod(work, 0o755)
     container = Container(outer, work, top / "pybuild", top / "ctx", top / "base")
@@ -72,14 +69,9 @@ def buildah_in(outer: Outer, top: Path, keep: bool = False) -> tuple[bool, str]:
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root (the outer containers are runc bundles)")
-    top = Path(tempfile.mkdtemp(prefix="pybuild-ci-buildah-", dir="/var/tmp"))
-    os.chmod(top, 0o755)
+    top = prepare("pybuild-ci-buildah-", ("buildah",))
     try:
-        make_bundle(top / "pybuild", ("buildah",))
-        make_image(Layout.create(top / "base"), [tar_tree(make_busybox_rootfs(top / "busybox"))], "latest")
-        subprocess.run(["chmod", "-R", "a+rX", str(top / "base")], check=True)
         ctx = top / "ctx"
-        ctx.mkdir()
         plain = CONTAINERFILE.format(base="oci:/base:latest").split("RUN <<EOF")[0]
         (ctx / "Containerfile.buildah").write_text(plain)
         (ctx / "hello.txt").write_text("hello\n")

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -150,6 +151,23 @@ def make_bundle(dest: Path, tools: tuple[str, ...] = ()) -> Path:
         capture_output=True,
     )
     return dest
+
+
+def prepare(prefix: str, tools: tuple[str, ...] = ()) -> Path:
+    """A folder under /var/tmp with what outer containers share: ``pybuild`` (make_bundle, with
+    ``tools``), ``base`` (the busybox image as an OCI layout, readable by all) and an empty ``ctx``.
+    The caller removes it."""
+    from pybuild.layout import Layout
+    from tests.fixtures.images import make_image, tar_tree
+    from tests.fixtures.rootfs import make_busybox_rootfs
+
+    top = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    os.chmod(top, 0o755)
+    make_bundle(top / "pybuild", tools)
+    make_image(Layout.create(top / "base"), [tar_tree(make_busybox_rootfs(top / "busybox"))], "latest")
+    subprocess.run(["chmod", "-R", "a+rX", str(top / "base")], check=True)
+    (top / "ctx").mkdir()
+    return top
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:

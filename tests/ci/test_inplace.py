@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pybuild.layout import Layout
-from tests.ci.outer import Container, Outer, make_bundle
-from tests.fixtures.images import make_image, tar_tree
+from tests.ci.outer import Container, Outer, prepare
 from tests.fixtures.rootless import PYBUILD
 from tests.fixtures.tools import validate_layout
 
@@ -37,17 +33,10 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def container() -> Iterator[Container]:
-    from tests.fixtures.rootfs import make_busybox_rootfs
-
-    top = Path(tempfile.mkdtemp(prefix="pybuild-inplace-", dir="/var/tmp"))
-    os.chmod(top, 0o755)
+    top = prepare("pybuild-inplace-")
     box = None
     try:
-        make_bundle(top / "pybuild")
-        make_image(Layout.create(top / "base"), [tar_tree(make_busybox_rootfs(top / "busybox"))], "latest")
-        subprocess.run(["chmod", "-R", "a+rX", str(top / "base")], check=True)
         ctx = top / "ctx"
-        ctx.mkdir()
         for name, text in FILES.items():
             (ctx / name).write_text(text)
         (ctx / "hello.txt").write_text("hello\n")

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.layout import Layout
-from tests.ci.outer import Container, Outer, make_bundle
-from tests.fixtures.images import make_image, tar_tree
+from tests.ci.outer import Container, Outer, prepare
 from tests.fixtures.rootless import PYBUILD
 from tests.fixtures.tools import validate_layout
 
@@ -95,16 +93,9 @@ MATRIX = [
 def outer_parts() -> Iterator[dict[str, Path]]:
     """What every outer container shares: pybuild's self-contained tree, the busybox base as an
     OCI layout, the build context; and the image built on this machine to compare with."""
-    from tests.fixtures.rootfs import make_busybox_rootfs
-
-    top = Path(tempfile.mkdtemp(prefix="pybuild-ci-", dir="/var/tmp"))
-    os.chmod(top, 0o755)
+    top = prepare("pybuild-ci-")
     try:
-        make_bundle(top / "pybuild")
-        make_image(Layout.create(top / "base"), [tar_tree(make_busybox_rootfs(top / "busybox"))], "latest")
-        subprocess.run(["chmod", "-R", "a+rX", str(top / "base")], check=True)
         context = top / "ctx"
-        context.mkdir()
         (context / "Containerfile").write_text(CONTAINERFILE.format(base="oci:/base:latest"))
         (context / "hello.txt").write_text("hello\n")
         here = top / "here"
