@@ -109,6 +109,16 @@ CompressionOption = typer.Option(
     help="Re-compress layers: gzip, zstd or none (default: keep them, but gzip uncompressed ones for "
     "a registry, an OCI layout or an oci-archive).",
 )
+ISOLATIONS = ("auto", "native", "fuse", "copy", "inplace")
+
+
+def _isolation(value: str | None) -> str | None:
+    """--isolation's value (or $PYBUILD_RUN_MODE's), checked like any flag: a bad one exits 2."""
+    if value is not None and value not in ISOLATIONS:
+        raise UsageError(f"--isolation {value!r}: expected {', '.join(ISOLATIONS)}")
+    return value
+
+
 IsolationOption = typer.Option(
     None,
     "--isolation",
@@ -1132,7 +1142,7 @@ def build_command(
         ignorefile=ignorefile,
         pull=pull,
         platform=platform,
-        isolation=isolation,
+        isolation=_isolation(isolation),
         # (pybuild.remote is loaded only when a flag asks for it: a cached rebuild stays quick)
         registry=registry_options(creds, tls_verify, cert_dir, authfile)
         if (creds, tls_verify, cert_dir, authfile) != (None, None, None, None)
@@ -1274,6 +1284,7 @@ def run(
 
     if network not in ("host", "none"):
         raise UsageError(f"--network {network!r}: expected host or none")
+    isolation = _isolation(isolation)
     mounts = []
     for spec in volume:
         parts = spec.split(":")
@@ -1336,7 +1347,7 @@ def doctor(
     """Probe what a RUN needs here, name the mode builds will use, and say how to fix what is missing."""
     from .run import doctor as run_doctor
 
-    checks = run_doctor(_state(ctx).store_path, isolation)
+    checks = run_doctor(_state(ctx).store_path, _isolation(isolation))
     if as_json:
         echo_json([c.__dict__ for c in checks])
     else:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from ..errors import PybuildError
 from .cleanup import force_remove
-from .inplace import installation
 from .inplace import problem as inplace_problem
 from .kernelfs import mount_proc, mount_sys
 from .modes import ENV, try_mode
@@ -47,7 +46,6 @@ PROC_FIX = (
     "unmask /proc for a fresh one: Docker/podman --security-opt systempaths=unconfined "
     "(podman: unmask=ALL), Kubernetes securityContext.procMount: Unmasked"
 )
-SYSTEM_DIRS = {"usr", "lib", "lib32", "lib64", "bin", "sbin", "etc", "var", "opt", "srv", "home", "root"}
 
 
 @dataclass(frozen=True)
@@ -188,17 +186,8 @@ def _userns_checks() -> tuple[list[Check], bool]:
 def _inplace_check() -> Check:
     why = inplace_problem()
     if why is not None:
-        return Check("in-place mode", False, why, "", required=False)
-    tops = sorted({p.split("/")[0] for p in installation()} & SYSTEM_DIRS)
-    if tops:
-        return Check(
-            "in-place mode",
-            False,
-            f"root in a container ({in_container()}), but pybuild runs from /{', /'.join(tops)}, where "
-            "images have files",
-            "use the pybuild image (pybuild on its own tree in /pybuild: contrib/bundle.py)",
-            required=False,
-        )
+        fix = "use the pybuild image (pybuild on its own tree in /pybuild: contrib/bundle.py)"
+        return Check("in-place mode", False, why, fix if "tree of its own" in why else "", required=False)
     missing = missing_caps(*FILE_CAPS)
     detail = f"available with --isolation inplace: root in a container ({in_container()})"
     if missing:

@@ -84,12 +84,24 @@ def installation() -> list[str]:
     return sorted({_rel(os.path.realpath(p)) for p in paths if p and os.path.exists(p)})
 
 
+# where images have files: pybuild installed there would be overwritten, or keep the image out
+SYSTEM_DIRS = {"usr", "lib", "lib32", "lib64", "bin", "sbin", "etc", "var", "root"}
+
+
 def problem() -> str | None:
-    """Why in-place mode cannot be used here, or None."""
+    """Why in-place mode cannot be used here, or None: it needs root, a container, and pybuild on a
+    tree of its own (never in /usr, /lib, /etc...: the reset between stages would remove what
+    pybuild still needs, or keep the image's files out)."""
     if os.geteuid() != 0:
         return "in-place mode needs root in the container (it writes the image into /)"
     if in_container() is None:
         return "in-place mode replaces / of the machine it runs on, and this is not a container"
+    tops = sorted({p.split("/")[0] for p in installation()} & SYSTEM_DIRS)
+    if tops:
+        return (
+            f"in-place mode needs pybuild on a tree of its own, and it runs from /{', /'.join(tops)}, "
+            "where images have files"
+        )
     return None
 
 
