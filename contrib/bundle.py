@@ -128,8 +128,15 @@ def bundle(dest: Path, prefix: Path, tools: list[str]) -> None:
     shutil.copy2(os.path.realpath(interp), dest / "lib" / interp.name)
     for elf in patched:
         subprocess.run(
-            ["patchelf", "--set-interpreter", str(prefix / "lib" / interp.name), "--force-rpath", "--set-rpath",
-             str(prefix / "lib"), str(elf)],
+            [
+                "patchelf",
+                "--set-interpreter",
+                str(prefix / "lib" / interp.name),
+                "--force-rpath",
+                "--set-rpath",
+                str(prefix / "lib"),
+                str(elf),
+            ],
             check=True,
         )
     launcher = dest / "bin" / "pybuild"

@@ -72,8 +72,8 @@ class Outer:
     volume: bool = True  # the store on a volume (else on the container's overlay root)
     masked: bool = True  # Docker's (and runc's) masked and read-only /proc paths
     nnp: bool = False  # no_new_privs (Docker's --security-opt no-new-privileges)
-    isolation: str = "auto"
     notes: tuple[str, ...] = field(default=())  # warnings pybuild must print (fallbacks named)
+    buildah: bool = False  # buildah 1.28 builds here (as tests/ci/buildah_matrix.py recorded it)
 
     @property
     def cap_list(self) -> list[str]:
