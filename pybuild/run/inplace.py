@@ -13,7 +13,8 @@ Kubernetes pods without CAP_SYS_ADMIN), a step runs in ``/`` itself:
 Never touched, never recorded: /proc, /sys, /dev, every mount point in /proc/self/mountinfo (a
 file mounted there, like Docker's /etc/hosts, keeps the container's), pybuild's own installation
 (its Python, its libraries, every file it has mapped), the store and the build context
-(``keep_out``), and the generated /etc files. An image whose files would land on pybuild's own
+(``keep_out``), and the generated /etc files. One pybuild at a time holds ``/`` (a lock in
+/dev/shm). An image whose files would land on pybuild's own
 installation is refused: pybuild must be installed on a tree of its own (/pybuild in the pybuild
 image). Since it changes the machine it runs on, the mode is only used when asked for, and only in
 a container.
@@ -22,6 +23,7 @@ a container.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -164,6 +166,29 @@ class _Held:
 
 
 _holds: list[_Held] = []  # none, or what / holds now
+_lock: list[int] = []  # the descriptor holding LOCK_FILE, once taken
+LOCK_FILE = "pybuild-inplace.lock"  # in /dev/shm or /dev: the container's own, never in an image
+
+
+def _take_root() -> None:
+    """Hold ``/`` for this process until it exits: a second pybuild in place in the same container
+    waits (it would reset ``/`` under the first one's step)."""
+    if _lock:
+        return
+    for folder in ("/dev/shm", "/dev"):
+        try:
+            fd = os.open(f"{folder}/{LOCK_FILE}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            break
+        except OSError:
+            continue
+    else:
+        raise RunError(f"in-place mode: cannot make its lock file {LOCK_FILE} in /dev/shm or /dev")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.warning("in-place mode: another pybuild is building in / here: waiting for it to end")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    _lock.append(fd)
 
 
 class InPlaceRoot:
@@ -191,6 +216,7 @@ class InPlaceRoot:
         why = problem()
         if why is not None:
             raise RunError(why, hints=["run `pybuild doctor` to see which mode works here"])
+        _take_root()
         stack = [_identity(p) for p in self.lowerdirs]
         view = LowerStack(self.lowerdirs).view()
         skips = Skips.here()

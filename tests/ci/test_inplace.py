@@ -5,6 +5,7 @@ on this machine's own `/`: always inside an outer container (tests/ci/outer.py).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -28,7 +29,21 @@ FILES = {
     ),
     "Containerfile.fails": "FROM oci:/base:latest\nRUN echo half > /half && exit 3\n",
     "Containerfile.after": "FROM oci:/base:latest\nRUN test ! -e /half && echo whole > /whole\n",
+    "Containerfile.a": "FROM oci:/base:latest\nRUN sleep 2 && echo a > /a && test ! -e /b\n",
+    "Containerfile.b": "FROM oci:/base:latest\nRUN sleep 2 && echo b > /b && test ! -e /a\n",
 }
+TWO_AT_ONCE = """
+import json, subprocess
+procs = [
+    subprocess.Popen(
+        ["pybuild", "build", "--isolation", "inplace", "-f", f"/ctx/Containerfile.{n}",
+         "-t", f"oci:/out/{n}:r", "/ctx"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for n in "ab"
+]
+print(json.dumps([[p.wait(), *p.communicate()] for p in procs]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +144,32 @@ def test_a_failed_step_leaves_nothing_and_the_next_build_starts_clean(container:
     proc = build(container, "after", "after")  # / held /half: the next build puts the base back first
     assert proc.returncode == 0, proc.stdout + proc.stderr
     validate_layout(container.out / "after", "r")
+
+
+@pytest.mark.slow
+def test_two_builds_in_place_at_once_take_turns(container: Container) -> None:
+    """Two pybuilds in place in one container: the second waits for the first (it would reset / under
+    the first one's step), says so, and each image holds only its own step's file."""
+    proc = container.run("/pybuild/bin/python3", "-c", TWO_AT_ONCE)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [code for code, _, _ in results] == [0, 0], results
+    waited = [err for _, _, err in results if "another pybuild is building in / here: waiting" in err]
+    assert len(waited) == 1, results
+    for name, other in (("a", "b"), ("b", "a")):
+        validate_layout(container.out / name, "r")
+        bundle = container.work / f"{name}-bundle"
+        subprocess.run(
+            [
+                PYBUILD,
+                "--store",
+                str(container.work / "host-store"),
+                "unpack",
+                f"oci:{container.out / name}:r",
+                str(bundle),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        assert (bundle / "rootfs" / name).read_text() == f"{name}\n"
+        assert not (bundle / "rootfs" / other).exists()
