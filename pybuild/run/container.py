@@ -50,7 +50,7 @@ from .rootfs import (
     checked,
     mount,
 )
-from .userns import SUBID_HINTS, current_id_map, libc, run_in_userns, write_id_maps
+from .userns import current_id_map, libc, namespace_hints, run_in_userns, write_id_maps
 from .users import become, lookup_user
 
 log = logging.getLogger("pybuild.run")
@@ -410,7 +410,7 @@ def run_container(spec: RunSpec) -> RunResult:
                 os.waitpid(keeper, 0)
                 why = os.read(err_r, 4000).decode(errors="replace").strip()
                 raise RunError(
-                    f"could not create a user namespace{': ' + why if why else ''}", hints=SUBID_HINTS
+                    f"could not create a user namespace{': ' + why if why else ''}", hints=namespace_hints()
                 )
             try:
                 write_id_maps(keeper, *maps)

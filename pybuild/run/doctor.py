@@ -28,20 +28,19 @@ from .privilege import (
     CAP_SETUID,
     CAP_SYS_ADMIN,
     FILE_CAPS,
+    SECCOMP_FIX,
     can_mount,
     has_caps,
     helper_problem,
     in_container,
     missing_caps,
+    namespace_fix,
+    seccomp_filtered,
 )
 from .rootfs import CLONE_NEWNS, MS_PRIVATE, MS_REC, checked, mount
 from .userns import call_in_child, libc, map_kind, result_payload, userns_problem
 
 CLONE_NEWPID = 0x20000000
-SECCOMP_FIX = (
-    "a seccomp profile refuses it: run the container with podman's profile (containers-common's "
-    "seccomp.json, which allows unshare and mount), or seccomp=unconfined"
-)
 PROC_FIX = (
     "unmask /proc for a fresh one: Docker/podman --security-opt systempaths=unconfined "
     "(podman: unmask=ALL), Kubernetes securityContext.procMount: Unmasked"
@@ -62,24 +61,6 @@ def _read(path: str) -> str | None:
         return Path(path).read_text().strip()
     except OSError:
         return None
-
-
-def _seccomp_filtered() -> bool:
-    for line in (_read("/proc/self/status") or "").splitlines():
-        if line.startswith("Seccomp:"):
-            return line.split()[1] == "2"
-    return False
-
-
-def _namespace_fix() -> str:
-    """The smallest change that lets pybuild make a user namespace here."""
-    max_ns = _read("/proc/sys/user/max_user_namespaces")
-    clone = _read("/proc/sys/kernel/unprivileged_userns_clone")
-    if max_ns == "0" or clone == "0":
-        return "sysctl -w user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1 (on the host)"
-    if _seccomp_filtered():
-        return SECCOMP_FIX + ", or give the container CAP_SYS_ADMIN"
-    return "give the container CAP_SYS_ADMIN, or allow unprivileged user namespaces on the host"
 
 
 def _map_fix(why: str) -> str:
@@ -166,7 +147,7 @@ def _userns_checks() -> tuple[list[Check], bool]:
         return checks, False
     problem = userns_problem()
     if problem is not None:
-        checks.append(Check("user namespace", False, problem, _namespace_fix()))
+        checks.append(Check("user namespace", False, problem, namespace_fix()))
         return checks, False
     if kind == "single":
         checks.append(
@@ -231,7 +212,7 @@ def doctor(near: Path | None = None, isolation: str | None = None) -> list[Check
                 with contextlib.suppress(OSError):
                     force_remove(Path(scratch))
         mount_ns = probed.get("mount namespace")
-        ns_fix = SECCOMP_FIX if _seccomp_filtered() else "give the container CAP_SYS_ADMIN"
+        ns_fix = SECCOMP_FIX if seccomp_filtered() else "give the container CAP_SYS_ADMIN"
         checks.append(
             Check("mount namespace", mount_ns is None, mount_ns or "ok", "" if mount_ns is None else ns_fix)
         )

@@ -39,6 +39,10 @@ FILE_CAPS = (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER)
 # what writing a full id map for a child user namespace takes (mapping id 0 needs CAP_SETFCAP)
 MAP_CAPS = (CAP_SETUID, CAP_SETGID, CAP_SETFCAP)
 ST_NOSUID = 2
+SECCOMP_FIX = (
+    "a seccomp profile refuses it: run the container with podman's profile (containers-common's "
+    "seccomp.json, which allows unshare and mount), or seccomp=unconfined"
+)
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,36 @@ def in_container() -> str | None:
     if root:  # the last mount on / is the one this process sees
         fields = root[-1]
         fstype = fields[fields.index("-") + 1] if "-" in fields[:-1] else ""
-        if fields[3] != "/" or fstype in ("overlay", "fuse.fuse-overlayfs", "tmpfs"):
-            return f"/ is a mount of {fields[3]} ({fstype or 'bind'})"
+        if fstype in ("overlay", "fuse.fuse-overlayfs", "tmpfs"):
+            return f"/ is {fstype}"
+        if fields[3] != "/":
+            return f"/ is a bind mount of {fields[3]}"
     if namespace_ids("uid") != [(0, 4294967295)]:
         return "a user namespace"
     return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def seccomp_filtered() -> bool:
+    """Whether a seccomp filter applies to this process (a container's profile)."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("Seccomp:"):
+            return line.split()[1] == "2"
+    return False
+
+
+def namespace_fix() -> str:
+    """The smallest change that lets pybuild make a user namespace here, where unshare is refused."""
+    max_ns = _read("/proc/sys/user/max_user_namespaces")
+    clone = _read("/proc/sys/kernel/unprivileged_userns_clone")
+    if max_ns == "0" or clone == "0":
+        return "sysctl -w user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1 (on the host)"
+    if seccomp_filtered():
+        return SECCOMP_FIX + ", or give the container CAP_SYS_ADMIN"
+    return "give the container CAP_SYS_ADMIN, or allow unprivileged user namespaces on the host"

@@ -33,7 +33,15 @@ from typing import Any, TypeVar
 
 from .. import errors
 from ..errors import PybuildError, RunError
-from .privilege import CAP_SETFCAP, MAP_CAPS, acts_on_any_owner, has_caps, helper_problem, namespace_ids
+from .privilege import (
+    CAP_SETFCAP,
+    MAP_CAPS,
+    acts_on_any_owner,
+    has_caps,
+    helper_problem,
+    namespace_fix,
+    namespace_ids,
+)
 
 log = logging.getLogger("pybuild.run")
 
@@ -47,6 +55,13 @@ SUBID_HINTS = [
     "check that user namespaces are enabled: sysctl user.max_user_namespaces must be > 0",
     "`pybuild doctor` names what this machine or container lacks",
 ]
+
+
+def namespace_hints() -> list[str]:
+    """The hints for a refused unshare(CLONE_NEWUSER): what to change, and the doctor."""
+    return [namespace_fix(), "`pybuild doctor` names what this machine or container lacks"]
+
+
 MAP_HINTS = [
     "give the container CAP_SETUID, CAP_SETGID and CAP_SETFCAP, or newuidmap/newgidmap with file "
     "capabilities (setcap cap_setuid+ep /usr/bin/newuidmap; cap_setgid+ep newgidmap)",
@@ -62,7 +77,7 @@ def libc() -> ctypes.CDLL:
 def unshare(flags: int) -> None:
     if libc().unshare(flags) != 0:
         err = ctypes.get_errno()
-        raise RunError(f"unshare failed: {os.strerror(err)}", hints=SUBID_HINTS)
+        raise RunError(f"unshare failed: {os.strerror(err)}", hints=namespace_hints())
 
 
 def subordinate_range(path: Path, user: str, uid: int) -> tuple[int, int] | None:
@@ -233,7 +248,7 @@ def call_in_child(body: Callable[[], bytes], *, new_userns: bool) -> Any:
             done = True
             reason = said[1:].decode(errors="replace").partition("\t")[2].strip() if said else ""
             suffix = f": {reason}" if reason else ""
-            raise RunError(f"could not create a user namespace{suffix}", hints=SUBID_HINTS)
+            raise RunError(f"could not create a user namespace{suffix}", hints=namespace_hints())
         if new_userns:  # only then does the child wait for the maps (otherwise it may be gone already)
             write_id_maps(pid, uids, gids)
             os.write(go_w, b"1")

@@ -208,7 +208,7 @@ def test_in_a_ci_container(outer: Outer, outer_parts: dict[str, Path]) -> None:
             assert build.returncode == 1, build.stdout + build.stderr
             errors = [line for line in build.stderr.splitlines() if line.startswith("error:")]
             assert len(errors) == 1, build.stderr
-            assert "pybuild doctor" in build.stderr
+            assert f"hint: {outer.fix}" in build.stderr and "pybuild doctor" in build.stderr  # the same fix
             assert not (container.out / "l").exists()
             return
         assert build.returncode == 0, build.stdout + build.stderr
