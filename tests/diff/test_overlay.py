@@ -81,6 +81,21 @@ def test_upperdir_changeset_reproduces_the_merged_tree(overlay, tmp_path: Path) 
     assert tree_differences(tree(result, mtimes=True), want) == []
 
 
+def test_a_file_copied_up_without_a_change_is_not_in_the_changeset(overlay) -> None:  # type: ignore[no-untyped-def]
+    """Opening a lower file for writing copies it up (lckpwdf does it with /etc/.pwd.lock): with its
+    metadata, xattrs and content unchanged it changes nothing, and is left out, as the copy and
+    in-place modes (which compare trees) leave it out. Written with the same bytes and its mtime
+    put back, it is still compared by content; a changed byte makes it a change."""
+    lower, upper, merged = overlay
+    os.close(os.open(merged / "etc" / "passwd", os.O_WRONLY))
+    group = merged / "etc" / "group"
+    st = os.stat(group)
+    group.write_text(group.read_text().replace("root", "ROOT"))  # same size, other bytes
+    os.utime(group, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (upper / "etc" / "passwd").is_file() and (upper / "etc" / "group").is_file()  # both copied up
+    assert scan_upperdir(upper, [lower]) == [Change("etc/group", "add")]
+
+
 def test_overlay_output_format(tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
