@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..diff.overlay import LowerStack
-from ..diff.trees import TreeRecord, walk
+from ..diff.trees import TreeRecord, compare
 from ..errors import RunError
-from .cleanup import force_remove
 from .privilege import in_container
-from .treecopy import CopiedRoot, copy_view, hold_directories, write_difference
+from .rootsync import Held, Ident, identity, origins_of, sync_root
+from .treecopy import CopiedRoot, hold_directories, write_difference
 
 log = logging.getLogger("pybuild.run")
 KERNEL = ("proc", "sys", "dev")
@@ -135,38 +135,17 @@ class Skips:
         return any(s == rel or s.startswith(rel + "/") for s in self.all())
 
 
-def _reset(skips: Skips, base: str = "") -> None:
-    """Remove everything below ``/`` except the skipped paths and the directories leading to them."""
-    folder = f"/{base}" if base else "/"
-    with os.scandir(folder) as it:
-        names = [e.name for e in it]
-    for name in names:
-        rel = f"{base}/{name}" if base else name
-        if rel in skips.all():
-            continue
-        path = f"/{rel}"
-        if skips.keeps(rel) and os.path.isdir(path) and not os.path.islink(path):
-            _reset(skips, rel)
-        else:
-            force_remove(Path(path))
-
-
-def _identity(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
-
-@dataclass
-class _Held:
-    """What ``/`` holds: the stack (layer directories by identity, top first), and the upperdir of
-    the last step, whose changes ``/`` has on top of that stack."""
-
-    stack: list[tuple[int, int]]
-    upper: tuple[int, int] | None
-
-
-_holds: list[_Held] = []  # none, or what / holds now
+_held: list[Held] = []  # none, or what / holds now
 _lock: list[int] = []  # the descriptor holding LOCK_FILE, once taken
+
+
+def _forget() -> None:
+    """Forget what / holds (the next step compares nothing and copies everything)."""
+    for held in _held:
+        held.close()
+    _held.clear()
+
+
 LOCK_FILE = "pybuild-inplace.lock"  # in /dev/shm or /dev: the container's own, never in an image
 
 
@@ -200,12 +179,12 @@ class InPlaceRoot:
         self.copied: CopiedRoot | None = None
 
     @staticmethod
-    def _holds(stack: list[tuple[int, int]], upper: tuple[int, int]) -> tuple[bool, bool]:
+    def _holds(stack: list[Ident], upper: Ident) -> tuple[bool, bool]:
         """Whether ``/`` holds ``stack`` already, and whether with this step's ``upper`` on top (a
         step in two parts: the directories WORKDIR asks for, then the command)."""
-        if not _holds:
+        if not _held:
             return False, False
-        held = _holds[0]
+        held = _held[0]
         if held.upper is None:
             return held.stack == stack, False
         if stack == held.stack and upper == held.upper:
@@ -217,7 +196,7 @@ class InPlaceRoot:
         if why is not None:
             raise RunError(why, hints=["run `pybuild doctor` to see which mode works here"])
         _take_root()
-        stack = [_identity(p) for p in self.lowerdirs]
+        stack = [identity(p) for p in self.lowerdirs]
         view = LowerStack(self.lowerdirs).view()
         skips = Skips.here()
         for rel in view:
@@ -230,31 +209,38 @@ class InPlaceRoot:
                         "(the pybuild image has it in /pybuild: see the README, 'In a CI container')"
                     ],
                 )
-        upper = _identity(self.upperdir)
+        upper = identity(self.upperdir)
         holds, on_top = self._holds(stack, upper)
-        _holds.clear()
-        if not holds:
+        skip = skips.all()
+        if holds:
+            held = _held[0]
+            if not on_top:
+                held.stack, held.upper = stack, None
+        else:
+            origins = origins_of(self.lowerdirs, view)
             try:
-                _reset(skips)
-                copy_view(view, Path("/"), skips.all())
+                sync_root("/", view, origins, skip, skips.keeps, _held[0] if _held else None)
             except OSError as exc:
+                _forget()
                 raise RunError(
                     f"in-place mode: cannot put the image into /: {exc.filename or ''}: {exc.strerror or exc}"
                 ) from None
+            except BaseException:
+                _forget()
+                raise
+            _forget()
+            held = Held(stack, None, origins, {})
+            held.hold(self.lowerdirs)
+            _held.append(held)
             hidden = sorted({m for rel in view if (m := _covers(skips.mounts, rel)) is not None and m != rel})
             for m in hidden:
                 if m not in KERNEL and m not in _warned:
                     _warned.add(m)
-                    log.warning(
-                        "in-place mode: the image's files under /%s are left out: it is a mount point", m
-                    )
-        skip = skips.all()
-        record = TreeRecord.of(
-            "/", xattrs=True, sources={rel: e.source for rel, e in view.items()}, skip=skip
-        )
+                    log.warning("in-place mode: the image's files under /%s are left out (a mount point)", m)
+        sources = {rel: e.source for rel, e in view.items()}
+        record = TreeRecord.of("/", xattrs=True, sources=sources, skip=skip)
         dirs = [rel for rel, m in record.entries.items() if stat.S_ISDIR(m.mode)]
         self.copied = CopiedRoot(Path("/"), record, hold_directories(Path("/"), dirs), skip)
-        _holds.append(_Held(stack, upper if on_top else None))
         return Path("/")
 
     def finish(self, keep_changes: bool = True) -> None:
@@ -264,14 +250,13 @@ class InPlaceRoot:
             return
         try:
             if not keep_changes:
-                _holds.clear()  # / has changes no layer will hold: the next step starts over
+                _forget()  # / has changes no layer will hold: the next step copies everything again
                 return
-            write_difference(copied, self.upperdir, False)
-            held = _holds[0]
-            if any(True for _ in walk(self.upperdir)):
-                held.upper = _identity(self.upperdir)
+            differences = list(compare(copied.record, "/", skip=copied.skip))
+            write_difference(copied, self.upperdir, False, differences)
+            _held[0].after_step(copied.record, differences, self.upperdir)
         except BaseException:
-            _holds.clear()
+            _forget()
             raise
         finally:
             copied.close()

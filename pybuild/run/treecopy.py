@@ -18,12 +18,12 @@ import os
 import resource
 import shutil
 import stat
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..diff.overlay import Entry, LowerStack, make_whiteout, mark_opaque
-from ..diff.trees import NOTHING, TreeRecord, compare, read_xattrs
+from ..diff.trees import NOTHING, Difference, TreeRecord, compare, read_xattrs
 
 
 @dataclass
@@ -40,9 +40,9 @@ class CopiedRoot:
         self.held.clear()
 
 
-def _copy_entry(source: str, st: os.stat_result, target: str, links: dict[tuple[int, int], str]) -> bool:
+def copy_entry(source: str, st: os.stat_result, target: str, links: dict[tuple[int, int], str]) -> bool:
     """Make ``target`` like ``source`` (a directory only as an empty one with mode 0700, or the
-    directory already there: its metadata comes later, in ``_set_meta``). False where the entry
+    directory already there: its metadata comes later, in ``set_meta``). False where the entry
     cannot be made (a device node without privilege)."""
     mode = st.st_mode
     if stat.S_ISDIR(mode):
@@ -64,11 +64,11 @@ def _copy_entry(source: str, st: os.stat_result, target: str, links: dict[tuple[
             os.mknod(target, mode, st.st_rdev)
         except OSError:
             return False
-    _set_meta(target, st, read_xattrs(source))
+    set_meta(target, st, read_xattrs(source))
     return True
 
 
-def _set_meta(target: str, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
+def set_meta(target: str, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
     """Owner, mode, xattrs and times (to the nanosecond) of ``st`` on ``target``, in the order that
     keeps setuid bits and file capabilities."""
     os.lchown(target, st.st_uid, st.st_gid)
@@ -94,11 +94,11 @@ def copy_view(view: dict[str, Entry], root: Path, skip: Container[str] = NOTHING
                 skipped.append(rel)
             continue
         target = f"{base}/{rel}"
-        if _copy_entry(entry.source, entry.st, target, links) and stat.S_ISDIR(entry.st.st_mode):
+        if copy_entry(entry.source, entry.st, target, links) and stat.S_ISDIR(entry.st.st_mode):
             dirs.append(rel)
     for rel in reversed(dirs):  # children first: writing into a directory moves its mtime
         entry = view[rel]
-        _set_meta(f"{base}/{rel}", entry.st, read_xattrs(entry.source))
+        set_meta(f"{base}/{rel}", entry.st, read_xattrs(entry.source))
     return dirs
 
 
@@ -128,8 +128,11 @@ def copy_stack(lowers: list[Path], root: Path) -> CopiedRoot:
     return copied
 
 
-def write_difference(copied: CopiedRoot, upper: Path, rootless: bool) -> None:
-    """Write into ``upper`` (an empty upperdir) what overlay would hold after the same changes."""
+def write_difference(
+    copied: CopiedRoot, upper: Path, rootless: bool, differences: Iterable[Difference] | None = None
+) -> None:
+    """Write into ``upper`` (an empty upperdir) what overlay would hold after the same changes
+    (``differences``: the comparison of the copy with its record, when the caller has made it)."""
     root, up = os.fspath(copied.root).rstrip("/"), str(upper)
     # directories made in the upperdir, and the metadata they get once their content is written
     made: dict[str, tuple[os.stat_result, dict[str, bytes]]] = {}
@@ -146,7 +149,9 @@ def write_difference(copied: CopiedRoot, upper: Path, rootless: bool) -> None:
         source = copied.record.source(parent) or f"{root}/{parent}"
         made[parent] = (os.lstat(source), read_xattrs(source))
 
-    for d in compare(copied.record, copied.root, skip=copied.skip):
+    if differences is None:
+        differences = compare(copied.record, copied.root, skip=copied.skip)
+    for d in differences:
         ensure_parent(d.path)
         source, target = f"{root}/{d.path}", os.path.join(up, d.path)
         if d.kind == "deleted":
@@ -161,7 +166,7 @@ def write_difference(copied: CopiedRoot, upper: Path, rootless: bool) -> None:
             if d.kind == "replaced":  # a directory made over a deleted entry is opaque, as overlay makes it
                 mark_opaque(target)
         else:
-            _copy_entry(source, d.st, target, links)
+            copy_entry(source, d.st, target, links)
     for rel in sorted(made, key=lambda r: r.count("/"), reverse=True):
         st, attrs = made[rel]
-        _set_meta(os.path.join(up, rel), st, attrs)
+        set_meta(os.path.join(up, rel), st, attrs)
