@@ -3,9 +3,10 @@
 For root in a CI job container that can make no namespace at all (Docker's default seccomp profile,
 Kubernetes pods without CAP_SYS_ADMIN), a step runs in ``/`` itself:
 
-- ``/`` is brought to the step's stacked layer directories: everything pybuild may touch is removed
-  and the stacked view copied in (``treecopy.copy_view``). What ``/`` holds is remembered, so the
-  next step over the same stack (the layer the step before just made on top) costs nothing;
+- ``/`` is brought to the step's stacked layer directories (rootsync.py: what is not in the view is
+  removed, what differs from what ``/`` is known to hold is copied again). What ``/`` holds is
+  remembered, so the next step over the same stack (the layer the step before just made on top)
+  costs nothing, and a switch to another stage costs the files that differ;
 - a record of ``/`` is taken (diff/trees.py: mode, owner, size, mtime, ctime, inode, link target,
   xattrs), the step runs, and the difference is written as an upperdir in overlay format, through
   the copy mode's ``write_difference``: the commit path is the one every mode uses.
@@ -14,10 +15,9 @@ Never touched, never recorded: /proc, /sys, /dev, every mount point in /proc/sel
 file mounted there, like Docker's /etc/hosts, keeps the container's), pybuild's own installation
 (its Python, its libraries, every file it has mapped), the store and the build context
 (``keep_out``), and the generated /etc files. One pybuild at a time holds ``/`` (a lock in
-/dev/shm). An image whose files would land on pybuild's own
-installation is refused: pybuild must be installed on a tree of its own (/pybuild in the pybuild
-image). Since it changes the machine it runs on, the mode is only used when asked for, and only in
-a container.
+/dev/shm). An image whose files would land on pybuild's own installation is refused: pybuild must
+be installed on a tree of its own (/pybuild in the pybuild image). Since it changes the machine it
+runs on, the mode is only used when asked for, and only in a container.
 """
 
 from __future__ import annotations

@@ -41,13 +41,12 @@ class CopiedRoot:
 
 
 def copy_entry(source: str, st: os.stat_result, target: str, links: dict[tuple[int, int], str]) -> bool:
-    """Make ``target`` like ``source`` (a directory only as an empty one with mode 0700, or the
-    directory already there: its metadata comes later, in ``set_meta``). False where the entry
-    cannot be made (a device node without privilege)."""
+    """Make ``target`` like ``source`` (a directory only as an empty one with mode 0700: its
+    metadata comes later, in ``set_meta``). False where the entry cannot be made (a device node
+    without privilege)."""
     mode = st.st_mode
     if stat.S_ISDIR(mode):
-        if not os.path.isdir(target) or os.path.islink(target):
-            os.mkdir(target, 0o700)
+        os.mkdir(target, 0o700)
         return True
     if stat.S_ISREG(mode):
         key = (st.st_dev, st.st_ino)
@@ -80,19 +79,14 @@ def set_meta(target: str, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def copy_view(view: dict[str, Entry], root: Path, skip: Container[str] = NOTHING) -> list[str]:
-    """Copy the entries of a stacked ``view`` (``LowerStack.view``) into the directory ``root``,
-    leaving out the paths in ``skip`` with what is below them; returns the directories made. An
-    entry the copy cannot make (a device node without privilege) is left out."""
+def copy_view(view: dict[str, Entry], root: Path) -> list[str]:
+    """Copy the entries of a stacked ``view`` (``LowerStack.view``) into the empty directory
+    ``root``; returns the directories made. An entry the copy cannot make (a device node without
+    privilege) is left out."""
     links: dict[tuple[int, int], str] = {}
     dirs: list[str] = []
-    base = os.fspath(root).rstrip("/")
-    skipped: list[str] = []
+    base = os.fspath(root)
     for rel, entry in view.items():
-        if rel in skip or any(rel.startswith(s + "/") for s in skipped):
-            if rel in skip:
-                skipped.append(rel)
-            continue
         target = f"{base}/{rel}"
         if copy_entry(entry.source, entry.st, target, links) and stat.S_ISDIR(entry.st.st_mode):
             dirs.append(rel)
