@@ -13,7 +13,7 @@ Kubernetes pods without CAP_SYS_ADMIN), a step runs in ``/`` itself:
 
 Never touched, never recorded: /proc, /sys, /dev, every mount point in /proc/self/mountinfo (a
 file mounted there, like Docker's /etc/hosts, keeps the container's), pybuild's own installation
-(its Python, its libraries, every file it has mapped), the store and the build context
+(its Python, its libraries, every file it runs code from), the store and the build context
 (``keep_out``), and the generated /etc files. One pybuild at a time holds ``/`` (a lock in
 /dev/shm). An image whose files would land on pybuild's own installation is refused: pybuild must
 be installed on a tree of its own (/pybuild in the pybuild image). Since it changes the machine it

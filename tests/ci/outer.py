@@ -373,6 +373,27 @@ class Container:
         finally:
             subprocess.run(["runc", "--root", str(state), "delete", "--force", name], capture_output=True)
 
+    def result(self, name: str, tag: str = "r") -> Path:
+        """The image built into ``oci:/out/NAME:TAG``, validated and unpacked on this machine: its rootfs."""
+        from tests.fixtures.rootless import PYBUILD
+        from tests.fixtures.tools import validate_layout
+
+        validate_layout(self.out / name, tag)
+        bundle = self.work / f"{name}-{tag}-bundle"
+        subprocess.run(
+            [
+                PYBUILD,
+                "--store",
+                str(self.work / "host-store"),
+                "unpack",
+                f"oci:{self.out / name}:{tag}",
+                str(bundle),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return bundle / "rootfs"
+
     def close(self) -> None:
         if self.outer.runtime != "rootless":
             subprocess.run(["umount", "-l", str(self.rootfs)], capture_output=True)

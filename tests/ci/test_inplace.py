@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.ci.outer import Container, Outer, prepare
-from tests.fixtures.rootless import PYBUILD
 from tests.fixtures.tools import validate_layout
 
 FILES = {
@@ -110,21 +109,7 @@ def test_what_needs_a_namespace_is_refused(container: Container) -> None:
 def test_users_owners_and_leftover_processes(container: Container) -> None:
     proc = build(container, "users", "users")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    validate_layout(container.out / "users", "r")
-    bundle = container.work / "users-bundle"
-    subprocess.run(
-        [
-            PYBUILD,
-            "--store",
-            str(container.work / "host-store"),
-            "unpack",
-            f"oci:{container.out / 'users'}:r",
-            str(bundle),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    rootfs = bundle / "rootfs"
+    rootfs = container.result("users")
     owned = os.stat(rootfs / "nobody-owns")
     assert (owned.st_uid, owned.st_gid) == (65534, 65534)
     uid = os.stat(rootfs / "tmp/uid")
@@ -157,19 +142,6 @@ def test_two_builds_in_place_at_once_take_turns(container: Container) -> None:
     waited = [err for _, _, err in results if "another pybuild is building in / here: waiting" in err]
     assert len(waited) == 1, results
     for name, other in (("a", "b"), ("b", "a")):
-        validate_layout(container.out / name, "r")
-        bundle = container.work / f"{name}-bundle"
-        subprocess.run(
-            [
-                PYBUILD,
-                "--store",
-                str(container.work / "host-store"),
-                "unpack",
-                f"oci:{container.out / name}:r",
-                str(bundle),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        assert (bundle / "rootfs" / name).read_text() == f"{name}\n"
-        assert not (bundle / "rootfs" / other).exists()
+        rootfs = container.result(name)
+        assert (rootfs / name).read_text() == f"{name}\n"
+        assert not (rootfs / other).exists()
