@@ -66,7 +66,7 @@ def probe_mode(near: Path | None = None) -> str:
         reasons.append(f"{mode}: {why}")
     hints = ["run `pybuild doctor`: it names the smallest change to this container that fixes it"]
     if inplace_problem() is None:
-        hints.insert(0, "as root in a throwaway container, --isolation inplace builds in / itself")
+        hints.insert(0, "as root in a throwaway container, --isolation inplace runs steps in / itself")
     raise RunError("no mode can run a step here (" + "; ".join(reasons) + ")", hints=hints)
 
 

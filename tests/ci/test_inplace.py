@@ -145,3 +145,22 @@ def test_two_builds_in_place_at_once_take_turns(container: Container) -> None:
         rootfs = container.result(name)
         assert (rootfs / name).read_text() == f"{name}\n"
         assert not (rootfs / other).exists()
+
+
+@pytest.mark.slow
+def test_pybuild_run_in_place(container: Container) -> None:
+    """`pybuild run --isolation inplace`: the image's command in / as the image's (or a given) user,
+    with its exit status; without the flag, one line naming it."""
+    proc = container.run(
+        "pybuild", "run", "--isolation", "inplace", "--user", "nobody", "oci:/base:latest", "--", "id", "-u"
+    )
+    assert (proc.returncode, proc.stdout) == (0, "65534\n"), proc.stderr
+    proc = container.run(
+        "pybuild", "run", "--isolation", "inplace", "oci:/base:latest", "--", "sh", "-c", "exit 7"
+    )
+    assert proc.returncode == 7 and "Traceback" not in proc.stderr, proc.stderr
+    proc = container.run("pybuild", "run", "oci:/base:latest", "--", "true")
+    assert proc.returncode == 1 and one_error(proc).startswith("error: no mode can run a step here"), (
+        proc.stderr
+    )
+    assert "hint: as root in a throwaway container, --isolation inplace" in proc.stderr
