@@ -16,6 +16,9 @@ APT_PACKAGES=(
   uidmap busybox-static fuse-overlayfs iproute2 procps util-linux
   umoci skopeo runc oci-image-tool docker-registry buildah jq apache2-utils debootstrap
   containerd docker.io qemu-user-static
+  # tests/ci: outer CI containers (Docker's and podman's seccomp profiles, setcap, patchelf for
+  # contrib/bundle.py's self-contained pybuild tree)
+  golang-github-docker-docker-dev golang-github-containers-common libcap2-bin patchelf
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 from ..errors import ContainerfileError, PybuildError, StepFailed, collect_warnings, warn
 from ..layout import ImageStore
+from ..run import isolation, keep_out
 from . import configsteps
 from .commit import BuildResult, commit
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, plan
@@ -141,9 +142,10 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
     """Build the Containerfile in ``options`` into ``store``; tags and oci: targets are written too.
     Warnings go to :func:`pybuild.errors.warn` as they come and are listed in the result."""
     builder = Builder(store, options, reporter)
+    keep_out(store.root, builder.ctx.context)  # in-place mode never touches them
     # the whole build writes blobs that only its final commit references: hold the writers' lock
     # so `pybuild gc` waits instead of sweeping a step's layer in between
-    with store.writing():
+    with store.writing(), isolation(options.isolation):
         return builder.build()
 
 

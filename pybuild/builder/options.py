@@ -21,6 +21,8 @@ FORMATS = ("oci", "docker")
 COMPRESSIONS = ("gzip", "zstd", "none")
 PULL_POLICIES = ("always", "missing", "never")
 NETWORKS = ("host", "none")
+# how steps run (run/modes.py): None or "auto" probes native overlay, fuse-overlayfs, copy
+ISOLATIONS = ("auto", "native", "fuse", "copy", "inplace")
 
 
 def _frozen(values: Mapping[str, str] | Iterable[tuple[str, str]], flag: str) -> Mapping[str, str]:
@@ -59,6 +61,8 @@ class BuildOptions:
     layers: bool = True
     # how base images are pulled: --creds, --tls-verify, --cert-dir, --authfile
     registry: RegistryOptions | None = None
+    # how steps run: None (auto), native, fuse, copy or inplace (root in a throwaway CI container)
+    isolation: str | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -90,6 +94,8 @@ class BuildOptions:
             raise UsageError(f"--pull {self.pull!r}: expected always, missing or never")
         if self.network not in NETWORKS:
             raise UsageError(f"--network {self.network!r}: expected host or none")
+        if self.isolation is not None and self.isolation not in ISOLATIONS:
+            raise UsageError(f"--isolation {self.isolation!r}: expected {', '.join(ISOLATIONS)}")
         if self.timestamp is not None and (isinstance(self.timestamp, bool) or self.timestamp < 0):
             raise UsageError(f"--timestamp {self.timestamp!r}: expected seconds since the epoch")
         for tag in self.tags:

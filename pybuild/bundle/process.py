@@ -95,11 +95,14 @@ def run_image(
     cwd: str | None = None,
     network: str = "host",
     binds: Sequence[Bind] = (),
+    isolation: str | None = None,
 ) -> int:
     """Run ``command`` (default: the image's Entrypoint + Cmd) in a throwaway rootless container over
     the layers of the image ``ref`` names (in ``store`` or oci:DIR[:TAG]; extracted once into
-    ``store``); nothing it writes is kept. Returns the command's exit status."""
-    from ..run import RunSpec, run_container
+    ``store``); nothing it writes is kept. ``isolation`` picks the run mode (native, fuse, copy,
+    inplace; None probes). Returns the command's exit status."""
+    from ..run import RunSpec, keep_out, run_container
+    from ..run import isolation as chosen_isolation
     from ..run.layers import layer_dirs, remove_tree
 
     if network not in NETWORKS:
@@ -115,18 +118,20 @@ def run_image(
     top = Path(tempfile.mkdtemp(prefix="ctr-", dir=scratch))
     try:
         (top / "upper").mkdir()
-        result = run_container(
-            RunSpec(
-                lowerdirs=lowers,
-                upperdir=top / "upper",
-                args=list(process.args),
-                env=list(process.env),
-                cwd=process.cwd,
-                user=process.user,
-                network=network,
-                mounts=[(b.source, b.target, b.readonly) for b in binds],
+        keep_out(store.root)  # in-place mode never touches the store
+        with chosen_isolation(isolation):
+            result = run_container(
+                RunSpec(
+                    lowerdirs=lowers,
+                    upperdir=top / "upper",
+                    args=list(process.args),
+                    env=list(process.env),
+                    cwd=process.cwd,
+                    user=process.user,
+                    network=network,
+                    mounts=[(b.source, b.target, b.readonly) for b in binds],
+                )
             )
-        )
     finally:
         remove_tree(top)
     return result.exit_status

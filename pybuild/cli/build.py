@@ -16,8 +16,10 @@ from .options import (
     AuthfileOption,
     CertDirOption,
     CredsOption,
+    IsolationOption,
     PlatformOption,
     TlsOption,
+    isolation_value,
     pairs,
     registry_options,
 )
@@ -65,6 +67,7 @@ def build_command(
     pull: str = typer.Option("missing", "--pull", help="always, missing or never: pull base images."),
     platform: str | None = PlatformOption,
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image ID."),
+    isolation: str | None = IsolationOption,
     creds: str | None = CredsOption,
     tls_verify: str | None = TlsOption,
     authfile: Path | None = AuthfileOption,
@@ -93,6 +96,7 @@ def build_command(
         ignorefile=ignorefile,
         pull=pull,
         platform=platform,
+        isolation=isolation_value(isolation),
         # (pybuild.remote is loaded only when a flag asks for it: a cached rebuild stays quick)
         registry=registry_options(creds, tls_verify, cert_dir, authfile)
         if (creds, tls_verify, cert_dir, authfile) != (None, None, None, None)

@@ -96,6 +96,21 @@ def registry_options(
 
 
 PlatformOption = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT] to pick from an index.")
+ISOLATIONS = ("auto", "native", "fuse", "copy", "inplace")
+IsolationOption = typer.Option(
+    None,
+    "--isolation",
+    envvar="PYBUILD_RUN_MODE",
+    help="How RUN steps run: auto (probe native overlay, fuse-overlayfs, copy), native, fuse, copy, "
+    "or inplace (root in a throwaway CI container only: the image replaces the container's own /).",
+)
+
+
+def isolation_value(value: str | None) -> str | None:
+    """--isolation's value (or $PYBUILD_RUN_MODE's), checked like any flag: a bad one exits 2."""
+    if value is not None and value not in ISOLATIONS:
+        raise UsageError(f"--isolation {value!r}: expected {', '.join(ISOLATIONS)}")
+    return value
 
 
 def pairs(values: list[str], flag: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .app import app, state_of
-from .options import pairs
+from .options import IsolationOption, isolation_value, pairs
 from .output import echo_json
 
 
@@ -19,6 +19,7 @@ def run(
     env: list[str] = typer.Option([], "-e", "--env", help="K=V: set an environment variable."),
     user: str | None = typer.Option(None, "--user", help="User (name or uid[:gid]); default: the image's."),
     workdir: str | None = typer.Option(None, "--workdir", help="Working directory; default: the image's."),
+    isolation: str | None = IsolationOption,
 ) -> None:
     """Run a command in a throwaway container from an image; exits with the command's status."""
     from ..bundle.process import Bind, run_image
@@ -37,16 +38,23 @@ def run(
         cwd=workdir,
         network=network,
         binds=binds,
+        isolation=isolation_value(isolation),
     )
     raise typer.Exit(status)
 
 
 @app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Check that rootless builds can work here, and say how to fix what is missing."""
+def doctor(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    isolation: str | None = typer.Option(
+        None, "--isolation", help="Check this mode (native, fuse, copy, inplace) instead of the one probed."
+    ),
+) -> None:
+    """Probe what a RUN needs here, name the mode builds will use, and say how to fix what is missing."""
     from ..run import doctor as run_doctor
 
-    checks = run_doctor()
+    checks = run_doctor(state_of(ctx).store_path, isolation_value(isolation))
     if as_json:
         echo_json([c.__dict__ for c in checks])
     else:

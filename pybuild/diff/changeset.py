@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import LayerError
 from .overlay import REFUSED_XATTR_SUFFIXES, LowerStack, is_whiteout_entry, opaque_in
-from .trees import Difference, DirTree, compare, read_xattrs, walk
+from .trees import Difference, DirTree, Meta, compare, read_xattrs, unchanged, walk
 
 
 @dataclass(frozen=True, order=True)
@@ -74,5 +74,19 @@ def scan_upperdir(upper: Path, lowers: list[Path]) -> list[Change]:
                 continue
             if below is not None and stat.S_ISDIR(below.st_mode) and _exact(below) == _exact(st):
                 continue  # copied up, not changed itself (copy-up keeps the exact mtime; any change moves it)
+        elif (
+            entry is not None and below is not None and stat.S_IFMT(below.st_mode) == stat.S_IFMT(st.st_mode)
+        ):
+            here = f"{base}/{path}"
+            if unchanged(
+                Meta.of(entry.source, below),
+                entry.source,
+                Meta.of(here, st, link=False),
+                here,
+                identity=False,
+            ):
+                # copied up without a change (a file opened for writing, as lckpwdf does with
+                # /etc/.pwd.lock): the layer would carry it for nothing, and no other mode sees it
+                continue
         changes.append(Change(path, "add"))
     return changes

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,21 +29,27 @@ from typing import Any, Protocol
 from ..errors import LayerError
 from .overlay import is_overlay_xattr
 
+NOTHING: frozenset[str] = frozenset()
 
-def walk(root: Path | str) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, lstat) for every entry below ``root``, parents before children, names sorted."""
+
+def walk(root: Path | str, skip: Container[str] = NOTHING) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, lstat) for every entry below ``root``, parents before children, names sorted;
+    the relative paths in ``skip`` are left out with everything below them."""
     base = os.fspath(root)
+    prefix = "" if base.endswith("/") else "/"
     stack = [""]
     while stack:
         rel = stack.pop()
         try:
-            with os.scandir(f"{base}/{rel}" if rel else base) as it:
+            with os.scandir(f"{base}{prefix}{rel}" if rel else base) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise LayerError(f"cannot read {Path(base) / rel}: {exc.strerror or exc}") from None
         subdirs = []
         for entry in entries:
             path = f"{rel}/{entry.name}" if rel else entry.name
+            if path in skip:
+                continue
             st = entry.stat(follow_symlinks=False)
             yield path, st
             if stat.S_ISDIR(st.st_mode):
@@ -94,6 +100,7 @@ class Meta:
     rdev: int = 0
     link: str | None = None
     xattrs: tuple[tuple[str, bytes], ...] | None = None
+    nlink: int = 0  # 0: not recorded (an unpack record)
 
     @classmethod
     def of(cls, path: str, st: os.stat_result, *, link: bool = True, xattrs: bool = False) -> Meta:
@@ -109,6 +116,7 @@ class Meta:
             st.st_rdev,
             os.readlink(path) if link and stat.S_ISLNK(st.st_mode) else None,
             tuple(sorted(read_xattrs(path).items())) if xattrs else None,
+            st.st_nlink,
         )
 
 
@@ -138,11 +146,17 @@ class TreeRecord:
 
     @classmethod
     def of(
-        cls, root: Path | str, *, xattrs: bool = False, sources: dict[str, str] | None = None
+        cls,
+        root: Path | str,
+        *,
+        xattrs: bool = False,
+        sources: dict[str, str] | None = None,
+        skip: Container[str] = NOTHING,
     ) -> TreeRecord:
-        """Record the tree at ``root``: metadata, inode, ctime and link targets, and xattrs if asked."""
-        base = os.fspath(root)
-        entries = {rel: Meta.of(f"{base}/{rel}", st, xattrs=xattrs) for rel, st in walk(base)}
+        """Record the tree at ``root``: metadata, inode, ctime and link targets, and xattrs if asked;
+        the paths in ``skip`` (relative) are left out with everything below them."""
+        base = os.fspath(root).rstrip("/")
+        entries = {rel: Meta.of(f"{base}/{rel}", st, xattrs=xattrs) for rel, st in walk(root, skip)}
         return cls(entries, sources)
 
     def get(self, rel: str) -> Meta | None:
@@ -246,6 +260,9 @@ def unchanged(
     mode = new.mode
     if stat.S_ISREG(mode) and old.size != new.size:
         return False
+    if stat.S_ISREG(mode) and new.nlink > 1 and old.nlink and old.nlink != new.nlink:
+        return False  # newly hard-linked: the file travels with its new links
+
     if stat.S_ISLNK(mode):
         target = old.link if old.link is not None else (os.readlink(source) if source else None)
         if target != os.readlink(path):
@@ -263,13 +280,16 @@ def unchanged(
     return True
 
 
-def compare(before: Before, root: Path | str, *, resolution_ns: int = 1) -> Iterator[Difference]:
-    """How the tree at ``root`` differs from ``before`` (see the module)."""
-    base = os.fspath(root)
+def compare(
+    before: Before, root: Path | str, *, resolution_ns: int = 1, skip: Container[str] = NOTHING
+) -> Iterator[Difference]:
+    """How the tree at ``root`` differs from ``before`` (see the module); the paths in ``skip``
+    (relative, with everything below them) are neither walked nor reported."""
+    base = os.fspath(root).rstrip("/")
     fresh: set[str] = set()  # directories that are new: everything below is added
     kept: set[str] = {""}  # directories that are still the ones recorded: deletions below count
     present: set[str] = set()
-    for rel, st in walk(base):
+    for rel, st in walk(root, skip):
         present.add(rel)
         is_dir = stat.S_ISDIR(st.st_mode)
         parent = rel.rpartition("/")[0]
@@ -295,5 +315,5 @@ def compare(before: Before, root: Path | str, *, resolution_ns: int = 1) -> Iter
         ):
             yield Difference(rel, "changed", st)
     for rel in before.paths():
-        if rel not in present and rel.rpartition("/")[0] in kept:
+        if rel not in present and rel.rpartition("/")[0] in kept and rel not in skip:
             yield Difference(rel, "deleted")

@@ -4,7 +4,8 @@ from .cleanup import force_remove
 from .container import RunResult, RunSpec, run_container
 from .doctor import Check, doctor
 from .function import run_function
-from .modes import overlay_mode, probe_mode
+from .inplace import keep_out
+from .modes import isolation, overlay_mode, probe_mode
 from .mounts import FileMount, ViewMount, view_path, with_view
 from .rootfs import MODES
 from .treecopy import copy_stack
@@ -21,6 +22,8 @@ __all__ = [
     "current_id_map",
     "doctor",
     "force_remove",
+    "isolation",
+    "keep_out",
     "overlay_mode",
     "probe_mode",
     "run_container",

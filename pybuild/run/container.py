@@ -4,8 +4,11 @@ The process tree: pybuild forks a *keeper* that enters a new user namespace (unp
 maps it with newuidmap/newgidmap) and a private mount namespace, and mounts the rootfs (a
 ``rootfs.Rootfs``: kernel overlay, fuse-overlayfs or a copied tree). It then enters new pid, uts and
 ipc namespaces (and net for ``network="none"``) and forks the container's pid 1. Pid 1 takes a
-mount namespace of its own, mounts a fresh /proc, a minimal /dev, bind-mounts generated /etc/hosts,
+mount namespace of its own, mounts /proc and /sys (kernelfs.py: fresh, or bound from outside where
+refused, each fallback reported once), a minimal /dev, bind-mounts generated /etc/hosts,
 /etc/resolv.conf and /etc/hostname, pivots into the merged tree, drops to the user and execs.
+The user namespace is made when pybuild lacks CAP_SYS_ADMIN where it runs (privilege.py), for root
+as for anyone. ``mode="inplace"`` runs without any namespace, in ``/`` itself (inplace.py).
 When pid 1 exits, the kernel kills whatever it left behind in the pid namespace, and the keeper
 unmounts the rootfs and leaves the upperdir in overlay format (``Rootfs.finish``).
 """
@@ -25,14 +28,29 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RunError
+from ..errors import RunError, warn
 from .cleanup import force_remove
+from .kernelfs import mount_proc, mount_sys
 from .modes import overlay_mode
 from .mounts import FileMount, MountedViews, ViewMount, mount_files
 from .paths import resolve_in_root
-from .rootfs import Rootfs, checked, mount
-from .userns import SUBID_HINTS, current_id_map, libc, run_in_userns, write_id_maps
-from .users import lookup_user
+from .privilege import can_mount
+from .rootfs import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    Rootfs,
+    checked,
+    mount,
+)
+from .userns import current_id_map, libc, namespace_hints, run_in_userns, write_id_maps
+from .users import become, lookup_user
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -40,21 +58,14 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 CREATED = "created"  # in the run's temp dir: mount points made where a symlink pointed
+NOTES = "notes"  # in the run's temp dir: the fallbacks pid 1 took, one a line
+_noted: set[str] = set()
 
 
 GENERATED = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
@@ -101,7 +112,6 @@ def _pid1(
     spec: RunSpec,
     merged: str,
     generated: str,
-    rootless: bool,
     err_fd: int,
     views: list[tuple[str, str, bool]],
 ) -> None:
@@ -116,7 +126,7 @@ def _pid1(
             if not os.path.lexists(f"{merged}/{d}"):
                 with _times_kept(merged, d):
                     os.makedirs(f"{merged}/{d}")
-        mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        notes = [mount_proc(f"{merged}/proc")]
         mount("tmpfs", f"{merged}/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k")
         for dev in DEVICES:
             target = f"{merged}/dev/{dev}"
@@ -183,25 +193,28 @@ def _pid1(
         if created:  # for the cleanup afterwards, beside the generated files' directory
             with open(os.path.join(os.path.dirname(generated), CREATED), "w") as out:
                 out.write("\n".join(created))
-        if not rootless:
-            mount("sysfs", f"{merged}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+        notes.append(mount_sys(f"{merged}/sys"))
+        try:
+            socket.sethostname(spec.hostname)
+        except OSError as exc:  # a seccomp profile allowing it only with CAP_SYS_ADMIN (podman's)
+            notes.append(f"the hostname cannot be set ({exc.strerror}): the container's own is kept")
+        if any(notes):  # for the parent to report, once each
+            with open(os.path.join(os.path.dirname(generated), NOTES), "w") as out:
+                out.write("\n".join(n for n in notes if n))
         os.chdir(merged)
         checked(libc().syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
         checked(libc().umount2(b".", MNT_DETACH), "umount old root")
         os.chdir("/")
-        socket.sethostname(spec.hostname)
         # no descriptor from outside may reach the process, nor serve as its cwd (CVE-2024-21626)
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 65536)
         os.set_inheritable(err_fd, False)
-        uid, gid, groups = lookup_user("/", spec.user)  # after pivot_root: the container's files
+        user = lookup_user("/", spec.user)  # after pivot_root: the container's files
         cwd = spec.cwd or "/"
         if not cwd.startswith("/"):
             cwd = "/" + cwd
         os.makedirs(cwd, exist_ok=True)
-        os.setgroups(groups)
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
+        become(user)
         libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
         os.chdir(cwd)
         if not os.getcwd().startswith("/"):
@@ -278,7 +291,7 @@ def _keeper(
             libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if spec.network == "none":
                 os.system("ip link set lo up >/dev/null 2>&1")
-            _pid1(spec, merged, str(tmp / "etc"), rootless, err_w, binds)
+            _pid1(spec, merged, str(tmp / "etc"), err_w, binds)
         os.write(pid_w, str(pid).encode())
         os.close(pid_w)
         _, status = os.waitpid(pid, 0)
@@ -287,7 +300,7 @@ def _keeper(
         views.finish()
         rootfs.finish()
         for child in tmp.iterdir():  # a copied rootfs may be owned by subordinate ids
-            if child.name not in ("merged", CREATED):  # never walk a mount point: the parent removes it
+            if child.name not in ("merged", CREATED, NOTES):  # never walk a mount point (the parent does)
                 force_remove(child)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, (RunError, OSError)) else traceback.format_exc()
@@ -358,8 +371,13 @@ def run_container(spec: RunSpec) -> RunResult:
     """Run ``spec.args`` in a container; the changes land in ``spec.upperdir``."""
     if spec.network not in ("host", "none"):
         raise RunError(f"unknown network mode {spec.network!r}: expected host or none")
-    rootless = os.geteuid() != 0
     mode = overlay_mode(spec.mode, spec.upperdir.parent)
+    if mode == "inplace":
+        from .direct import run_inplace
+
+        return RunResult(exit_status=run_inplace(spec), mode=mode)
+    rootless = not can_mount()  # a user namespace: without CAP_SYS_ADMIN here, for root as for anyone
+    maps = current_id_map() if rootless else None
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-run-", dir=spec.upperdir.parent))
     _generated_files(tmp / "etc", spec.hostname)
     ready_r, ready_w = os.pipe()
@@ -385,12 +403,19 @@ def run_container(spec: RunSpec) -> RunResult:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if rootless:
+        if maps is not None:
             if os.read(ready_r, 1) != b"1":
                 os.waitpid(keeper, 0)
-                raise RunError("could not create a user namespace", hints=SUBID_HINTS)
-            uids, gids = current_id_map()
-            write_id_maps(keeper, uids, gids)
+                why = os.read(err_r, 4000).decode(errors="replace").strip()
+                raise RunError(
+                    f"could not create a user namespace{': ' + why if why else ''}", hints=namespace_hints()
+                )
+            try:
+                write_id_maps(keeper, *maps)
+            except BaseException:
+                os.kill(keeper, signal.SIGKILL)
+                os.waitpid(keeper, 0)
+                raise
             os.write(go_w, b"1")
         text = os.read(pid_r, 32)
         pid1 = int(text) if text.strip() else 0
@@ -410,17 +435,23 @@ def run_container(spec: RunSpec) -> RunResult:
             signal.signal(s, handler)
         for fd in (ready_r, go_w, pid_r, err_r):
             os.close(fd)
-        created = ""
+        created = notes = ""
         with contextlib.suppress(OSError):
             created = (tmp / CREATED).read_text()
+        with contextlib.suppress(OSError):
+            notes = (tmp / NOTES).read_text()
         force_remove(tmp)
+    for note in notes.splitlines():
+        if note not in _noted:
+            _noted.add(note)
+            warn(note)
     targets = [
         *(dst for _, dst, _ in spec.mounts),
         *(v.target for v in spec.views),
         *(f.target for f in spec.files),
         *created.splitlines(),
     ]
-    if targets and rootless:
+    if targets:
         # mount points may sit in directories of subordinate ids: clean up as the container's root
         run_in_userns(lambda: _clean_upperdir(spec.upperdir, spec.lowerdirs, targets))
     else:

@@ -22,7 +22,9 @@ from typing import TypeVar
 from ..errors import RunError
 from .cleanup import force_remove
 from .paths import resolve_in_root
+from .privilege import can_mount
 from .rootfs import CLONE_NEWNS, MS_PRIVATE, MS_REC, Rootfs, checked, mount
+from .treecopy import copy_stack
 from .userns import call_in_child, libc, result_payload
 
 T = TypeVar("T")
@@ -107,8 +109,15 @@ def with_view(lowerdirs: list[Path], near: Path, fn: Callable[[str], T], *, mode
     from .modes import overlay_mode
 
     chosen = overlay_mode(mode, near)
-    rootless = os.geteuid() != 0
+    rootless = not can_mount()
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-view-", dir=near))
+    if chosen == "inplace":  # no mount at all: the view is a copy, thrown away afterwards
+        try:
+            copied = copy_stack(lowerdirs, tmp / "rootfs")
+            copied.close()
+            return fn(str(copied.root))
+        finally:
+            force_remove(tmp)
 
     def body() -> bytes:
         checked(libc().unshare(CLONE_NEWNS), "unshare mount namespace")

@@ -7,7 +7,8 @@ modes:
 - ``native``: kernel overlay, always with ``userxattr`` (opaque markers are ``user.overlay.opaque``);
 - ``fuse``: fuse-overlayfs, its opaque-directory and whiteout markers translated afterwards;
 - ``copy``: the stacked lowers copied into a private tree; afterwards the difference is written
-  into the upperdir (see ``treecopy``).
+  into the upperdir (see ``treecopy``);
+- ``inplace``: no namespace and no mount at all: ``/`` itself is the root (see ``inplace``).
 
 In every mode the upperdir ends up in overlay format, so the changeset does not depend on the mode.
 """
@@ -39,17 +40,24 @@ from ..diff.overlay import (
 )
 from ..errors import RunError
 from .cleanup import force_remove
+from .inplace import InPlaceRoot
+from .privilege import can_mount
 from .treecopy import CopiedRoot, copy_stack, write_difference
-from .userns import call_in_child, libc, result_payload
+from .userns import call_in_child, decode_payload, libc, result_payload
 
 T = TypeVar("T")
 CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
-MODES = ("native", "fuse", "copy")
+MODES = ("native", "fuse", "copy", "inplace")
 OPTIONS_PAGE = 2048  # beyond this, lowerdirs are named by short links (mount options fit in one page)
 
 
@@ -134,7 +142,7 @@ class Rootfs:
 
     def __init__(self, lowerdirs: list[Path], upperdir: Path, tmp: Path, rootless: bool, mode: str) -> None:
         if mode not in MODES:
-            raise RunError(f"unknown overlay mode {mode!r}: expected native, fuse or copy")
+            raise RunError(f"unknown overlay mode {mode!r}: expected native, fuse, copy or inplace")
         self.lowerdirs = unique_lowers([Path(p) for p in lowerdirs])
         self.upperdir = Path(upperdir)
         self.tmp = Path(tmp)
@@ -143,8 +151,12 @@ class Rootfs:
         self.mode = mode
         self.fuse: subprocess.Popen[bytes] | None = None
         self.copied: CopiedRoot | None = None
+        self.inplace: InPlaceRoot | None = None
 
     def mount(self) -> Path:
+        if self.mode == "inplace":
+            self.inplace = InPlaceRoot(self.lowerdirs, self.upperdir)
+            return self.inplace.enter()
         self.merged.mkdir(exist_ok=True)
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -164,6 +176,14 @@ class Rootfs:
             os.fchdir(cwd)
             os.close(cwd)
         return self.merged
+
+    def held(self) -> set[int]:
+        """The descriptors a copied (or in-place) root holds open, which a child closes."""
+        if self.copied is not None:
+            return self.copied.held
+        if self.inplace is not None and self.inplace.copied is not None:
+            return self.inplace.copied.held
+        return set()
 
     def _mount_fuse(self) -> None:
         work = self.tmp / "work"
@@ -204,7 +224,9 @@ class Rootfs:
     def finish(self, keep_changes: bool = True) -> None:
         """Unmount; for fuse and copy, write the upperdir in overlay format (unless the changes are
         to be thrown away: ``keep_changes=False``). Idempotent."""
-        if self.mode == "native":
+        if self.inplace is not None:
+            self.inplace.finish(keep_changes)
+        elif self.mode == "native":
             with contextlib.suppress(OSError):
                 umount(str(self.merged), MNT_DETACH)
         elif self.mode == "fuse":
@@ -297,7 +319,8 @@ def translate_fuse_upperdir(upper: Path, lowers: list[Path], rootless: bool) -> 
 
 
 def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
-    """Run ``fn`` in a forked child chrooted into ``merged``; its ``result_payload`` bytes."""
+    """Run ``fn`` in a forked child chrooted into ``merged`` (``/`` itself: no chroot); its
+    ``result_payload`` bytes."""
     out_r, out_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -309,7 +332,8 @@ def _in_root(merged: Path, fn: Callable[[], object], keep: set[int]) -> bytes:
                     os.close(fd)
 
             def call() -> object:
-                os.chroot(merged)
+                if str(merged) != "/":
+                    os.chroot(merged)
                 os.chdir("/")
                 return fn()
 
@@ -334,7 +358,15 @@ def run_in_rootfs(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], mo
     ``modes`` can probe with it."""
     upperdir = Path(upperdir)
     lowers = [Path(p) for p in lowerdirs]
-    rootless = os.geteuid() != 0
+    if mode == "inplace":  # in this process: it remembers what / holds
+        inplace = Rootfs(lowers, upperdir, upperdir.parent, False, mode)
+        try:
+            payload = _in_root(inplace.mount(), fn, inplace.held())
+        finally:
+            inplace.finish()
+        result: T = decode_payload(payload, 0)
+        return result
+    rootless = not can_mount()
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-fn-", dir=upperdir.parent))
 
     def body() -> bytes:
@@ -343,8 +375,7 @@ def run_in_rootfs(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], mo
         rootfs = Rootfs(lowers, upperdir, tmp, rootless, mode)
         try:
             merged = rootfs.mount()
-            held = rootfs.copied.held if rootfs.copied is not None else set()
-            payload = _in_root(merged, fn, held)
+            payload = _in_root(merged, fn, rootfs.held())
         finally:
             rootfs.finish()
             # what only this namespace's root may remove (a copied rootfs owned by subordinate ids)
@@ -354,7 +385,7 @@ def run_in_rootfs(lowerdirs: list[Path], upperdir: Path, fn: Callable[[], T], mo
         return payload
 
     try:
-        result: T = call_in_child(body, new_userns=rootless)
+        result = call_in_child(body, new_userns=rootless)
     finally:
         force_remove(tmp)
     return result

@@ -18,11 +18,12 @@ import os
 import resource
 import shutil
 import stat
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..diff.overlay import LowerStack, make_whiteout, mark_opaque
-from ..diff.trees import TreeRecord, compare, read_xattrs
+from ..diff.overlay import Entry, LowerStack, make_whiteout, mark_opaque
+from ..diff.trees import NOTHING, Difference, TreeRecord, compare, read_xattrs
 
 
 @dataclass
@@ -30,6 +31,7 @@ class CopiedRoot:
     root: Path
     record: TreeRecord  # the copy as made; sources: the layer directories' entries
     held: set[int] = field(default_factory=set)  # O_PATH fds of the copied directories
+    skip: Container[str] = NOTHING  # paths below root that are not part of the tree (in-place mode)
 
     def close(self) -> None:
         for fd in self.held:
@@ -38,9 +40,9 @@ class CopiedRoot:
         self.held.clear()
 
 
-def _copy_entry(source: str, st: os.stat_result, target: str, links: dict[tuple[int, int], str]) -> bool:
+def copy_entry(source: str, st: os.stat_result, target: str, links: dict[tuple[int, int], str]) -> bool:
     """Make ``target`` like ``source`` (a directory only as an empty one with mode 0700: its
-    metadata comes later, in ``_set_meta``). False where the entry cannot be made (a device node
+    metadata comes later, in ``set_meta``). False where the entry cannot be made (a device node
     without privilege)."""
     mode = st.st_mode
     if stat.S_ISDIR(mode):
@@ -61,11 +63,11 @@ def _copy_entry(source: str, st: os.stat_result, target: str, links: dict[tuple[
             os.mknod(target, mode, st.st_rdev)
         except OSError:
             return False
-    _set_meta(target, st, read_xattrs(source))
+    set_meta(target, st, read_xattrs(source))
     return True
 
 
-def _set_meta(target: str, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
+def set_meta(target: str, st: os.stat_result, xattrs: dict[str, bytes]) -> None:
     """Owner, mode, xattrs and times (to the nanosecond) of ``st`` on ``target``, in the order that
     keeps setuid bits and file capabilities."""
     os.lchown(target, st.st_uid, st.st_gid)
@@ -77,34 +79,55 @@ def _set_meta(target: str, st: os.stat_result, xattrs: dict[str, bytes]) -> None
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
+def copy_view(view: dict[str, Entry], root: Path) -> list[str]:
+    """Copy the entries of a stacked ``view`` (``LowerStack.view``) into the empty directory
+    ``root``; returns the directories made. An entry the copy cannot make (a device node without
+    privilege) is left out."""
+    links: dict[tuple[int, int], str] = {}
+    dirs: list[str] = []
+    base = os.fspath(root)
+    for rel, entry in view.items():
+        target = f"{base}/{rel}"
+        if copy_entry(entry.source, entry.st, target, links) and stat.S_ISDIR(entry.st.st_mode):
+            dirs.append(rel)
+    for rel in reversed(dirs):  # children first: writing into a directory moves its mtime
+        entry = view[rel]
+        set_meta(f"{base}/{rel}", entry.st, read_xattrs(entry.source))
+    return dirs
+
+
+def hold_directories(root: Path, dirs: list[str]) -> set[int]:
+    """O_PATH descriptors of the directories ``dirs`` under ``root``, held so that their inode
+    numbers cannot be reused while a command runs (``compare`` tells a new directory by its inode)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and len(dirs) + 64 > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    held: set[int] = set()
+    base = os.fspath(root).rstrip("/")
+    for rel in dirs:
+        with contextlib.suppress(OSError):
+            held.add(os.open(f"{base}/{rel}", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW))
+    return held
+
+
 def copy_stack(lowers: list[Path], root: Path) -> CopiedRoot:
     """Copy the stacked ``lowers`` into ``root`` (which must not exist) and record the copy. An entry
     the copy cannot make (a device node without privilege) is left out, so it is not in the record."""
     view = LowerStack(lowers).view()
     root.mkdir(mode=0o755)
-    links: dict[tuple[int, int], str] = {}
-    dirs: list[str] = []
-    for rel, entry in view.items():
-        target = os.path.join(root, rel)
-        if _copy_entry(entry.source, entry.st, target, links) and stat.S_ISDIR(entry.st.st_mode):
-            dirs.append(rel)
-    for rel in reversed(dirs):  # children first: writing into a directory moves its mtime
-        entry = view[rel]
-        _set_meta(os.path.join(root, rel), entry.st, read_xattrs(entry.source))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard and len(dirs) + 64 > soft:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    dirs = copy_view(view, root)
     copied = CopiedRoot(root, TreeRecord.of(root, sources={rel: e.source for rel, e in view.items()}))
-    for rel in dirs:
-        with contextlib.suppress(OSError):
-            copied.held.add(os.open(os.path.join(root, rel), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW))
+    copied.held = hold_directories(root, dirs)
     return copied
 
 
-def write_difference(copied: CopiedRoot, upper: Path, rootless: bool) -> None:
-    """Write into ``upper`` (an empty upperdir) what overlay would hold after the same changes."""
-    root, up = str(copied.root), str(upper)
+def write_difference(
+    copied: CopiedRoot, upper: Path, rootless: bool, differences: Iterable[Difference] | None = None
+) -> None:
+    """Write into ``upper`` (an empty upperdir) what overlay would hold after the same changes
+    (``differences``: the comparison of the copy with its record, when the caller has made it)."""
+    root, up = os.fspath(copied.root).rstrip("/"), str(upper)
     # directories made in the upperdir, and the metadata they get once their content is written
     made: dict[str, tuple[os.stat_result, dict[str, bytes]]] = {}
     links: dict[tuple[int, int], str] = {}
@@ -115,13 +138,16 @@ def write_difference(copied: CopiedRoot, upper: Path, rootless: bool) -> None:
             return
         ensure_parent(parent)
         os.mkdir(os.path.join(up, parent), 0o700)
-        source = copied.record.source(parent)
-        assert source is not None  # a parent of a change that is not new was copied from a layer
+        # a parent of a change that is not new was copied from a layer (in place, it may also be a
+        # directory the container had around pybuild's own paths: then it is taken as it is)
+        source = copied.record.source(parent) or f"{root}/{parent}"
         made[parent] = (os.lstat(source), read_xattrs(source))
 
-    for d in compare(copied.record, copied.root):
+    if differences is None:
+        differences = compare(copied.record, copied.root, skip=copied.skip)
+    for d in differences:
         ensure_parent(d.path)
-        source, target = os.path.join(root, d.path), os.path.join(up, d.path)
+        source, target = f"{root}/{d.path}", os.path.join(up, d.path)
         if d.kind == "deleted":
             if not os.path.lexists(target) and not make_whiteout(target):
                 raise OSError(f"cannot make a whiteout at {target}")
@@ -134,7 +160,7 @@ def write_difference(copied: CopiedRoot, upper: Path, rootless: bool) -> None:
             if d.kind == "replaced":  # a directory made over a deleted entry is opaque, as overlay makes it
                 mark_opaque(target)
         else:
-            _copy_entry(source, d.st, target, links)
+            copy_entry(source, d.st, target, links)
     for rel in sorted(made, key=lambda r: r.count("/"), reverse=True):
         st, attrs = made[rel]
-        _set_meta(os.path.join(up, rel), st, attrs)
+        set_meta(os.path.join(up, rel), st, attrs)

@@ -1,9 +1,18 @@
 """User namespaces: the id maps pybuild uses, and running Python code inside one.
 
-As an unprivileged user, container root is the user and ids 1..N are the user's subordinate range
-from /etc/subuid and /etc/subgid, mapped with newuidmap/newgidmap. Without subordinate ranges,
-a single-id map is used (only root in the container exists) and a warning says so once.
-Real root needs no user namespace: code runs as it is.
+pybuild decides by capability (privilege.py), for root as for anyone. The map of a new user
+namespace is, in this order:
+
+- the identity over every id of the current namespace, written directly, when pybuild has
+  CAP_SETUID, CAP_SETGID and CAP_SETFCAP itself (root in Docker's default capability set);
+- the user as container root and its /etc/subuid and /etc/subgid range as ids 1..N, written by
+  newuidmap/newgidmap, when they can work here (setuid or file capabilities, see
+  ``privilege.helper_problem``);
+- otherwise a single-id map (only root exists in the container), with a warning, once.
+
+File work as the container's root (``run_in_userns``) runs in this process where pybuild is root
+with the capabilities to act on files of any owner, and in a new user namespace otherwise; where
+no user namespace can be made (a seccomp profile refusing unshare), root does it in this process.
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ import ctypes
 import os
 import pickle
 import pwd
-import shutil
 import signal
 import subprocess
 import traceback
@@ -24,6 +32,15 @@ from typing import Any, TypeVar
 
 from .. import errors
 from ..errors import PybuildError, RunError, warn
+from .privilege import (
+    CAP_SETFCAP,
+    MAP_CAPS,
+    acts_on_any_owner,
+    has_caps,
+    helper_problem,
+    namespace_fix,
+    namespace_ids,
+)
 
 T = TypeVar("T")
 CLONE_NEWUSER = 0x10000000
@@ -33,6 +50,19 @@ SUBID_HINTS = [
     "add a range for your user to /etc/subuid and /etc/subgid, e.g. `usermod --add-subuids 100000-165535 "
     "--add-subgids 100000-165535 $USER`",
     "check that user namespaces are enabled: sysctl user.max_user_namespaces must be > 0",
+    "`pybuild doctor` names what this machine or container lacks",
+]
+
+
+def namespace_hints() -> list[str]:
+    """The hints for a refused unshare(CLONE_NEWUSER): what to change, and the doctor."""
+    return [namespace_fix(), "`pybuild doctor` names what this machine or container lacks"]
+
+
+MAP_HINTS = [
+    "give the container CAP_SETUID, CAP_SETGID and CAP_SETFCAP, or newuidmap/newgidmap with file "
+    "capabilities (setcap cap_setuid+ep /usr/bin/newuidmap; cap_setgid+ep newgidmap)",
+    "`pybuild doctor` names what this container lacks",
 ]
 
 
@@ -44,7 +74,7 @@ def libc() -> ctypes.CDLL:
 def unshare(flags: int) -> None:
     if libc().unshare(flags) != 0:
         err = ctypes.get_errno()
-        raise RunError(f"unshare failed: {os.strerror(err)}", hints=SUBID_HINTS)
+        raise RunError(f"unshare failed: {os.strerror(err)}", hints=namespace_hints())
 
 
 def subordinate_range(path: Path, user: str, uid: int) -> tuple[int, int] | None:
@@ -63,35 +93,74 @@ def subordinate_range(path: Path, user: str, uid: int) -> tuple[int, int] | None
 _warned = False
 
 
-def current_id_map() -> tuple[list[Range], list[Range]]:
-    """The (uid, gid) maps pybuild uses for this user: container id -> host id ranges."""
+def _warn_once(message: str) -> None:
     global _warned
-    uid, gid = os.geteuid(), os.getegid()
-    if uid == 0:
-        return [(0, 0, 65536)], [(0, 0, 65536)]
+    if not _warned:
+        _warned = True
+        warn(message)
+
+
+def _user_name(uid: int) -> str:
     try:
-        user = pwd.getpwuid(uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        user = str(uid)
+        return str(uid)
+
+
+def map_kind() -> tuple[str, str]:
+    """How a new user namespace is mapped here: ("full", how), ("subids", how), ("single", why not
+    more) or ("none", why no map can be written)."""
+    if has_caps(*MAP_CAPS):
+        return "full", "CAP_SETUID, CAP_SETGID and CAP_SETFCAP: the identity map of this namespace's ids"
+    uid = os.geteuid()
+    user = _user_name(uid)
+    problem = helper_problem("newuidmap") or helper_problem("newgidmap")
     subuid = subordinate_range(Path("/etc/subuid"), user, uid)
     subgid = subordinate_range(Path("/etc/subgid"), user, uid)
-    if subuid is None or subgid is None or not shutil.which("newuidmap") or not shutil.which("newgidmap"):
-        if not _warned:
-            _warned = True
-            warn(
-                f"no subordinate ids for {user} (or no newuidmap/newgidmap): using a single-id map, "
-                "so files can only be owned by root in containers"
-            )
-        return [(0, uid, 1)], [(0, gid, 1)]
-    return [(0, uid, 1), (1, subuid[0], subuid[1])], [(0, gid, 1), (1, subgid[0], subgid[1])]
+    if problem is None and subuid is not None and subgid is not None:
+        return "subids", f"newuidmap/newgidmap with {user}'s /etc/subuid and /etc/subgid ranges"
+    if problem is None:
+        problem = f"no /etc/subuid and /etc/subgid ranges for {user}"
+    if uid == 0 and not has_caps(CAP_SETFCAP):
+        return "none", f"root without CAP_SETFCAP cannot map uid 0 into a user namespace ({problem})"
+    return "single", problem
+
+
+def current_id_map() -> tuple[list[Range], list[Range]]:
+    """The (uid, gid) maps of the user namespaces pybuild makes: container id -> id here ranges."""
+    kind, why = map_kind()
+    uid, gid = os.geteuid(), os.getegid()
+    if kind == "full":
+        return (
+            [(start, start, count) for start, count in namespace_ids("uid")],
+            [(start, start, count) for start, count in namespace_ids("gid")],
+        )
+    if kind == "none":
+        raise RunError(f"cannot map a user namespace: {why}", hints=MAP_HINTS)
+    if kind == "subids":
+        user = _user_name(uid)
+        subuid = subordinate_range(Path("/etc/subuid"), user, uid)
+        subgid = subordinate_range(Path("/etc/subgid"), user, uid)
+        assert subuid is not None and subgid is not None
+        return [(0, uid, 1), (1, subuid[0], subuid[1])], [(0, gid, 1), (1, subgid[0], subgid[1])]
+    _warn_once(f"a single-id user namespace map ({why}): files in containers can only be owned by root")
+    return [(0, uid, 1)], [(0, gid, 1)]
 
 
 def write_id_maps(pid: int, uids: list[Range], gids: list[Range]) -> None:
-    """Map the child ``pid``'s user namespace, with newuidmap/newgidmap when more than one id."""
-    if len(uids) == 1 and len(gids) == 1:
-        Path(f"/proc/{pid}/setgroups").write_text("deny")
-        Path(f"/proc/{pid}/uid_map").write_text(" ".join(map(str, uids[0])) + "\n")
-        Path(f"/proc/{pid}/gid_map").write_text(" ".join(map(str, gids[0])) + "\n")
+    """Map the child ``pid``'s user namespace: directly with the capabilities for it or for a
+    single id, else with newuidmap/newgidmap."""
+    direct = has_caps(*MAP_CAPS)
+    if direct or (len(uids) == 1 and len(gids) == 1 and uids[0][1:] == (os.geteuid(), 1)):
+        try:
+            if not direct:
+                Path(f"/proc/{pid}/setgroups").write_text("deny")
+            Path(f"/proc/{pid}/uid_map").write_text("".join(" ".join(map(str, r)) + "\n" for r in uids))
+            Path(f"/proc/{pid}/gid_map").write_text("".join(" ".join(map(str, r)) + "\n" for r in gids))
+        except OSError as exc:
+            raise RunError(
+                f"cannot write the user namespace's id map: {exc.strerror or exc}", hints=SUBID_HINTS
+            ) from None
         return
     for tool, ranges in (("newuidmap", uids), ("newgidmap", gids)):
         args = [tool, str(pid)] + [str(n) for r in ranges for n in r]
@@ -111,7 +180,7 @@ def result_payload(fn: Callable[[], object]) -> bytes:
         return f"ERunError\t{traceback.format_exc()}".encode()
 
 
-def _decode(message: bytes, status: int) -> Any:
+def decode_payload(message: bytes, status: int) -> Any:
     """The result (or the error, raised again) a helper process sent as ``result_payload`` bytes."""
     if message.startswith(b"R"):
         return pickle.loads(message[1:])
@@ -171,9 +240,12 @@ def call_in_child(body: Callable[[], bytes], *, new_userns: bool) -> Any:
     done = False
     try:
         if os.read(ready_r, 1) != b"1":
+            said = os.read(out_r, 4000)
             os.waitpid(pid, 0)
             done = True
-            raise RunError("could not create a user namespace", hints=SUBID_HINTS)
+            reason = said[1:].decode(errors="replace").partition("\t")[2].strip() if said else ""
+            suffix = f": {reason}" if reason else ""
+            raise RunError(f"could not create a user namespace{suffix}", hints=namespace_hints())
         if new_userns:  # only then does the child wait for the maps (otherwise it may be gone already)
             write_id_maps(pid, uids, gids)
             os.write(go_w, b"1")
@@ -189,17 +261,31 @@ def call_in_child(body: Callable[[], bytes], *, new_userns: bool) -> Any:
                 os.waitpid(pid, 0)
         for fd in (ready_r, go_w, out_r):
             os.close(fd)
-    return _decode(b"".join(chunks), status)
+    return decode_payload(b"".join(chunks), status)
+
+
+_userns_problem: list[str | None] = []
+
+
+def userns_problem() -> str | None:
+    """Why no user namespace can be made here (tried once per process), or None when one can."""
+    if not _userns_problem:
+        try:
+            call_in_child(lambda: result_payload(lambda: None), new_userns=True)
+            _userns_problem.append(None)
+        except PybuildError as exc:
+            _userns_problem.append(str(exc))
+    return _userns_problem[0]
 
 
 def run_in_userns(fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a child process that is root in a new user namespace with ``current_id_map``,
-    and return what it returns (it must pickle).
-
-    As real root, ``fn`` simply runs here. A PybuildError raised by ``fn`` is raised again here,
-    with its class and message; anything else becomes a RunError carrying the child's traceback.
+    """Run ``fn`` as the containers' root and return what it returns (it must pickle): here, where
+    pybuild is root with the capabilities to act on files of any owner (or root where no user
+    namespace can be made), otherwise in a child process that is root in a new user namespace with
+    ``current_id_map``. A PybuildError raised by ``fn`` in a child is raised again here, with its
+    class and message; anything else becomes a RunError carrying the child's traceback.
     """
-    if os.geteuid() == 0:
+    if acts_on_any_owner() or (os.geteuid() == 0 and userns_problem() is not None):
         return fn()
     result: T = call_in_child(lambda: result_payload(fn), new_userns=True)
     return result

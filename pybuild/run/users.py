@@ -17,6 +17,7 @@ config.json of ``pybuild unpack``:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -111,3 +112,24 @@ def chown_ids(root: Path | str, spec: str) -> tuple[int, int]:
     if group:
         gid = _group_id(root, group)
     return uid, gid
+
+
+def become(user: ExecUser) -> None:
+    """Take ``user``'s ids in this process (a container's process, before exec), changing only what
+    differs (root without CAP_SETUID/CAP_SETGID, in place, stays root). Where this user namespace
+    denies setgroups (a single-id map), the supplementary groups stay as they are: only root
+    exists there anyway."""
+    if sorted(os.getgroups()) != sorted(set(user.additional_gids)):
+        try:
+            os.setgroups(user.additional_gids)
+        except PermissionError:
+            try:
+                denied = Path("/proc/self/setgroups").read_text().strip() == "deny"
+            except OSError:
+                denied = False
+            if not denied:
+                raise
+    if os.getresgid() != (user.gid,) * 3:
+        os.setresgid(user.gid, user.gid, user.gid)
+    if os.getresuid() != (user.uid,) * 3:
+        os.setresuid(user.uid, user.uid, user.uid)

@@ -102,20 +102,47 @@ RUN cat /f /g > /both
 def test_stages_from_a_stage_copying_by_index(
     pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool
 ) -> None:
-    """Stage two copies a file stage one has, byte for byte, so its layer has the same diff_id as
-    the one below it; stage three stacks that layer directory twice (ELOOP from overlay, once)."""
+    """Stage two copies a file stage one has, byte for byte (once a layer with the same diff_id as
+    the one below it, ELOOP from overlay in stage three; now an unchanged file makes no layer at all,
+    as in the copy mode). The repeated layer itself is pinned by the next test."""
     where = user_home if rootless else tmp_path
     ctx = context(where / "ctx", THREE_STAGES, f="the file\n")
     built = build_as(pb, ctx, "localhost/three", rootless, user_home)
     assert "Traceback" not in built.proc.stderr
     store = Pybuild(built.store, tmp_path)
     build_as(pb, ctx, "localhost/two", rootless, user_home, "--target", "two")
-    diff_ids = store.inspect("localhost/two")["diff_ids"]
-    assert diff_ids[-1] == diff_ids[-2], diff_ids  # the cause: one layer twice in the stack
+    assert store.inspect("localhost/two")["diff_ids"] == store.inspect("localhost/three")["diff_ids"][:2]
     root = store.rootfs("localhost/three")
     assert (root / "both").read_text() == "the file\nthe file\n"
     assert check_layout(Layout.open(built.store)) == []
     store.validate_oci("localhost/three")
+
+
+# the same layer twice in one stack: two steps that write the same bytes (times pinned by --timestamp)
+REPEATED_LAYER = """FROM busybox AS one
+RUN echo same > /f
+FROM 0 AS two
+RUN echo same > /f
+FROM 1
+RUN cat /f > /seen
+"""
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_a_layer_twice_in_a_stack(pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool) -> None:
+    """Stage two's RUN rewrites /f with the same bytes: with the times pinned its layer is the one
+    below it, so the last stage stacks one layer directory twice (overlay refuses that with ELOOP:
+    pybuild stacks it once, which shows the same tree)."""
+    where = user_home if rootless else tmp_path
+    ctx = context(where / "ctx", REPEATED_LAYER)
+    built = build_as(pb, ctx, "localhost/repeated", rootless, user_home, "--timestamp", "0")
+    assert "Traceback" not in built.proc.stderr
+    store = Pybuild(built.store, tmp_path)
+    diff_ids = store.inspect("localhost/repeated")["diff_ids"]
+    assert diff_ids[-2] == diff_ids[-3], diff_ids  # the cause: one layer twice in the stack
+    assert (store.rootfs("localhost/repeated") / "seen").read_text() == "same\n"
+    assert check_layout(Layout.open(built.store)) == []
+    store.validate_oci("localhost/repeated")
 
 
 # --- build args -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pybuild.diff import Change, apply_layer, scan_upperdir, write_layer, write_tree
@@ -80,6 +80,21 @@ def test_upperdir_changeset_reproduces_the_merged_tree(overlay: Any, tmp_path: P
 
     apply_layer(open_layer(io.BytesIO(out.getvalue())), result)
     assert tree_differences(tree(result, mtimes=True), want) == []
+
+
+def test_a_file_copied_up_without_a_change_is_not_in_the_changeset(overlay: Any) -> None:
+    """Opening a lower file for writing copies it up (lckpwdf does it with /etc/.pwd.lock): with its
+    metadata, xattrs and content unchanged it changes nothing, and is left out, as the copy and
+    in-place modes (which compare trees) leave it out. Written with the same bytes and its mtime
+    put back, it is still compared by content; a changed byte makes it a change."""
+    lower, upper, merged = overlay
+    os.close(os.open(merged / "etc" / "passwd", os.O_WRONLY))
+    group = merged / "etc" / "group"
+    st = os.stat(group)
+    group.write_text(group.read_text().replace("root", "ROOT"))  # same size, other bytes
+    os.utime(group, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (upper / "etc" / "passwd").is_file() and (upper / "etc" / "group").is_file()  # both copied up
+    assert scan_upperdir(upper, [lower]) == [Change("etc/group", "add")]
 
 
 def test_overlay_output_format(tmp_path: Path) -> None:
@@ -199,6 +214,7 @@ def _apply_op(merged: Path, op: str, name: str) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
+@example(ops=[("link", "d/y")])  # an unchanged file copied up by a new hard link keeps its links
 def test_upperdir_round_trip_property(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str]]
 ) -> None:

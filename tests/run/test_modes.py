@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,7 +169,7 @@ def test_mode_is_chosen_by_argument_then_environment(monkeypatch: pytest.MonkeyP
     assert overlay_mode() == "copy"
     assert overlay_mode("fuse") == "fuse"
     monkeypatch.setenv("PYBUILD_RUN_MODE", "bogus")
-    with pytest.raises(RunError, match="unknown overlay mode"):
+    with pytest.raises(RunError, match="unknown isolation mode"):
         overlay_mode()
     monkeypatch.delenv("PYBUILD_RUN_MODE")
     assert overlay_mode() in MODES
@@ -177,6 +178,7 @@ def test_mode_is_chosen_by_argument_then_environment(monkeypatch: pytest.MonkeyP
 ROOTLESS_SCRIPT = """
 import json, sys
 from pathlib import Path
+from typing import Any
 from tests.run.test_modes import make_layers, run_modes
 base, busybox, modes = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
 lowers = make_layers(base, busybox)
@@ -207,3 +209,35 @@ def test_every_mode_gives_the_same_layer_rootless(user_home: Path, busybox_rootf
         res["fn_changes"] = [tuple(c) for c in res["fn_changes"]]
     check_same(results)
     assert modes == list(results)
+
+
+def test_isolation_flag_values(pybuild_cli: Any, tmp_path: Path) -> None:
+    """--isolation (and $PYBUILD_RUN_MODE, which it reads) takes auto, native, fuse, copy or inplace;
+    anything else is a bad command line: exit 2, one line, on build, run and doctor."""
+    (tmp_path / "Containerfile").write_text("FROM scratch\nENV A=1\n")
+    for args in (
+        ["build", "--isolation", "bogus", str(tmp_path)],
+        ["run", "--isolation", "bogus", "x"],
+        ["doctor", "--isolation", "bogus"],
+    ):
+        proc = pybuild_cli(*args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == ("error: --isolation 'bogus': expected auto, native, fuse, copy, inplace\n"), (
+            proc.stderr
+        )
+    proc = pybuild_cli("build", str(tmp_path), check=False, env={"PYBUILD_RUN_MODE": "bogus"})
+    assert proc.returncode == 2 and "--isolation 'bogus'" in proc.stderr
+    assert pybuild_cli("build", "--isolation", "copy", "-q", str(tmp_path)).returncode == 0
+
+
+def test_inplace_is_refused_here() -> None:
+    """In-place mode is judged, never run, on this machine: pybuild runs from /usr here, so the
+    reset between stages would remove what it needs (tests/ci runs in-place mode in containers)."""
+    from pybuild.run.inplace import problem
+    from pybuild.run.modes import check_mode
+
+    assert problem() == (
+        "in-place mode needs pybuild on a tree of its own, and it runs from /usr, where images have files"
+    )
+    with pytest.raises(RunError, match="in-place mode needs pybuild on a tree of its own"):
+        check_mode("inplace")
