@@ -109,6 +109,9 @@ CompressionOption = typer.Option(
     help="Re-compress layers: gzip, zstd or none (default: keep them, but gzip uncompressed ones for "
     "a registry, an OCI layout or an oci-archive).",
 )
+NoReferrersOption = typer.Option(
+    False, "--no-referrers", help="Leave the image's OCI 1.1 referrers (SBOMs, signatures, ...) behind."
+)
 CredsOption = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry (asked for when omitted).")
 TlsOption = typer.Option(
     None,
@@ -403,19 +406,38 @@ def inspect(
     referrers: bool = typer.Option(
         False, "--referrers", help="List the OCI 1.1 artifacts (SBOMs, provenance, ...) referring to it."
     ),
+    artifact_type: str | None = typer.Option(
+        None, "--artifact-type", help="With --referrers: only the artifacts of this type."
+    ),
 ) -> None:
     """Show an image's manifest and config (docker:// references are read without pulling layers)."""
     name: str | None
     options = registry_options(creds, tls_verify, cert_dir, authfile)
+    if artifact_type is not None and not referrers:
+        raise UsageError("--artifact-type goes with --referrers")
     if ref.startswith("docker://"):
         if referrers:
-            raise UsageError(f"--referrers lists the store's and oci: layouts' artifacts, not {ref}'s")
+            from .remote import parse_registry_reference
+            from .remote.referrers import remote_referrers
+
+            found_remote = remote_referrers(
+                parse_registry_reference(ref),
+                options=options,
+                artifact_type=artifact_type,
+                warn=print_warning,
+            )
+            _print_referrers(found_remote, as_json)
+            return
         image, name = _remote_image(ref, options)
     else:
         found = locate(_state(ctx), ref)
         image, name = load_image(found.layout, found.descriptor), found.name
         if referrers:
-            _print_referrers(found.layout, [found.descriptor, image.descriptor], as_json)
+            from .layout import referrers as layout_referrers
+
+            subjects = dict.fromkeys(d.digest for d in (found.descriptor, image.descriptor))
+            listed = [(s, r) for s in subjects for r in layout_referrers(found.layout, s, artifact_type)]
+            _print_referrers(listed, as_json)
             return
     if raw:
         data = image.config.to_bytes() if config else image.manifest.to_bytes()
@@ -452,13 +474,8 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
-def _print_referrers(layout: Layout, subjects: list[Descriptor], as_json: bool) -> None:
-    """The artifacts referring to ``subjects`` (a tagged index and the manifest chosen from it)."""
-    from .layout import referrers
-
-    found = []
-    for subject in dict.fromkeys(s.digest for s in subjects):
-        found += [(subject, r) for r in referrers(layout, subject)]
+def _print_referrers(found: list[tuple[Any, Descriptor]], as_json: bool) -> None:
+    """(subject digest, artifact) pairs: those of a tagged index and of the manifest chosen from it."""
     if as_json:
         echo_json(
             [
@@ -616,8 +633,10 @@ def transfer(
     dest_options: Any = None,
     digestfile: Path | None = None,
     compression: str | None = None,
+    referrers: bool = False,
 ) -> tuple[Descriptor, str]:
-    """Copy an image between any two transports; returns (descriptor written, a summary line)."""
+    """Copy an image between any two transports, and with ``referrers`` its OCI 1.1 referrers;
+    returns (descriptor written, a summary line)."""
     from .layout import parse_platform
 
     wanted = parse_platform(platform) if platform else None
@@ -629,6 +648,11 @@ def transfer(
         if layout is state.store or not _has_uncompressed_layers(found.layout, found.descriptor):
             copied = store_image(found.layout, found.descriptor, layout, name)
             total = len({d.digest for d in referenced_blobs(found.layout, found.descriptor)})
+            if referrers and layout.root != found.layout.root:
+                from .remote.referrers import LayoutDestination, carry_referrers, unchanged
+
+                moved = unchanged(found.layout, found.descriptor)
+                carry_referrers(found.layout, moved, LayoutDestination(layout), warn=print_warning)
             if digestfile is not None:
                 _write_digestfile(digestfile, found.descriptor)
             return found.descriptor, f"copied {copied} of {total} blobs; {dst} is {found.descriptor.digest}"
@@ -645,8 +669,15 @@ def transfer(
             progress=progress,
             digestfile=digestfile,
             compression=compression,
+            referrers=referrers,
+            warn=print_warning,
         )
     return desc, f"{dst} is {desc.digest}"
+
+
+def print_warning(message: str) -> None:
+    """One ``warning:`` line on stderr (what was skipped; the command goes on)."""
+    print(f"warning: {_one_line(message)}", file=sys.stderr)
 
 
 def _has_uncompressed_layers(layout: Layout, desc: Descriptor) -> bool:
@@ -707,10 +738,11 @@ def copy(
         None, "--digestfile", help="Write the copied manifest's digest here."
     ),
     compression: str | None = CompressionOption,
+    no_referrers: bool = NoReferrersOption,
 ) -> None:
     """Copy an image between the store, OCI layouts, archives and registries (blobs are copied as
     they are, but uncompressed layers are gzipped for a registry, an OCI layout or an oci-archive;
-    --compression asks for another)."""
+    --compression asks for another), with its OCI 1.1 referrers."""
     default_tls = flag_bool(tls_verify, "--tls-verify")
     src_options = registry_options(
         src_creds or creds,
@@ -738,6 +770,7 @@ def copy(
         dest_options=dest_options,
         digestfile=digestfile,
         compression=compression,
+        referrers=not no_referrers,
     )
     if not quiet:
         typer.echo(summary)
@@ -753,6 +786,9 @@ def pull(
     tls_verify: str | None = TlsOption,
     authfile: Path | None = AuthfileOption,
     cert_dir: Path | None = CertDirOption,
+    referrers: bool = typer.Option(
+        False, "--referrers", help="Fetch its OCI 1.1 referrers (SBOMs, provenance, ...) too."
+    ),
 ) -> None:
     """Pull an image from a registry into the store, under its full name."""
     from .remote import parse_registry_reference
@@ -767,7 +803,9 @@ def pull(
             + (f"@{remote.digest}" if remote.digest else f":{remote.tag or 'latest'}")
         )
     )
-    desc, _ = transfer(_state(ctx), text, name, quiet=quiet, platform=platform, src_options=options)
+    desc, _ = transfer(
+        _state(ctx), text, name, quiet=quiet, platform=platform, src_options=options, referrers=referrers
+    )
     typer.echo(str(desc.digest) if quiet else f"pulled {name} {desc.digest}")
 
 
@@ -785,8 +823,9 @@ def push(
         None, "--digestfile", help="Write the pushed manifest's digest here."
     ),
     compression: str | None = CompressionOption,
+    no_referrers: bool = NoReferrersOption,
 ) -> None:
-    """Push an image to a registry; prints the pushed manifest digest."""
+    """Push an image to a registry, with its OCI 1.1 referrers; prints the pushed manifest digest."""
     target = dst if _is_remote(dst) or dst.startswith("oci:") else f"docker://{dst}"
     options = registry_options(creds, tls_verify, cert_dir, authfile)
     desc, _ = transfer(
@@ -797,6 +836,7 @@ def push(
         dest_options=options,
         digestfile=digestfile,
         compression=compression,
+        referrers=not no_referrers,
     )
     typer.echo(str(desc.digest))
 

@@ -27,6 +27,15 @@ from ..layout.document import DOCUMENT_LIMIT
 from .auth import Credentials
 from .recompress import has_uncompressed_layers, recompress_image
 from .reference import RegistryReference, parse_registry_reference
+from .referrers import (
+    LayoutDestination,
+    Warn,
+    carry_referrers,
+    fetch_referrers,
+    log_warning,
+    push_referrers,
+    unchanged,
+)
 from .registry import Outbound, Progress, RegistryOptions, pull, push, push_converted, resolve_manifest
 from .registry.validate import check_config, parse_manifest
 
@@ -120,6 +129,8 @@ def copy_image(
     progress: Progress | None = None,
     digestfile: Path | str | None = None,
     compression: str | None = None,
+    referrers: bool = True,
+    warn: Warn = log_warning,
 ) -> Descriptor:
     """Copy one image from ``src`` to ``dst`` (any transport, store names too); the descriptor written.
 
@@ -133,6 +144,10 @@ def copy_image(
     ``dest_options`` say how to reach each side's registry (else ``creds``/``src_creds``/
     ``dest_creds`` and ``tls_verify``). ``digestfile`` receives the written manifest's digest.
     Nothing is named in ``dst`` unless the whole image is there and verified.
+
+    With ``referrers``, the image's OCI 1.1 referrers (and theirs) go along from the store, a layout
+    or a registry to a layout or a registry (see ``remote.referrers``); what is wrong with one is a
+    ``warn`` line, and the image is copied all the same.
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
@@ -160,12 +175,16 @@ def copy_image(
                 progress=progress,
                 cache=cache if out.root == store.root else None,
             )
+            if referrers:
+                _fetch_referrers(source, src_opts, [desc.digest], out, progress, warn)
             _write_digestfile(digestfile, desc)
             return desc
         else:
             layout = Layout.create(Path(tmpdir) / "staging")
             if isinstance(source, RegistryReference):
                 desc = pull(source, layout, None, platform=platform, options=src_opts, progress=progress)
+                if referrers and not isinstance(dest, ArchiveReference):
+                    _fetch_referrers(source, src_opts, [desc.digest], layout, progress, warn)
             elif source.transport == "docker-archive":
                 from .archive import read_docker_archive
 
@@ -179,23 +198,30 @@ def copy_image(
         # their way to a registry, an OCI layout or an oci-archive, unless --compression says
         auto = compression is None and _compresses(dest) and has_uncompressed_layers(layout, desc)
         convert = compression is not None or auto
+        image = desc  # what the referrers name; what it became at the destination is ``moved``
+        moved: dict[Digest, Descriptor] = {}
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
             out = _dest_layout(dest, store)
             with out.writing():
                 if convert:
-                    manifest = select_manifest(layout, desc, platform)
+                    image = select_manifest(layout, desc, platform)
                     desc = recompress_image(
-                        layout, manifest, out, compression or "gzip", only_uncompressed=auto, cache=cache
+                        layout, image, out, compression or "gzip", only_uncompressed=auto, cache=cache
                     )
+                    moved = {image.digest: desc}
                 else:
                     copy_blobs(layout, out, desc)
+                    moved = unchanged(layout, desc)
                 out.set_tag(_dest_tag(dest), desc)
+                if referrers:
+                    carry_referrers(layout, moved, LayoutDestination(out), warn=warn)
         elif isinstance(dest, RegistryReference):
             if convert:
+                image = select_manifest(layout, desc, platform)
                 desc = push_converted(
                     layout,
-                    select_manifest(layout, desc, platform),
+                    image,
                     dest,
                     Outbound(compression or "gzip", only_uncompressed=auto),
                     Layout.create(Path(tmpdir) / "compressed"),
@@ -203,7 +229,9 @@ def copy_image(
                     progress=progress,
                     cache=cache,
                 )
+                moved = {image.digest: desc}
             else:
+                moved = unchanged(layout, desc)
                 same = isinstance(source, RegistryReference) and source.registry == dest.registry
                 push(
                     layout,
@@ -213,6 +241,10 @@ def copy_image(
                     progress=progress,
                     mount_from=source.repository if same and isinstance(source, RegistryReference) else None,
                     cache=cache,
+                )
+            if referrers:
+                push_referrers(
+                    layout, moved, dest, options=dest_opts, progress=progress, cache=cache, warn=warn
                 )
         else:
             if convert:
@@ -230,6 +262,21 @@ def copy_image(
                 write_oci_archive(layout, desc, dest.path, dest.name)
     _write_digestfile(digestfile, desc)
     return desc
+
+
+def _fetch_referrers(
+    source: RegistryReference,
+    options: RegistryOptions,
+    roots: list[Digest],
+    layout: Layout,
+    progress: Progress | None,
+    warn: Warn,
+) -> None:
+    registry = options.registry(source.registry)
+    try:
+        fetch_referrers(registry, source.repository, roots, layout, warn=warn, progress=progress)
+    finally:
+        registry.close()
 
 
 def _compresses(dest: ImageReference) -> bool:
