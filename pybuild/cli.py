@@ -33,6 +33,7 @@ from .layout import (
     copy_blobs,
     gc,
     load_image,
+    mediatype,
     parse_name,
     parse_reference,
     referenced_blobs,
@@ -415,6 +416,8 @@ def inspect(
     options = registry_options(creds, tls_verify, cert_dir, authfile)
     if artifact_type is not None and not referrers:
         raise UsageError("--artifact-type goes with --referrers")
+    if artifact_type is not None and not mediatype.is_valid(artifact_type):
+        raise UsageError(f"--artifact-type {artifact_type[:80]!r}: expected TYPE/SUBTYPE")
     if ref.startswith("docker://"):
         if referrers:
             from .remote import parse_registry_reference

@@ -207,7 +207,30 @@ def _from_tag(
     found = _entries(Index.new(doc), subject, where, warn)
     if len(found) > LISTING_LIMIT:
         raise BadReferrers(f"{where}: more than {LISTING_LIMIT} referrers")
-    return _unique([d for d in found if artifact_type is None or d.artifact_type == artifact_type])
+    completed = [_completed(registry, repository, d, what, where, warn) for d in _unique(found)]
+    return [d for d in completed if d is not None and artifact_type in (None, d.artifact_type)]
+
+
+def _completed(
+    registry: Registry, repository: str, desc: Descriptor, what: str, where: str, warn: Warn
+) -> Descriptor | None:
+    """An entry of the referrers tag as the referrers API would list it. A tool that rewrites the
+    index may drop ``artifactType`` (skopeo 1.9's ``copy --all`` does): it is read from the manifest
+    again; None (with a warning) when that manifest cannot be read."""
+    if desc.artifact_type is not None or desc.media_type not in mediatype.MANIFESTS:
+        return desc
+    try:
+        found, raw = registry.get_manifest(
+            RegistryReference(registry.host, repository, digest=desc.digest), what
+        )
+        return referrer_descriptor(raw, found, f"{where}: {desc.digest}")
+    except (*_TRANSPORT, AuthError):
+        raise
+    except PybuildError as exc:
+        warn(
+            f"{where}: skipped {desc.digest}: {str(exc).removeprefix(f'registry {registry.host}: {what}: ')}"
+        )
+        return None
 
 
 def add_to_tag(registry: Registry, repository: str, subject: Digest, listed: Descriptor, what: str) -> None:
