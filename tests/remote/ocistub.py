@@ -213,6 +213,8 @@ class StubRegistry:
             return 200, out, raw
         if method != "PUT":
             return _error(405, "UNSUPPORTED", "the operation is unsupported")
+        if self.before_put is not None:
+            self.before_put(name, reference, body)
         if self.conditional and not reference.startswith("sha256:"):
             current = repo.tags.get(reference)
             match = headers.get("if-match")
@@ -232,8 +234,6 @@ class StubRegistry:
             return _error(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing}")
         if reference.startswith("sha256:") and reference != digest_of(body):
             return _error(400, "DIGEST_INVALID", "manifest digest does not match")
-        if self.before_put is not None:
-            self.before_put(name, reference, body)
         digest = self.put_manifest(name, reference, body, media_type)
         if self.after_put is not None:
             self.after_put(name, reference, body)
