@@ -41,8 +41,8 @@ from ..layout.referrers import list_artifact, referrer_descriptor, with_subject
 from .reference import RegistryReference
 from .registry import Progress, RegistryOptions
 from .registry.client import Registry
-from .registry.pull import WORKERS, no_progress, resolve_manifest
-from .registry.push import CHUNKED_THRESHOLD, Pusher
+from .registry.pull import no_progress, resolve_manifest
+from .registry.push import Pusher
 from .registry.referrers import BadReferrers, add_to_tag, fetch_referrer, list_referrers
 
 #: how many levels of referrers of referrers are followed; how many referrers one copy carries
@@ -72,6 +72,37 @@ def unchanged(layout: Layout, desc: Descriptor) -> dict[Digest, Descriptor]:
     return {d.digest: d for d in subjects(layout, desc)}
 
 
+#: (the subject's digest where referrers are found, what it is where they go) -> the referrer written
+#: and what it is where it went, or None when it was skipped (with a warning)
+Visit = Callable[[Descriptor, Digest, Descriptor], Descriptor | None]
+
+
+def _walk(
+    starts: dict[Digest, Descriptor], listing: Callable[[Digest], list[Descriptor]], visit: Visit, warn: Warn
+) -> list[Descriptor]:
+    """Breadth first through the referrers of ``starts``, theirs, and so on (``DEPTH`` levels, ``COUNT``
+    referrers at most, each once); what ``visit`` wrote."""
+    queue = [(old, new, 0) for old, new in starts.items()]
+    seen: set[Digest] = set(starts)
+    written: list[Descriptor] = []
+    while queue:
+        old_subject, new_subject, depth = queue.pop(0)
+        for entry in listing(old_subject):
+            if entry.digest in seen:
+                continue
+            seen.add(entry.digest)
+            if len(written) >= COUNT:
+                warn(f"more than {COUNT} referrers; the rest are left")
+                return written
+            new = visit(entry, old_subject, new_subject)
+            if new is None:
+                continue
+            written.append(new)
+            if depth + 1 < DEPTH:
+                queue.append((entry.digest, new, depth + 1))
+    return written
+
+
 # --- from a registry ---------------------------------------------------------------------------
 
 
@@ -87,36 +118,28 @@ def fetch_referrers(
     """Fetch the referrers of ``roots`` (and theirs) from ``repository`` into ``layout``, each listed
     there untagged; returns them as listed. Bad ones are skipped with a warning."""
     what = f"pulling referrers from {repository}"
-    queue = [(root, 0) for root in roots]
-    seen: set[Digest] = set(roots)
-    fetched: list[Descriptor] = []
-    while queue:
-        subject, depth = queue.pop(0)
+
+    def listing(subject: Digest) -> list[Descriptor]:
         try:
-            listed = list_referrers(registry, repository, subject, what, warn)
+            return list_referrers(registry, repository, subject, what, warn)
         except BadReferrers as exc:
             warn(f"{exc}; none taken")
-            continue
-        for entry in listed:
-            if entry.digest in seen:
-                continue
-            seen.add(entry.digest)
-            if len(fetched) >= COUNT:
-                warn(f"registry {registry.host}: {what}: more than {COUNT} referrers; the rest are left")
-                return fetched
-            try:
-                with layout.writing():
-                    _, desc = fetch_referrer(
-                        registry, repository, entry, subject, layout, what, progress or no_progress
-                    )
-                    list_artifact(layout, desc)
-            except BadReferrers as exc:
-                warn(f"{exc}; skipped")
-                continue
-            fetched.append(desc)
-            if depth + 1 < DEPTH:
-                queue.append((desc.digest, depth + 1))
-    return fetched
+            return []
+
+    def fetch(entry: Descriptor, subject: Digest, _where: Descriptor) -> Descriptor | None:
+        try:
+            with layout.writing():
+                _, desc = fetch_referrer(
+                    registry, repository, entry, subject, layout, what, progress or no_progress
+                )
+                list_artifact(layout, desc)
+        except BadReferrers as exc:
+            warn(f"{exc}; skipped")
+            return None
+        return desc
+
+    starts = {root: Descriptor(mediatype.OCI_MANIFEST, root, 0) for root in roots}  # (only the digest counts)
+    return _walk(starts, listing, fetch, warn)
 
 
 # --- to a destination --------------------------------------------------------------------------
@@ -182,36 +205,27 @@ def carry_referrers(
     """Write the referrers in ``src`` of each subject in ``moved`` (old digest -> the descriptor it
     has at the destination) to ``dest``, and theirs, recursively; a referrer whose subject moved is
     rewritten to name the new one. Returns the referrers written (their new descriptors)."""
-    queue = [(old, new, 0) for old, new in moved.items()]
-    seen: set[Digest] = set(moved)
-    written: list[Descriptor] = []
-    while queue:
-        old_subject, new_subject, depth = queue.pop(0)
+
+    def listing(subject: Digest) -> list[Descriptor]:
         try:
-            found = layout_referrers(src, old_subject)
+            return layout_referrers(src, subject)
         except LayoutError as exc:
-            warn(f"cannot list the referrers of {old_subject} in {src.label}: {exc}")
-            continue
-        for ref in found:
-            if ref.digest in seen:
-                continue
-            seen.add(ref.digest)
-            if len(written) >= COUNT:
-                warn(f"more than {COUNT} referrers in {src.label}; the rest are left")
-                return written
-            try:
-                raw = src.blobs.read(ref.digest, ref.size)
-                if new_subject.digest != old_subject:
-                    raw = with_subject(raw, ref, new_subject, f"referrer {ref.digest} in {src.label}")
-                new = Descriptor(ref.media_type, Digest.of_bytes(raw, ref.digest.algorithm), len(raw))
-                dest.put(src, ref, raw, new, new_subject.digest)
-            except (LayoutError, BadReferrers) as exc:
-                warn(f"referrer {ref.digest} in {src.label} skipped: {exc}")
-                continue
-            written.append(new)
-            if depth + 1 < DEPTH:
-                queue.append((ref.digest, new, depth + 1))
-    return written
+            warn(f"cannot list the referrers of {subject} in {src.label}: {exc}")
+            return []
+
+    def put(ref: Descriptor, old_subject: Digest, new_subject: Descriptor) -> Descriptor | None:
+        try:
+            raw = src.blobs.read(ref.digest, ref.size)
+            if new_subject.digest != old_subject:
+                raw = with_subject(raw, ref, new_subject, f"referrer {ref.digest} in {src.label}")
+            new = Descriptor(ref.media_type, Digest.of_bytes(raw, ref.digest.algorithm), len(raw))
+            dest.put(src, ref, raw, new, new_subject.digest)
+        except (LayoutError, BadReferrers) as exc:
+            warn(f"referrer {ref.digest} in {src.label} skipped: {exc}")
+            return None
+        return new
+
+    return _walk(moved, listing, put, warn)
 
 
 def push_referrers(
@@ -227,21 +241,11 @@ def push_referrers(
     """``carry_referrers`` to the repository ``ref`` names."""
     if not any(layout_referrers(src, old) for old in moved):
         return []
-    registry = (options or RegistryOptions()).registry(ref.registry)
-    pusher = Pusher(
-        registry,
-        ref,
-        progress or no_progress,
-        mount_from=None,
-        cache=cache,
-        chunk_size=16 << 20,
-        chunked_threshold=CHUNKED_THRESHOLD,
-        workers=WORKERS,
-    )
+    pusher = Pusher.open(ref, options, progress, cache)
     try:
         return carry_referrers(src, moved, RegistryDestination(pusher, warn), warn=warn)
     finally:
-        registry.close()
+        pusher.registry.close()
 
 
 def remote_referrers(

@@ -110,6 +110,27 @@ class Pusher:
         self.scope = f"repository:{self.repository}:pull,push"
         self.location = f"docker://{registry.host}/{self.repository}"
 
+    @classmethod
+    def open(
+        cls,
+        ref: RegistryReference,
+        options: RegistryOptions | None,
+        progress: Progress | None,
+        cache: BlobInfoCache | None,
+        workers: int = WORKERS,
+    ) -> Pusher:
+        """A push to ``ref`` on a registry client of its own (the caller closes ``.registry``)."""
+        return cls(
+            (options or RegistryOptions()).registry(ref.registry),
+            ref,
+            progress or no_progress,
+            mount_from=None,
+            cache=cache,
+            chunk_size=16 << 20,
+            chunked_threshold=CHUNKED_THRESHOLD,
+            workers=workers,
+        )
+
     # --- is it there already? ----------------------------------------------------------------
     def _mount_sources(self, digest: Digest) -> list[str]:
         sources = [self.mount_from] if self.mount_from else []
@@ -403,18 +424,8 @@ def push_converted(
 ) -> Descriptor:
     """Push the manifest ``desc`` with its layers compressed as ``outbound`` says (compressed blobs
     made on the way go through ``staging``); returns the manifest pushed."""
-    registry = (options or RegistryOptions()).registry(ref.registry)
-    pusher = Pusher(
-        registry,
-        ref,
-        progress or no_progress,
-        mount_from=None,
-        cache=cache,
-        chunk_size=16 << 20,
-        chunked_threshold=CHUNKED_THRESHOLD,
-        workers=workers,
-    )
+    pusher = Pusher.open(ref, options, progress, cache, workers)
     try:
         return pusher.push_converted(layout, desc, outbound, staging)
     finally:
-        registry.close()
+        pusher.registry.close()
