@@ -4,13 +4,32 @@ the tag-schema fallback, and registries that answer what the spec does not allow
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pybuild.layout import Digest, ImageStore, check_layout, dump_json, referrers
+from pybuild.layout import (
+    Descriptor,
+    Digest,
+    ImageStore,
+    Index,
+    Layout,
+    Manifest,
+    Platform,
+    attach,
+    check_layout,
+    dump_json,
+    mediatype,
+    referrers,
+)
+from pybuild.layout.referrers import list_artifact, referrer_descriptor
+from tests.fixtures.images import make_image, tar_entries
+from tests.fixtures.rootless import PYBUILD, TEST_USER, as_test_user
+from tests.fixtures.tools import validate_layout
 
 from .ocistub import OCI_INDEX, StubRegistry, digest_of
 from .referrers_helpers import SIG, SPDX, attach_to, fallback_tag, image_in_store, warnings_of
@@ -202,3 +221,152 @@ def test_a_referrer_of_another_image_is_one_warning(
         assert [r.digest for r in referrers(store, Digest.parse(digest))] == [mine.digest]
         assert not store.blobs.exists(Digest.parse(stranger["digest"]))
         assert check_layout(store) == []
+
+
+BUNDLE = "application/vnd.example.bundle"
+
+
+def _index_with_referrers(root: Path) -> dict[str, Descriptor]:
+    """An OCI layout with an index of two platform images, tagged ``multi``: an SBOM of each image,
+    a signature of the index, and a bundle (an index artifact holding one manifest) of the amd64 one."""
+    layout = Layout.create(root)
+    amd64 = make_image(layout, [tar_entries({"etc/amd64": b"amd64"})])
+    arm64 = make_image(layout, [tar_entries({"etc/arm64": b"arm64"})])
+    index = Index.build(
+        [
+            Descriptor(amd64.media_type, amd64.digest, amd64.size, platform=Platform("amd64", "linux")),
+            Descriptor(arm64.media_type, arm64.digest, arm64.size, platform=Platform("arm64", "linux", "v8")),
+        ]
+    )
+    digest, size = layout.blobs.put(index.to_bytes())
+    top = Descriptor(mediatype.OCI_INDEX, digest, size)
+    layout.set_tag("multi", top)
+    made = {
+        "index": top,
+        "amd64": amd64,
+        "arm64": arm64,
+        "index-sig": attach(layout, top, SIG, "application/octet-stream", b"signed index"),
+        "amd64-sbom": attach(layout, amd64, SPDX, SPDX, b'{"arch": "amd64"}'),
+        "arm64-sbom": attach(layout, arm64, SPDX, SPDX, b'{"arch": "arm64"}'),
+    }
+    with layout.writing():
+        part, part_size = layout.blobs.put(b"a part of the bundle")
+        layout.blobs.put(b"{}")
+        inner = Manifest.new(
+            {
+                "schemaVersion": 2,
+                "mediaType": mediatype.OCI_MANIFEST,
+                "artifactType": BUNDLE,
+                "config": EMPTY,
+                "layers": [{"mediaType": "application/octet-stream", "digest": str(part), "size": part_size}],
+            }
+        )
+        inner_digest, inner_size = layout.blobs.put(inner.to_bytes())
+        bundle = Index.new(
+            {
+                "schemaVersion": 2,
+                "mediaType": mediatype.OCI_INDEX,
+                "artifactType": BUNDLE,
+                "manifests": [
+                    {"mediaType": mediatype.OCI_MANIFEST, "digest": str(inner_digest), "size": inner_size}
+                ],
+                "subject": {"mediaType": amd64.media_type, "digest": str(amd64.digest), "size": amd64.size},
+            }
+        )
+        raw = bundle.to_bytes()
+        bundle_digest, bundle_size = layout.blobs.put(raw)
+        listed = referrer_descriptor(
+            raw, Descriptor(mediatype.OCI_INDEX, bundle_digest, bundle_size), "bundle"
+        )
+        list_artifact(layout, listed)
+    made["bundle"] = listed
+    return made
+
+
+def test_an_index_carries_the_referrers_of_its_manifests(pybuild_cli: Any, tmp_path: Path) -> None:
+    """Copied whole between layouts, an index takes its own referrers and its manifests' along; to a
+    registry, only the manifest for the platform goes, with its referrers (an index referrer too)."""
+    made = _index_with_referrers(tmp_path / "a")
+    validate_layout(tmp_path / "a", "multi")
+    pybuild_cli("copy", f"oci:{tmp_path / 'a'}:multi", f"oci:{tmp_path / 'b'}:multi")
+    copied = Layout.open(tmp_path / "b")
+    assert [r.digest for r in referrers(copied, made["index"].digest)] == [made["index-sig"].digest]
+    assert [r.digest for r in referrers(copied, made["amd64"].digest)] == [
+        made["amd64-sbom"].digest,
+        made["bundle"].digest,
+    ]
+    assert [r.digest for r in referrers(copied, made["arm64"].digest)] == [made["arm64-sbom"].digest]
+    validate_layout(tmp_path / "b", "multi")
+
+    with StubRegistry() as stub:
+        pushed = pybuild_cli(
+            "copy", "--platform", "linux/amd64", f"oci:{tmp_path / 'a'}:multi", f"docker://{stub.host}/bb:v1"
+        )
+        assert str(made["amd64"].digest) in pushed.stdout
+        listed = stub.referrers_of("bb", str(made["amd64"].digest))
+        assert sorted((e["digest"], e["artifactType"]) for e in listed) == sorted(
+            [(str(made["amd64-sbom"].digest), SPDX), (str(made["bundle"].digest), BUNDLE)]
+        )
+        assert stub.referrers_of("bb", str(made["index"].digest)) == []  # the index is not there
+        assert stub.referrers_of("bb", str(made["arm64"].digest)) == []
+
+        env = {"PYBUILD_STORE": str(tmp_path / "pulled")}
+        pybuild_cli("pull", "--referrers", "--platform", "linux/amd64", f"{stub.host}/bb:v1", env=env)
+        store = ImageStore.at(tmp_path / "pulled")
+        got = {r.digest: r for r in referrers(store, made["amd64"].digest)}
+        assert set(got) == {made["amd64-sbom"].digest, made["bundle"].digest}
+        assert got[made["bundle"].digest].media_type == mediatype.OCI_INDEX
+        assert got[made["bundle"].digest].artifact_type == BUNDLE
+        assert store.blobs.read(made["bundle"].digest) == Layout.open(tmp_path / "a").blobs.read(
+            made["bundle"].digest
+        )
+        assert check_layout(store) == []
+
+
+def test_a_layout_gets_rewritten_referrers_when_the_manifest_changes(
+    pybuild_cli: Any, busybox_layout: Path, tmp_path: Path
+) -> None:
+    """Store to oci: gzips uncompressed layers too: the SBOM in the layout names the new manifest."""
+    local = image_in_store(pybuild_cli, busybox_layout, "localhost/bb", plain=True)
+    sbom = attach_to(pybuild_cli.store, "localhost/bb", SPDX, b'{"spdxVersion": "SPDX-2.3"}')
+    out = tmp_path / "out"
+    written = pybuild_cli("copy", "localhost/bb", f"oci:{out}:v1").stdout.split()[-1]
+    assert written != local
+    layout = Layout.open(out)
+    [moved] = referrers(layout, Digest.parse(written))
+    assert moved.digest != sbom.digest and moved.artifact_type == SPDX
+    manifest = json.loads(layout.blobs.read(moved.digest))
+    assert manifest["subject"] == {
+        "mediaType": mediatype.OCI_MANIFEST,
+        "digest": written,
+        "size": len(layout.blobs.read(Digest.parse(written))),
+    }
+    assert referrers(layout, Digest.parse(local)) == []
+    validate_layout(out, "v1")
+
+
+@pytest.mark.rootless
+def test_referrers_round_trip_as_an_unprivileged_user(busybox_layout: Path, user_home: Path) -> None:
+    """The same as the test user, in stores of its own: sbom --attach, push, pull --referrers."""
+    oci = user_home / "oci"
+    shutil.copytree(busybox_layout, oci)
+    subprocess.run(["chown", "-R", TEST_USER, str(oci)], check=True)
+
+    def pb(store: str, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = as_test_user([PYBUILD, *args], user_home, {"PYBUILD_STORE": str(user_home / store)})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    pb("store", "copy", "-q", "--compression", "none", f"oci:{oci}:latest", "localhost/bb")
+    pb("store", "sbom", "--attach", "--timestamp", "0", "localhost/bb")
+    with StubRegistry() as stub:
+        pushed = pb("store", "push", "localhost/bb", f"docker://{stub.host}/bb:v1").stdout.strip()
+        [entry] = stub.referrers_of("bb", pushed)
+        pb("pulled", "pull", "--referrers", f"{stub.host}/bb:v1")
+        listed = json.loads(pb("pulled", "inspect", "--referrers", "--json", f"{stub.host}/bb:v1").stdout)
+        assert [(r["digest"], r["artifactType"], r["subject"]) for r in listed] == [
+            (entry["digest"], SPDX, pushed)
+        ]
+        pb("pulled", "check")
+    store = user_home / "pulled"
+    assert all(p.stat().st_uid != 0 for p in store.rglob("*"))  # all the user's own
