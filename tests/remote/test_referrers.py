@@ -276,3 +276,25 @@ def test_referrers_flags_are_checked(pybuild_cli: Any) -> None:
     )
     proc = pybuild_cli("inspect", "--artifact-type", SPDX, "busybox", check=False)
     assert proc.returncode == 2 and "--artifact-type goes with --referrers" in proc.stderr
+
+
+def test_copy_from_a_registry_with_the_api_to_one_without(
+    pybuild_cli: Any, busybox_layout: Path, registry: RegistryServer
+) -> None:
+    """Listed by the referrers API at the source, by the referrers tag at the destination."""
+    from .ocistub import StubRegistry
+
+    digest = image_in_store(pybuild_cli, busybox_layout, "localhost/bb", plain=False)
+    sbom = attach_to(pybuild_cli.store, "localhost/bb", SPDX, b'{"spdxVersion": "SPDX-2.3"}')
+    signature = attach_to(pybuild_cli.store, str(sbom.digest), SIG, b"signed sbom")
+    with StubRegistry() as stub:
+        pybuild_cli("push", "localhost/bb", f"docker://{stub.host}/bb:v1")
+        assert sorted(stub.repo("bb").tags) == ["v1"]
+        pybuild_cli("copy", f"docker://{stub.host}/bb:v1", f"docker://{registry.host}/bb:v1")
+    assert sorted(tags(registry.host, "bb")) == sorted(
+        ["v1", fallback_tag(digest), fallback_tag(str(sbom.digest))]
+    )
+    [entry] = raw_of(f"docker://{registry.host}/bb:{fallback_tag(digest)}")["manifests"]
+    assert (entry["digest"], entry["artifactType"]) == (str(sbom.digest), SPDX)
+    [entry] = raw_of(f"docker://{registry.host}/bb:{fallback_tag(str(sbom.digest))}")["manifests"]
+    assert entry["digest"] == str(signature.digest)

@@ -242,10 +242,10 @@ def add_to_tag(registry: Registry, repository: str, subject: Digest, listed: Des
     that supports conditional requests refuses with 412 if another client changed the tag in
     between: then it is read and merged again. Otherwise (CNCF distribution ignores both headers)
     the tag is read back after the write; when another client's write replaced ours, our entry is
-    missing and is merged in again. The race that remains: another client that read the tag before
-    our write and writes after our check drops our entry, unless it checks its own write the same
-    way (then it merges ours back only if it still has it: it does not). Only the referrers API
-    closes that window.
+    missing and is merged in again. The race that remains: a client that read the tag before our
+    write and writes after our read-back drops our entry, and nothing tells us (a client that reads
+    its own write back, as pybuild does, restores its own entry, not ours). Only the referrers API,
+    or a registry that honours the conditional headers, closes that window.
     """
     tag = referrers_tag(subject)
     where = f"registry {registry.host}: {what}: referrers tag {tag}"
