@@ -198,8 +198,7 @@ def copy_image(
         # their way to a registry, an OCI layout or an oci-archive, unless --compression says
         auto = compression is None and _compresses(dest) and has_uncompressed_layers(layout, desc)
         convert = compression is not None or auto
-        image = desc  # what the referrers name; what it became at the destination is ``moved``
-        moved: dict[Digest, Descriptor] = {}
+        moved: dict[Digest, Descriptor] = {}  # what the referrers name -> what it is at the destination
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
             out = _dest_layout(dest, store)

@@ -153,12 +153,21 @@ def test_a_concurrent_update_of_the_referrers_tag_is_merged(
 
 
 def _pull_with_bad_listing(
-    pybuild_cli: Any, busybox_layout: Path, tmp_path: Path, body: bytes, *fragments: str
+    pybuild_cli: Any,
+    busybox_layout: Path,
+    tmp_path: Path,
+    body: bytes,
+    *fragments: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
     digest = image_in_store(pybuild_cli, busybox_layout, "localhost/bb", plain=False)
     with StubRegistry() as stub:
         pybuild_cli("push", "localhost/bb", f"docker://{stub.host}/bb:v1")
-        stub.override[f"/v2/bb/referrers/{digest}"] = (200, {"Content-Type": OCI_INDEX}, body)
+        stub.override[f"/v2/bb/referrers/{digest}"] = (
+            200,
+            {"Content-Type": OCI_INDEX, **(headers or {})},
+            body,
+        )
         env = {"PYBUILD_STORE": str(tmp_path / "pulled")}
         proc = pybuild_cli("pull", "--referrers", f"{stub.host}/bb:v1", env=env, check=False)
         [warning] = warnings_of(proc)
@@ -198,6 +207,14 @@ def test_a_referrers_answer_that_is_no_index_is_one_warning(
 ) -> None:
     body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": EMPTY, "layers": []}).encode()
     _pull_with_bad_listing(pybuild_cli, busybox_layout, tmp_path, body, "not an OCI image index")
+
+
+def test_a_next_page_that_is_not_http_is_one_warning(
+    pybuild_cli: Any, busybox_layout: Path, tmp_path: Path
+) -> None:
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
+    link = {"Link": '<file:///etc/passwd>; rel="next"'}
+    _pull_with_bad_listing(pybuild_cli, busybox_layout, tmp_path, body, "refused a next page", headers=link)
 
 
 def test_a_referrer_of_another_image_is_one_warning(

@@ -125,6 +125,8 @@ def _pages(registry: Registry, repository: str, url: str, what: str) -> Iterator
         if resp.status != 200 or link is None:
             return
         url = urllib.parse.urljoin(registry.base + url if url.startswith("/") else url, link.group(1))
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise BadReferrers(f"registry {registry.host}: {what}: refused a next page at {url[:100]!r}")
     raise BadReferrers(
         f"registry {registry.host}: {what}: the referrers listing has more than {PAGE_LIMIT} pages"
     )
