@@ -18,6 +18,7 @@ from ..layout import (
     check_layout,
     load_image,
     locate,
+    mediatype,
 )
 from .app import app, state_of
 from .options import AuthfileOption, CertDirOption, CredsOption, TlsOption, registry_options
@@ -134,19 +135,37 @@ def inspect(
     referrers: bool = typer.Option(
         False, "--referrers", help="List the OCI 1.1 artifacts (SBOMs, provenance, ...) referring to it."
     ),
+    artifact_type: str | None = typer.Option(
+        None, "--artifact-type", help="With --referrers: only the artifacts of this type."
+    ),
 ) -> None:
     """Show an image's manifest and config (docker:// references are read without pulling layers)."""
     name: str | None
     options = registry_options(creds, tls_verify, cert_dir, authfile)
+    if artifact_type is not None and not referrers:
+        raise UsageError("--artifact-type goes with --referrers")
+    if artifact_type is not None and not mediatype.is_valid(artifact_type):
+        raise UsageError(f"--artifact-type {artifact_type[:80]!r}: expected TYPE/SUBTYPE")
     if ref.startswith("docker://"):
         if referrers:
-            raise UsageError(f"--referrers lists the store's and oci: layouts' artifacts, not {ref}'s")
+            from ..remote import parse_registry_reference
+            from ..remote.referrers import remote_referrers
+
+            found_remote = remote_referrers(
+                parse_registry_reference(ref), options=options, artifact_type=artifact_type
+            )
+            _print_referrers(found_remote, as_json)
+            return
         image, name = _remote_image(ref, options)
     else:
         found = locate(state_of(ctx).store, ref)
         image, name = load_image(found.layout, found.descriptor), found.name
         if referrers:
-            _print_referrers(found.layout, [found.descriptor, image.descriptor], as_json)
+            from ..layout import referrers as layout_referrers
+
+            subjects = dict.fromkeys(d.digest for d in (found.descriptor, image.descriptor))
+            listed = [(s, r) for s in subjects for r in layout_referrers(found.layout, s, artifact_type)]
+            _print_referrers(listed, as_json)
             return
     if raw:
         data = image.config.to_bytes() if config else image.manifest.to_bytes()
@@ -189,13 +208,8 @@ def inspect(
     typer.echo("\n".join(lines))
 
 
-def _print_referrers(layout: Layout, subjects: list[Descriptor], as_json: bool) -> None:
-    """The artifacts referring to ``subjects`` (a tagged index and the manifest chosen from it)."""
-    from ..layout import referrers
-
-    found = []
-    for subject in dict.fromkeys(s.digest for s in subjects):
-        found += [(subject, r) for r in referrers(layout, subject)]
+def _print_referrers(found: list[tuple[Any, Descriptor]], as_json: bool) -> None:
+    """(subject digest, artifact) pairs: those of a tagged index and of the manifest chosen from it."""
     if as_json:
         echo_json(
             [

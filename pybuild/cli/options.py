@@ -16,6 +16,9 @@ CompressionOption = typer.Option(
     help="Re-compress layers: gzip, zstd or none (default: keep them, but gzip uncompressed ones for "
     "a registry, an OCI layout or an oci-archive).",
 )
+NoReferrersOption = typer.Option(
+    False, "--no-referrers", help="Leave the image's OCI 1.1 referrers (SBOMs, signatures, ...) behind."
+)
 CredsOption = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry (asked for when omitted).")
 TlsOption = typer.Option(
     None,

@@ -14,6 +14,7 @@ from .options import (
     CertDirOption,
     CompressionOption,
     CredsOption,
+    NoReferrersOption,
     PlatformOption,
     TlsOption,
     flag_bool,
@@ -33,8 +34,10 @@ def transfer(
     dest_options: Any = None,
     digestfile: Path | None = None,
     compression: str | None = None,
+    referrers: bool = True,
 ) -> tuple[Descriptor, str]:
-    """Copy an image between any two transports; returns (descriptor written, a summary line)."""
+    """Copy an image between any two transports, and with ``referrers`` its OCI 1.1 referrers;
+    returns (descriptor written, a summary line)."""
     from ..layout import parse_platform
     from ..remote import CopyReport, copy_image
 
@@ -51,6 +54,7 @@ def transfer(
             digestfile=digestfile,
             compression=compression,
             report=report,
+            referrers=referrers,
         )
     if report.blobs_copied is not None:
         return desc, f"copied {report.blobs_copied} of {report.blobs_total} blobs; {dst} is {desc.digest}"
@@ -102,10 +106,11 @@ def copy(
         None, "--digestfile", help="Write the copied manifest's digest here."
     ),
     compression: str | None = CompressionOption,
+    no_referrers: bool = NoReferrersOption,
 ) -> None:
     """Copy an image between the store, OCI layouts, archives and registries (blobs are copied as
     they are, but uncompressed layers are gzipped for a registry, an OCI layout or an oci-archive;
-    --compression asks for another)."""
+    --compression asks for another), with its OCI 1.1 referrers."""
     default_tls = flag_bool(tls_verify, "--tls-verify")
     src_options = registry_options(
         src_creds or creds,
@@ -133,6 +138,7 @@ def copy(
         dest_options=dest_options,
         digestfile=digestfile,
         compression=compression,
+        referrers=not no_referrers,
     )
     if not quiet:
         typer.echo(summary)
@@ -148,13 +154,18 @@ def pull(
     tls_verify: str | None = TlsOption,
     authfile: Path | None = AuthfileOption,
     cert_dir: Path | None = CertDirOption,
+    referrers: bool = typer.Option(
+        False, "--referrers", help="Fetch its OCI 1.1 referrers (SBOMs, provenance, ...) too."
+    ),
 ) -> None:
     """Pull an image from a registry into the store, under its full name."""
     from ..remote.images import pull_name
 
     options = registry_options(creds, tls_verify, cert_dir, authfile)
     text, name = pull_name(ref)
-    desc, _ = transfer(state_of(ctx), text, name, quiet=quiet, platform=platform, src_options=options)
+    desc, _ = transfer(
+        state_of(ctx), text, name, quiet=quiet, platform=platform, src_options=options, referrers=referrers
+    )
     typer.echo(str(desc.digest) if quiet else f"pulled {name} {desc.digest}")
 
 
@@ -172,8 +183,9 @@ def push(
         None, "--digestfile", help="Write the pushed manifest's digest here."
     ),
     compression: str | None = CompressionOption,
+    no_referrers: bool = NoReferrersOption,
 ) -> None:
-    """Push an image to a registry; prints the pushed manifest digest."""
+    """Push an image to a registry, with its OCI 1.1 referrers; prints the pushed manifest digest."""
     from ..remote.images import push_target
 
     target = push_target(dst)
@@ -186,5 +198,6 @@ def push(
         dest_options=options,
         digestfile=digestfile,
         compression=compression,
+        referrers=not no_referrers,
     )
     typer.echo(str(desc.digest))

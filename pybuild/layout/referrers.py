@@ -81,14 +81,20 @@ def attach(
         listed = Descriptor(
             mediatype.OCI_MANIFEST, digest, size, annotations=notes, artifact_type=artifact_type
         )
-
-        def change(manifests: list[Descriptor]) -> list[Descriptor]:
-            if any(m.digest == digest and m.ref_name is None for m in manifests):
-                return manifests
-            return [*manifests, listed]
-
-        layout.update_index(change)
+        list_artifact(layout, listed)
     return listed
+
+
+def list_artifact(layout: Layout, listed: Descriptor) -> None:
+    """List the artifact ``listed`` (in ``layout``, as the referrers API lists it) in index.json,
+    untagged, unless it is listed already. Hold ``layout.writing()``."""
+
+    def change(manifests: list[Descriptor]) -> list[Descriptor]:
+        if any(m.digest == listed.digest and m.ref_name is None for m in manifests):
+            return manifests
+        return [*manifests, listed]
+
+    layout.update_index(change)
 
 
 def subject_of(layout: Layout, descriptor: Descriptor) -> Descriptor | None:
@@ -113,11 +119,16 @@ def subject_of(layout: Layout, descriptor: Descriptor) -> Descriptor | None:
 def as_referrer(layout: Layout, descriptor: Descriptor) -> Descriptor:
     """``descriptor`` as the referrers API lists it: artifactType (the manifest's, else its config's
     media type) and the manifest's annotations."""
+    raw = layout.blobs.read(descriptor.digest, descriptor.size)
+    return referrer_descriptor(raw, descriptor, f"manifest {descriptor.digest} in {layout.label}")
+
+
+def referrer_descriptor(raw: bytes, descriptor: Descriptor, what: str) -> Descriptor:
+    """The descriptor of the manifest or index ``raw`` (which ``descriptor`` names) as the referrers
+    API lists it (distribution-spec, "Listing Referrers")."""
     from .document import Index, load_json
 
-    raw = layout.blobs.read(descriptor.digest, descriptor.size)
-    doc = load_json(raw, f"{descriptor.digest} in {layout.label}")
-    what = f"manifest {descriptor.digest} in {layout.label}"
+    doc = load_json(raw, what)
     artifact_type: str | None
     if descriptor.media_type in mediatype.INDEXES:
         index = Index.parse(raw, what)
@@ -154,3 +165,21 @@ def referrers(layout: Layout, subject_digest: Digest, artifact_type: str | None 
         if artifact_type is None or referrer.artifact_type == artifact_type:
             found.append(referrer)
     return found
+
+
+def with_subject(raw: bytes, descriptor: Descriptor, subject: Descriptor, what: str) -> bytes:
+    """The manifest or index ``raw`` (which ``descriptor`` names) with its ``subject`` pointing at
+    ``subject`` instead: a new document, so a new digest."""
+    from .document import Index
+
+    new = Descriptor(subject.media_type, subject.digest, subject.size).to_dict()
+
+    def change(doc: dict[str, Any]) -> None:
+        doc["subject"] = new
+
+    parsed: Manifest | Index
+    if descriptor.media_type in mediatype.INDEXES:
+        parsed = Index.parse(raw, what)
+    else:
+        parsed = Manifest.parse(raw, what, lenient=True)
+    return parsed.changed(change).to_bytes()

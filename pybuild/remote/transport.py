@@ -97,7 +97,7 @@ class CopyReport:
 
 
 def _copy_between_layouts(
-    src: str, dst: str, store: ImageStore, report: CopyReport | None
+    src: str, dst: str, store: ImageStore, report: CopyReport | None, referrers: bool
 ) -> Descriptor | None:
     """The image ``src`` names put into ``dst``'s layout and tagged there, its blobs shared as they
     are; None when that is not enough (an oci: layout gets uncompressed layers gzipped)."""
@@ -112,6 +112,10 @@ def _copy_between_layouts(
     with layout.writing():
         copied = 0 if found.layout.root == layout.root else copy_blobs(found.layout, layout, desc)
         layout.set_tag(tag, Descriptor(desc.media_type, desc.digest, desc.size))
+        if referrers and found.layout.root != layout.root:
+            from .referrers import LayoutDestination, carry_referrers, unchanged
+
+            carry_referrers(found.layout, unchanged(found.layout, desc), LayoutDestination(layout))
     if report is not None:
         report.blobs_copied = copied
         report.blobs_total = len({d.digest for d in referenced_blobs(found.layout, desc)})
@@ -142,6 +146,7 @@ def copy_image(
     digestfile: Path | str | None = None,
     compression: str | None = None,
     report: CopyReport | None = None,
+    referrers: bool = True,
 ) -> Descriptor:
     """Copy one image from ``src`` to ``dst`` (any transport, store names too, image ID prefixes for
     the store); the descriptor written.
@@ -158,16 +163,21 @@ def copy_image(
     Nothing is named in ``dst`` unless the whole image is there and verified. Between two layouts
     (the store, oci:) with no platform and no compression asked for, the blobs are shared as they
     are and ``report`` says how many were copied.
+
+    With ``referrers``, the image's OCI 1.1 referrers (and theirs) go along from the store, a layout
+    or a registry to a layout or a registry (see ``remote.referrers``); what is wrong with one is a
+    warning (``errors.warn``), and the image is copied all the same.
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
     local = isinstance(source, LayoutReference) and isinstance(dest, LayoutReference)
     if local and platform is None and compression is None:
-        shared = _copy_between_layouts(src, dst, store, report)
+        shared = _copy_between_layouts(src, dst, store, report, referrers)
         if shared is not None:
             _write_digestfile(digestfile, shared)
             return shared
     from .recompress import has_uncompressed_layers, recompress_image
+    from .referrers import LayoutDestination, carry_referrers, push_referrers, unchanged
     from .registry import Outbound, pull, push, push_converted
 
     src_opts = _options(src_options, src_creds or creds, tls_verify)
@@ -195,12 +205,16 @@ def copy_image(
                 progress=progress,
                 cache=cache if out.root == store.root else None,
             )
+            if referrers:
+                _fetch_referrers(source, src_opts, [desc.digest], out, progress)
             _write_digestfile(digestfile, desc)
             return desc
         else:
             layout = Layout.create(Path(tmpdir) / "staging")
             if isinstance(source, RegistryReference):
                 desc = pull(source, layout, None, platform=platform, options=src_opts, progress=progress)
+                if referrers and not isinstance(dest, ArchiveReference):
+                    _fetch_referrers(source, src_opts, [desc.digest], layout, progress)
             elif source.transport == "docker-archive":
                 from .archive import read_docker_archive
 
@@ -214,23 +228,29 @@ def copy_image(
         # their way to a registry, an OCI layout or an oci-archive, unless --compression says
         auto = compression is None and _compresses(dest) and has_uncompressed_layers(layout, desc)
         convert = compression is not None or auto
+        moved: dict[Digest, Descriptor] = {}  # what the referrers name -> what it is at the destination
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
             out = destination(store, dst)[0]
             with out.writing():
                 if convert:
-                    manifest = select_manifest(layout, desc, platform)
+                    image = select_manifest(layout, desc, platform)
                     desc = recompress_image(
-                        layout, manifest, out, compression or "gzip", only_uncompressed=auto, cache=cache
+                        layout, image, out, compression or "gzip", only_uncompressed=auto, cache=cache
                     )
+                    moved = {image.digest: desc}
                 else:
                     copy_blobs(layout, out, desc)
+                    moved = unchanged(layout, desc)
                 out.set_tag(destination(store, dst)[1], desc)
+                if referrers:
+                    carry_referrers(layout, moved, LayoutDestination(out))
         elif isinstance(dest, RegistryReference):
             if convert:
+                image = select_manifest(layout, desc, platform)
                 desc = push_converted(
                     layout,
-                    select_manifest(layout, desc, platform),
+                    image,
                     dest,
                     Outbound(compression or "gzip", only_uncompressed=auto),
                     Layout.create(Path(tmpdir) / "compressed"),
@@ -238,7 +258,9 @@ def copy_image(
                     progress=progress,
                     cache=cache,
                 )
+                moved = {image.digest: desc}
             else:
+                moved = unchanged(layout, desc)
                 same = isinstance(source, RegistryReference) and source.registry == dest.registry
                 push(
                     layout,
@@ -249,6 +271,8 @@ def copy_image(
                     mount_from=source.repository if same and isinstance(source, RegistryReference) else None,
                     cache=cache,
                 )
+            if referrers:
+                push_referrers(layout, moved, dest, options=dest_opts, progress=progress, cache=cache)
         else:
             if convert:
                 staging = Layout.create(Path(tmpdir) / "recompressed")
@@ -265,6 +289,22 @@ def copy_image(
                 write_oci_archive(layout, desc, dest.path, dest.name)
     _write_digestfile(digestfile, desc)
     return desc
+
+
+def _fetch_referrers(
+    source: RegistryReference,
+    options: RegistryOptions,
+    roots: list[Digest],
+    layout: Layout,
+    progress: Progress | None,
+) -> None:
+    from .referrers import fetch_referrers
+
+    registry = options.registry(source.registry)
+    try:
+        fetch_referrers(registry, source.repository, roots, layout, progress=progress)
+    finally:
+        registry.close()
 
 
 def _compresses(dest: ImageReference) -> bool:

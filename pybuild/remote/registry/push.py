@@ -49,11 +49,10 @@ class Outbound:
     only_uncompressed: bool = False
 
 
-def _children(layout: Layout, desc: Descriptor) -> list[Descriptor]:
-    raw = layout.blobs.read(desc.digest, desc.size)
+def _children(desc: Descriptor, raw: bytes, label: str) -> list[Descriptor]:
     if desc.media_type in mediatype.INDEXES:
-        return list(Index.parse(raw, f"index {desc.digest} in {layout.label}").manifests)
-    manifest = Manifest.parse(raw, f"manifest {desc.digest} in {layout.label}", lenient=True)
+        return list(Index.parse(raw, f"index {desc.digest} in {label}").manifests)
+    manifest = Manifest.parse(raw, f"manifest {desc.digest} in {label}", lenient=True)
     return [manifest.config, *manifest.layers]
 
 
@@ -110,6 +109,27 @@ class Pusher:
         self.workers = max(1, workers)
         self.scope = f"repository:{self.repository}:pull,push"
         self.location = f"docker://{registry.host}/{self.repository}"
+
+    @classmethod
+    def open(
+        cls,
+        ref: RegistryReference,
+        options: RegistryOptions | None,
+        progress: Progress | None,
+        cache: BlobInfoCache | None,
+        workers: int = WORKERS,
+    ) -> Pusher:
+        """A push to ``ref`` on a registry client of its own (the caller closes ``.registry``)."""
+        return cls(
+            (options or RegistryOptions()).registry(ref.registry),
+            ref,
+            progress or no_progress,
+            mount_from=None,
+            cache=cache,
+            chunk_size=16 << 20,
+            chunked_threshold=CHUNKED_THRESHOLD,
+            workers=workers,
+        )
 
     # --- is it there already? ----------------------------------------------------------------
     def _mount_sources(self, digest: Digest) -> list[str]:
@@ -251,7 +271,9 @@ class Pusher:
             )
         return target
 
-    def put_manifest(self, raw: bytes, media_type: str, digest: Digest, top: bool) -> None:
+    def put_manifest(self, raw: bytes, media_type: str, digest: Digest, top: bool) -> str | None:
+        """PUT the manifest (by tag when ``top``, else by digest); the registry's ``OCI-Subject``
+        answer, which says it processed the manifest's subject (the referrers API)."""
         target = (self.ref.tag or "latest") if top and self.ref.digest is None else str(digest)
         resp = self.registry.request(
             "PUT",
@@ -263,12 +285,14 @@ class Pusher:
             ok=(201,),
         )
         answered = resp.header("Docker-Content-Digest")
+        subject = resp.header("OCI-Subject")
         resp.read(64 << 10)
         if answered and answered != str(digest) and answered.startswith(f"{digest.algorithm}:"):
             raise RegistryError(
                 f"registry {self.registry.host}: {self.what}: "
                 f"registry stored the manifest as {answered[:100]}"
             )
+        return subject
 
     def parallel(self, jobs: list[tuple[Layout, Descriptor]]) -> None:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -279,17 +303,21 @@ class Pusher:
                 raise error
 
     # --- images ------------------------------------------------------------------------------
-    def push_tree(self, layout: Layout, desc: Descriptor, top: bool = True) -> None:
-        """``desc`` (an index or a manifest) and everything below it, as it is."""
-        children = _children(layout, desc)
+    def push_tree(
+        self, layout: Layout, desc: Descriptor, top: bool = True, raw: bytes | None = None
+    ) -> str | None:
+        """``desc`` (an index or a manifest) and everything below it, as it is (or, for the top,
+        as ``raw`` says: a referrer whose subject changed); its ``OCI-Subject`` answer."""
+        if raw is None:
+            raw = layout.blobs.read(desc.digest, desc.size)
+        children = _children(desc, raw, layout.label)
         if desc.media_type in mediatype.INDEXES:
             for child in children:
                 if child.media_type in mediatype.MANIFESTS | mediatype.INDEXES:
                     self.push_tree(layout, child, top=False)
         else:
             self.parallel([(layout, child) for child in children])
-        raw = layout.blobs.read(desc.digest, desc.size)
-        self.put_manifest(raw, desc.media_type, desc.digest, top)
+        return self.put_manifest(raw, desc.media_type, Digest.of_bytes(raw, desc.digest.algorithm), top)
 
     def push_converted(
         self, layout: Layout, desc: Descriptor, outbound: Outbound, staging: Layout
@@ -396,18 +424,8 @@ def push_converted(
 ) -> Descriptor:
     """Push the manifest ``desc`` with its layers compressed as ``outbound`` says (compressed blobs
     made on the way go through ``staging``); returns the manifest pushed."""
-    registry = (options or RegistryOptions()).registry(ref.registry)
-    pusher = Pusher(
-        registry,
-        ref,
-        progress or no_progress,
-        mount_from=None,
-        cache=cache,
-        chunk_size=16 << 20,
-        chunked_threshold=CHUNKED_THRESHOLD,
-        workers=workers,
-    )
+    pusher = Pusher.open(ref, options, progress, cache, workers)
     try:
         return pusher.push_converted(layout, desc, outbound, staging)
     finally:
-        registry.close()
+        pusher.registry.close()
