@@ -318,3 +318,34 @@ def test_a_context_the_provenance_cannot_read_tags_nothing(user_home: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert "localhost/p" in as_test_user([PYBUILD, "images"], user_home, env).stdout
     assert as_test_user([PYBUILD, "check"], user_home, env).returncode == 0
+
+
+def test_push_carries_the_attestations(bases: Pybuild, tmp_path: Path) -> None:
+    """To a registry without the referrers API (CNCF distribution 2.8): the fallback tag of the
+    pushed manifest lists both, each rewritten to name that manifest, its document unchanged."""
+    from tests.remote.conftest import start_registry, stop_registry
+    from tests.remote.referrers_helpers import fallback_tag, get
+
+    ctx = context(tmp_path / "ctx", "FROM busybox\nCOPY a /a\n", a="pushed\n")
+    flags = ["--sbom", "--sbom-format", "cyclonedx", "--provenance", "--timestamp", "0"]
+    bases("build", *flags, "-t", "localhost/pushed", str(ctx))
+    local = bases.inspect("localhost/pushed")["digest"]
+    documents = {kind: doc for kind, (_, doc) in attestations(bases.store, local).items()}
+    server = start_registry(tmp_path / "registry")
+    try:
+        pushed = bases("push", "localhost/pushed", f"docker://{server.host}/app:v1").stdout.strip()
+        assert pushed != local  # the store's layers were gzipped on the way
+        index = json.loads(get(server.host, f"/v2/app/manifests/{fallback_tag(pushed)}")[0])
+        assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+        assert [m["artifactType"] for m in index["manifests"]] == [CYCLONEDX, IN_TOTO]
+        for entry in index["manifests"]:
+            manifest = json.loads(get(server.host, f"/v2/app/manifests/{entry['digest']}")[0])
+            assert manifest["subject"]["digest"] == pushed
+            layer = manifest["layers"][0]["digest"]
+            assert get(server.host, f"/v2/app/blobs/{layer}")[0] == documents[entry["artifactType"]]
+        listed = json.loads(
+            bases("inspect", "--referrers", "--json", f"docker://{server.host}/app:v1").stdout
+        )
+        assert sorted(r["artifactType"] for r in listed) == [CYCLONEDX, IN_TOTO]
+    finally:
+        stop_registry(server)
