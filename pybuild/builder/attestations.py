@@ -187,16 +187,11 @@ class Attestations:
         if self.sbom_format is not None:
             found = self._inventory_for(layout, image)
             if self.sbom_format == "spdx":
-                out.append(
-                    (
-                        attest.SPDX_JSON,
-                        attest.spdx_document(found, name=name, created=self.created),
-                        {CREATED: stamp},
-                    )
-                )
+                kind, data = attest.SPDX_JSON, attest.spdx_document(found, name=name, created=self.created)
             else:
+                kind = attest.CYCLONEDX_JSON
                 data = attest.cyclonedx_document(found, name=name, created=self.created)
-                out.append((attest.CYCLONEDX_JSON, data, {CREATED: stamp}))
+            out.append((kind, data, {CREATED: stamp}))
         if self.record is not None:
             record = replace(self.record, subject_name=name, subject_digest=image.digest)
             notes = {CREATED: stamp, attest.PREDICATE_TYPE_ANNOTATION: attest.SLSA_PROVENANCE_V1}
