@@ -1,9 +1,11 @@
 """The commit: the final stage's config and layers become an image in the store (config, manifest,
-index.json, tags), and in each oci: target named with -t (uncompressed layers gzipped there)."""
+index.json, tags), and in each oci: target named with -t (uncompressed layers gzipped there); with
+--sbom or --provenance, their attestations are attached to the manifest in each place (see
+attestations)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..diff import write_layer
 from ..errors import warn
@@ -20,6 +22,7 @@ from ..layout import (
     parse_reference,
 )
 from ..layout.imagestore import UNTAGGED
+from .attestations import Attestation, make_attestations
 from .images import format_media_type
 from .state import StageState, now
 from .stepcontext import StepContext
@@ -31,6 +34,8 @@ class BuildResult:
     image_id: str
     tags: list[str]
     warnings: list[str]
+    # --sbom, --provenance: each document attached, in the store and in each oci: target
+    attestations: list[Attestation] = field(default_factory=list)
 
 
 def commit(ctx: StepContext, state: StageState, warnings: list[str]) -> BuildResult:
@@ -60,6 +65,7 @@ def commit(ctx: StepContext, state: StageState, warnings: list[str]) -> BuildRes
     image_config = ImageConfig.new(config)
     layers = [format_media_type(d, ctx.docker) for d, _ in state.layers]
     tags = []
+    attached: list[Attestation] = []
     with ctx.store.writing():
         desc = commit_image(
             ctx.store,
@@ -69,6 +75,9 @@ def commit(ctx: StepContext, state: StageState, warnings: list[str]) -> BuildRes
             annotations=(dict(ctx.options.annotations) or None) if not ctx.docker else None,
         )
         plain = Descriptor(desc.media_type, desc.digest, desc.size)
+        attestations = make_attestations(ctx, plain)  # made before any tag: a failure tags nothing
+        if attestations is not None:
+            attached += attestations.attach(ctx.store, plain)
         for tag in ctx.options.tags:
             ref = parse_reference(tag)
             if ref.transport != "oci":
@@ -82,10 +91,13 @@ def commit(ctx: StepContext, state: StageState, warnings: list[str]) -> BuildRes
             assert ref.path is not None
             layout = Layout.create(ref.path, label=f"oci:{ref.path}")
             with layout.writing():
-                layout.set_tag(ref.name, _to_layout(ctx, layout, plain))
+                written = _to_layout(ctx, layout, plain)
+                if attestations is not None:  # they name the manifest written there
+                    attached += attestations.attach(layout, written, ref.name)
+                layout.set_tag(ref.name, written)
             tags.append(tag)
     image_id = desc_config_id(ctx.store, plain)
-    return BuildResult(plain, image_id, tags, warnings)
+    return BuildResult(plain, image_id, tags, warnings, attached)
 
 
 def _to_layout(ctx: StepContext, layout: Layout, desc: Descriptor) -> Descriptor:

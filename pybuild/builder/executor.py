@@ -60,6 +60,7 @@ class Builder:
         ctx = self.ctx
         with collect_warnings() as warnings:
             text = self._read_containerfile()
+            ctx.facts.read_containerfile(text)
             given = ctx.options.containerfile
             label = given.name if given else ctx.file.name
             the_plan = plan(text, label if str(ctx.file) != "-" else "Containerfile")

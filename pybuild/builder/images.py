@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..errors import ContainerfileError, ImageNotFound, PybuildError, RegistryError, UsageError
 from ..layout import Descriptor, Layout, copy_blobs, load_image, mediatype, parse_platform, parse_reference
 from .containerfile import Instruction
-from .state import Layers
+from .state import Layers, platform_text
 from .stepcontext import StepContext
 
 
@@ -30,7 +30,15 @@ def base_image(
     ctx: StepContext, base: str, inst: Instruction, platform: str | None, what: str | None = None
 ) -> tuple[Layout, Descriptor]:
     """Find (or pull) the base image: oci:DIR[:TAG], docker://..., or a name in the store.
-    ``what`` starts the error messages (default: FROM BASE)."""
+    ``what`` starts the error messages (default: FROM BASE). The build's provenance records it."""
+    layout, desc = _find_image(ctx, base, inst, platform, what)
+    ctx.facts.used_image(base, desc.digest, platform or platform_text(ctx.platform))
+    return layout, desc
+
+
+def _find_image(
+    ctx: StepContext, base: str, inst: Instruction, platform: str | None, what: str | None
+) -> tuple[Layout, Descriptor]:
     what = what or f"FROM {base}"
     from ..remote import copy_image
 

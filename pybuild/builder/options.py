@@ -23,6 +23,7 @@ PULL_POLICIES = ("always", "missing", "never")
 NETWORKS = ("host", "none")
 # how steps run (run/modes.py): None or "auto" probes native overlay, fuse-overlayfs, copy
 ISOLATIONS = ("auto", "native", "fuse", "copy", "inplace")
+SBOM_FORMATS = ("spdx", "cyclonedx")
 
 
 def _frozen(values: Mapping[str, str] | Iterable[tuple[str, str]], flag: str) -> Mapping[str, str]:
@@ -63,6 +64,11 @@ class BuildOptions:
     registry: RegistryOptions | None = None
     # how steps run: None (auto), native, fuse, copy or inplace (root in a throwaway CI container)
     isolation: str | None = None
+    # attestations attached to the image as OCI 1.1 referrers: an SBOM (spdx: SPDX 2.3 JSON,
+    # cyclonedx: CycloneDX 1.5 JSON) and a SLSA v1 provenance statement
+    sbom: bool = False
+    sbom_format: str = "spdx"
+    provenance: bool = False
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -96,6 +102,10 @@ class BuildOptions:
             raise UsageError(f"--network {self.network!r}: expected host or none")
         if self.isolation is not None and self.isolation not in ISOLATIONS:
             raise UsageError(f"--isolation {self.isolation!r}: expected {', '.join(ISOLATIONS)}")
+        if self.sbom_format not in SBOM_FORMATS:
+            raise UsageError(f"--sbom-format {self.sbom_format!r}: expected spdx or cyclonedx")
+        if self.sbom_format != "spdx" and not self.sbom:
+            raise UsageError(f"--sbom-format {self.sbom_format}: no SBOM is made without --sbom")
         if self.timestamp is not None and (isinstance(self.timestamp, bool) or self.timestamp < 0):
             raise UsageError(f"--timestamp {self.timestamp!r}: expected seconds since the epoch")
         for tag in self.tags:

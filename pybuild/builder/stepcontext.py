@@ -13,6 +13,7 @@ from pathlib import Path
 from ..layout import ImageStore, Platform, mediatype
 from ..layout.mutate import source_date_epoch as environment_epoch
 from ..run.layers import layer_dirs_of, remove_tree
+from .attestations import BuildFacts
 from .cache import BuildCache
 from .containerfile import Stage
 from .ignore import IgnoreRules
@@ -53,6 +54,7 @@ class StepContext:
     results: dict[int, StageState] = field(default_factory=dict)  # the stages built so far
     automatic: dict[str, str] = field(default_factory=dict)  # the platform ARGs
     used_args: set[str] = field(default_factory=set)
+    facts: BuildFacts = field(default_factory=BuildFacts)  # for the provenance: start, inputs read
     _rules: IgnoreRules | None = None
 
     @property

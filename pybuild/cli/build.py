@@ -72,12 +72,32 @@ def build_command(
     tls_verify: str | None = TlsOption,
     authfile: Path | None = AuthfileOption,
     cert_dir: Path | None = CertDirOption,
+    sbom: bool = typer.Option(
+        False,
+        "--sbom",
+        help="Attach an SBOM of the image (an OCI 1.1 referrer, in the store and oci: targets).",
+    ),
+    sbom_format: str | None = typer.Option(
+        None, "--sbom-format", help="spdx (SPDX 2.3 JSON, the default) or cyclonedx (CycloneDX 1.5 JSON)."
+    ),
+    provenance: bool = typer.Option(
+        False, "--provenance", help="Attach a SLSA v1 provenance statement of the build (no secrets in it)."
+    ),
+    attest: list[str] = typer.Option(
+        [], "--attest", help="type=sbom or type=provenance: BuildKit's spelling of --sbom and --provenance."
+    ),
 ) -> None:
     """Build an image from a Containerfile (like `buildah build`)."""
     from ..builder import BuildOptions, Reporter, build
+    from ..builder.attestations import parse_attest
     from ..builder.options import parse_secret, read_build_args
 
     secrets = dict(parse_secret(spec) for spec in secret)
+    kinds = {parse_attest(spec) for spec in attest}
+    sbom = sbom or "sbom" in kinds
+    provenance = provenance or "provenance" in kinds
+    if sbom_format is not None and not sbom:
+        raise UsageError(f"--sbom-format {sbom_format}: no SBOM is made without --sbom")
     options = BuildOptions(
         context=context,
         containerfile=file,
@@ -97,6 +117,9 @@ def build_command(
         pull=pull,
         platform=platform,
         isolation=isolation_value(isolation),
+        sbom=sbom,
+        sbom_format=sbom_format or "spdx",
+        provenance=provenance,
         # (pybuild.remote is loaded only when a flag asks for it: a cached rebuild stays quick)
         registry=registry_options(creds, tls_verify, cert_dir, authfile)
         if (creds, tls_verify, cert_dir, authfile) != (None, None, None, None)
@@ -135,6 +158,11 @@ def build_command(
         return
     for tag in result.tags:
         typer.echo(f"COMMIT {tag}")
+    for made in result.attestations:
+        artifact = made.artifact
+        typer.echo(
+            f"ATTACH {artifact.artifact_type} {artifact.digest} to {made.subject.digest} in {made.where}"
+        )
     typer.echo(f"--> {result.image_id[:12]}")
     typer.echo(f"Successfully built {result.image_id[:12]} ({result.descriptor.digest})")
 
