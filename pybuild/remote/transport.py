@@ -151,7 +151,8 @@ def copy_image(
     """Copy one image from ``src`` to ``dst`` (any transport, store names too, image ID prefixes for
     the store); the descriptor written.
 
-    ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way. Otherwise blobs are
+    ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way (a docker-archive
+    takes only "none": its layers are plain tars, as skopeo writes them). Otherwise blobs are
     copied as they are, except that uncompressed layers are gzipped on their way to a registry, an
     OCI layout or an oci-archive (as skopeo does; the store keeps built layers uncompressed), once:
     the store's blob-info cache remembers the result.
@@ -170,6 +171,12 @@ def copy_image(
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
+    docker_archive = isinstance(dest, ArchiveReference) and dest.transport == "docker-archive"
+    if docker_archive and compression in ("gzip", "zstd"):  # docker save writes, docker load reads
+        raise UsageError(
+            f"--compression {compression}: {dst}: docker-archive layers are plain tars",
+            hints=["leave --compression out (or give none): layers are decompressed on the way"],
+        )
     local = isinstance(source, LayoutReference) and isinstance(dest, LayoutReference)
     if local and platform is None and compression is None:
         shared = _copy_between_layouts(src, dst, store, report, referrers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,34 @@ def test_progress_on_a_terminal_and_quiet_elsewhere(
     assert status == 0 and shown == ""
     pulled = pybuild_cli("pull", f"{registry.host}/bb:v1", env={"PYBUILD_STORE": str(tmp_path / "fresh3")})
     assert pulled.stderr == ""
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compression_for_a_docker_archive_is_refused(
+    pybuild_cli: Any, busybox_layout: Path, tmp_path: Path, compression: str
+) -> None:
+    """docker-archive layers are plain tars (skopeo decompresses too): a compression asked for
+    there is one error line and exit status 2, and no archive is written."""
+    archive = tmp_path / "bb.tar"
+    proc = pybuild_cli(
+        "copy",
+        "--compression",
+        compression,
+        f"oci:{busybox_layout}",
+        f"docker-archive:{archive}",
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: --compression {compression}: docker-archive:{archive}: docker-archive layers are plain tars"
+    ], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not archive.exists() and list(tmp_path.glob(".bb.tar.*")) == []
+    # none is what the archive holds anyway: accepted, and docker-archive layers stay plain tars
+    pybuild_cli("copy", "--compression", "none", f"oci:{busybox_layout}", f"docker-archive:{archive}")
+    skopeo("copy", f"docker-archive:{archive}", f"oci:{tmp_path}/sk:t")
+    with tarfile.open(archive) as tar:
+        entry = json.loads(tar.extractfile("manifest.json").read())[0]  # type: ignore[union-attr]
+        head = tar.extractfile(entry["Layers"][0]).read(512)  # type: ignore[union-attr]
+    assert head[257:262] == b"ustar"  # a plain tar, not gzip nor zstd
