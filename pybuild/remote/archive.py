@@ -36,6 +36,7 @@ from ..layout import (
     Platform,
     copy_blobs,
     dump_json,
+    is_artifact,
     load_image,
     mediatype,
 )
@@ -356,27 +357,35 @@ def _read_oci_archive(path: Path, layout: Layout, tag: str | None, dst_tag: str 
                 except DigestMismatch as exc:
                     raise DigestMismatch(f"{what}: {exc}") from None
         (staging.root / "index.json").write_bytes(index_raw)
-        tags = staging.tags()
-        try:
-            if tag is not None:
-                src = staging.resolve(tag)
-            elif len(tags) == 1:
-                src = tags[0][1]
-            else:
-                manifests = staging.read_index().manifests
-                if len(manifests) != 1:
-                    raise ImageNotFound(
-                        f"{what}: the archive holds {len(manifests)} images: name one (oci-archive:PATH:TAG)"
-                    )
-                src = manifests[0]
-        except ImageNotFound as exc:
-            raise ImageNotFound(str(exc).replace(staging.label, what)) from None
-        src = Descriptor(src.media_type, src.digest, src.size, platform=src.platform)
+        src = archived_image(staging, tag, what)
         with layout.writing():
             copy_blobs(staging, layout, src)
             if dst_tag is not None:
                 layout.set_tag(dst_tag, src)
     return src
+
+
+def archived_image(layout: Layout, tag: str | None, what: str) -> Descriptor:
+    """The image ``tag`` names in an oci-archive's layout; without a tag, the one tagged image, else
+    the only image in index.json. Artifacts (manifests with a subject: an SBOM, a signature) listed
+    untagged beside it are not images, and never make the choice ambiguous."""
+    try:
+        if tag is not None:
+            src = layout.resolve(tag)
+        else:
+            tags = layout.tags()
+            if len(tags) == 1:
+                src = tags[0][1]
+            else:
+                images = {d.digest: d for d in layout.read_index().manifests if not is_artifact(layout, d)}
+                if len(images) != 1:
+                    raise ImageNotFound(
+                        f"{what}: the archive holds {len(images)} images: name one (oci-archive:PATH:TAG)"
+                    )
+                src = next(iter(images.values()))
+    except ImageNotFound as exc:
+        raise ImageNotFound(str(exc).replace(layout.label, what)) from None
+    return Descriptor(src.media_type, src.digest, src.size, platform=src.platform)
 
 
 def write_oci_archive(layout: Layout, desc: Descriptor, path: Path | str, tag: str | None = None) -> None:

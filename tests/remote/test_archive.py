@@ -8,12 +8,13 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fixtures.images import make_busybox_image
+from fixtures.images import make_busybox_image, make_image, tar_entries
 
 from pybuild.errors import DigestMismatch
-from pybuild.layout import Digest, ImageStore, Layout, check_layout, load_image, mediatype
+from pybuild.layout import Descriptor, Digest, ImageStore, Layout, check_layout, load_image, mediatype
 from pybuild.remote import (
     ArchiveReference,
     LayoutReference,
@@ -240,3 +241,42 @@ def test_truncated_archives_are_refused(tmp_path: Path) -> None:
             read(archive, out, "v1")  # type: ignore[operator]
         assert (out.root / "index.json").read_bytes() == before
         assert check_layout(out) == []
+
+
+def _tar_layout(layout: Path, archive: Path) -> None:
+    """An oci-archive made by hand: a tar of the layout's files (its .pybuild area left out)."""
+    with tarfile.open(archive, "w") as tar:
+        for name in ("oci-layout", "index.json", "blobs"):
+            tar.add(layout / name, arcname=name)
+
+
+def test_oci_archive_with_an_untagged_image_and_its_sbom(pybuild_cli: Any, tmp_path: Path) -> None:
+    """An archive whose index.json lists an untagged image and its SBOM (an OCI 1.1 artifact with a
+    subject, untagged as referrers are): without a tag, the image is the one to read."""
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    pybuild_cli("sbom", "--attach", f"oci:{src.root}:v1")
+    src.remove_tag("v1")
+    src.update_index(lambda manifests: [*manifests, Descriptor(desc.media_type, desc.digest, desc.size)])
+    listed = src.read_index().manifests
+    assert len(listed) == 2 and not any(m.ref_name for m in listed)
+    archive = tmp_path / "with-sbom.tar"
+    _tar_layout(src.root, archive)
+    got = read_oci_archive(archive, Layout.create(tmp_path / "api"), None, "t")
+    assert got.digest == desc.digest
+    check(tmp_path / "api", "t")
+    pybuild_cli("copy", f"oci-archive:{archive}", f"oci:{tmp_path / 'cli'}:t")
+    check(tmp_path / "cli", "t")
+    copied = Layout.open(tmp_path / "cli")
+    image = load_image(copied, copied.resolve("t"))
+    assert image.manifest.config.digest == load_image(src, desc).manifest.config.digest
+    # two images (the artifact still aside) stay ambiguous: one error line names the count
+    other = make_image(src, [tar_entries({"other": "another image\n"})], "other")
+    src.remove_tag("other")
+    src.update_index(lambda manifests: [*manifests, Descriptor(other.media_type, other.digest, other.size)])
+    _tar_layout(src.root, archive)
+    proc = pybuild_cli("copy", f"oci-archive:{archive}", f"oci:{tmp_path / 'none'}:t", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[0] == (
+        f"error: oci-archive:{archive}: the archive holds 2 images: name one (oci-archive:PATH:TAG)"
+    )
