@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..diff.overlay import LowerStack
 from ..errors import RunError, warn
 from .cleanup import force_remove
 from .kernelfs import mount_proc, mount_sys
@@ -332,20 +333,17 @@ def _generated_files(folder: Path, hostname: str) -> None:
 def _clean_upperdir(upper: Path, lowers: list[Path], targets: Sequence[str] = ()) -> None:
     """Remove what only the container's plumbing put in the upperdir: mount points for /proc, /dev,
     /sys, the generated /etc files and the bind mounts (``targets``), with the empty directories
-    made to hold them, where the image did not have them."""
-
-    def below(rel: str) -> os.stat_result | None:
-        for lower in lowers:
-            with contextlib.suppress(OSError):
-                return os.lstat(lower / rel)
-        return None
+    made to hold them, where the image did not have them. What the image has is what overlay shows
+    of the layers below (``LowerStack``): a name a whiteout deleted, or below an opaque directory, is
+    not there, even where a lower layer still holds it."""
+    below = LowerStack(lowers)
 
     # the directories they are removed from keep the times they had: the lower's (pid 1 put them
     # back after making the mount points) unless the command itself changed the directory
     times: dict[str, os.stat_result] = {}
     for start in (*GENERATED, "proc", "dev", "sys", "etc", *(t.strip("/") for t in targets)):
         rel = start
-        while rel and below(rel) is None:
+        while rel and below.entry(rel) is None:
             path = upper / rel
             parent = os.path.dirname(rel)
             try:
