@@ -4,7 +4,8 @@ or an image), cache (empty, or seeded from a stage), tmpfs and secret.
 ``parse_mount`` turns one ``--mount`` value into a ``RunMount``: what the step's cache key needs
 (``spec``: never a secret's value, never a host path) and what the run needs. ``RunMounts.add``
 prepares each for ``run_container``: plain binds, views of another stage's layer directories
-(mounted directly, no export, no copy), and secret files held in memory.
+(mounted directly, no export, no copy), secret files held in memory, and tmpfs mounts (a real
+tmpfs in the container's mount namespace, with BuildKit's ``size=``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets as _secrets
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,16 @@ from typing import Any
 
 from ..errors import ContainerfileError, RunError
 from ..layout import Descriptor, Digest, Layout
-from ..run import FileMount, ViewMount, copy_stack, force_remove, run_in_userns, view_path, with_view
-from ..run.layers import remove_tree
+from ..run import (
+    FileMount,
+    TmpfsMount,
+    ViewMount,
+    copy_stack,
+    force_remove,
+    run_in_userns,
+    view_path,
+    with_view,
+)
 from ..run.paths import join_in_root
 from .containerfile import Instruction, expand_in
 
@@ -55,6 +64,7 @@ class RunMount:
     uid: int = 0
     gid: int = 0
     required: bool = False
+    size: int = 0  # tmpfs: its limit in bytes, 0 for none
 
 
 def required_error(inst: Instruction, secret_id: str) -> ContainerfileError:
@@ -81,6 +91,19 @@ def _number(inst: Instruction, key: str, text: str, base: int = 10) -> int:
     if value < 0 or (key == "mode" and value > 0o7777):
         raise inst.error(f"RUN --mount {key}={text}: expected {'an octal mode' if base == 8 else 'a number'}")
     return value
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
+
+
+def _size(inst: Instruction, text: str) -> int:
+    """A tmpfs ``size=`` in bytes, as BuildKit reads it (go-units' RAMInBytes): a number, with an
+    optional binary unit k, m, g, t or p (``64m``, ``1.5g``, ``512KiB``, ``100b``); 0: no limit."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise inst.error(f"RUN --mount size={text}: expected a size in bytes, such as 64m or 1g")
+    unit = (match.group(2) or "").lower()
+    return int(float(match.group(1)) * 1024 ** (" kmgtp".index(unit) if unit else 0))
 
 
 def _flag(opts: dict[str, str], *names: str) -> bool:
@@ -118,7 +141,8 @@ def parse_mount(
     source = (opts.get("source") or opts.get("src") or "").strip()
     from_ = opts.get("from", "")
     if kind == "tmpfs":
-        return RunMount(kind, target, ["tmpfs", target])
+        size = _size(inst, opts["size"]) if "size" in opts else 0
+        return RunMount(kind, target, ["tmpfs", target, size], size=size)
     layers = resolve(from_) if from_ else None
     # the source tree's identity is its content (diff_ids): a change there reruns the step
     origin = ["from", from_, [str(d) for _, d in layers]] if layers is not None else []
@@ -185,6 +209,7 @@ class RunMounts:
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
     views: list[ViewMount] = field(default_factory=list)
     files: list[FileMount] = field(default_factory=list)
+    tmpfs: list[TmpfsMount] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
     def add(self, mount: RunMount, stack: contextlib.ExitStack, inst: Instruction) -> None:
@@ -192,11 +217,8 @@ class RunMounts:
         what = f"RUN --mount=type={mount.kind}" + (f",from={mount.origin}" if mount.origin else "")
         if mount.kind == "secret":
             self._secret(mount, inst)
-        elif mount.kind == "tmpfs":
-            folder = Path(tempfile.mkdtemp(prefix="tmpfs-", dir=self.scratch))
-            os.chmod(folder, 0o1777)
-            stack.callback(remove_tree, folder)
-            self.binds.append((str(folder), str(mount.target), False))
+        elif mount.kind == "tmpfs":  # mounted by the container itself: nothing on disk
+            self.tmpfs.append(TmpfsMount(str(mount.target), mount.size))
         elif mount.kind == "cache":
             self.binds.append((str(self._cache_dir(mount, inst, what)), str(mount.target), mount.readonly))
         elif mount.layers is not None:

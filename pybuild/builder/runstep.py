@@ -89,6 +89,7 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
                     mounts=binds,
                     views=prepared.views,
                     files=prepared.files,
+                    tmpfs=prepared.tmpfs,
                 )
             )
         if result.exit_status != 0:

@@ -33,7 +33,7 @@ from ..errors import RunError, warn
 from .cleanup import force_remove
 from .kernelfs import mount_proc, mount_sys
 from .modes import overlay_mode
-from .mounts import FileMount, MountedViews, ViewMount, mount_files
+from .mounts import FileMount, MountedViews, TmpfsMount, ViewMount, mount_files
 from .paths import resolve_in_root
 from .privilege import can_mount
 from .rootfs import (
@@ -84,6 +84,7 @@ class RunSpec:
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
     views: list[ViewMount] = field(default_factory=list)  # other stages or images (mounts.py)
     files: list[FileMount] = field(default_factory=list)  # secrets, held in memory (mounts.py)
+    tmpfs: list[TmpfsMount] = field(default_factory=list)  # RUN --mount=type=tmpfs (mounts.py)
     hostname: str = "pybuild"
     mode: str | None = None  # overlay mode: native, fuse, copy; None: $PYBUILD_RUN_MODE or probed
 
@@ -172,7 +173,11 @@ def _pid1(
                 continue
             mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
         files = mount_files(spec.files, os.path.join(os.path.dirname(generated), "files"))
-        for src, dst, readonly in [*spec.mounts, *views, *files]:
+        planned: list[tuple[str | TmpfsMount, str, bool]] = [*spec.mounts, *views, *files]
+        planned += [(t, t.target, False) for t in spec.tmpfs]
+        # parents before what is mounted inside them (as Docker orders mounts), else in given order
+        planned.sort(key=lambda m: len([p for p in m[1].split("/") if p]))
+        for src, dst, readonly in planned:
             # resolved inside the root: a symlink in the image (/foo -> /etc) must not lead the
             # mount point, or the directories made for it, out onto the host
             inside = resolve_in_root(merged, dst)
@@ -181,13 +186,16 @@ def _pid1(
             target = f"{merged}/{inside}"
             if not os.path.exists(target):
                 with _times_kept(merged, inside):
-                    if os.path.isdir(src):
+                    if isinstance(src, TmpfsMount) or os.path.isdir(src):
                         os.makedirs(target, exist_ok=True)
                     else:
                         os.makedirs(os.path.dirname(target), exist_ok=True)
                         open(target, "w").close()
             if inside != dst.strip("/"):
                 created.append(inside)
+            if isinstance(src, TmpfsMount):
+                mount("tmpfs", target, "tmpfs", MS_NOSUID, src.options)  # as BuildKit mounts it
+                continue
             mount(src, target, None, MS_BIND | MS_REC)
             if readonly:
                 mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
@@ -447,6 +455,7 @@ def run_container(spec: RunSpec) -> RunResult:
         *(dst for _, dst, _ in spec.mounts),
         *(v.target for v in spec.views),
         *(f.target for f in spec.files),
+        *(t.target for t in spec.tmpfs),
         *created.splitlines(),
     ]
     if targets:

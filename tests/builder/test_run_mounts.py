@@ -159,6 +159,8 @@ def test_mount_from_an_image_and_from_scratch(pb: Pybuild, tmp_path: Path) -> No
         ("RUN --mount=type=bind,from=src,target=/m,bogus=1 true", "unknown option 'bogus'"),
         ("RUN --mount=type=bind,from=no-such-image-here,target=/m true", "no-such-image-here"),
         ("RUN --mount=type=secret,id=s,mode=999 true", "mode=999: expected an octal mode"),
+        ("RUN --mount=type=tmpfs,target=/t,size=lots true", "size=lots: expected a size in bytes"),
+        ("RUN --mount=type=tmpfs,target=/t,size=-1m true", "size=-1m: expected a size in bytes"),
         ("RUN --mount=type=bind,from=1,target=/m true", "from=1: names stage 1, which is not built before"),
         ("COPY --from=1 /f /f", "COPY --from=1: names stage 1, which is not built before"),
     ],
@@ -169,6 +171,71 @@ def test_mount_errors_are_one_line(pb: Pybuild, tmp_path: Path, text: str, fragm
     )
     proc = pb.build(ctx, None, "localhost/bad-mount", "--pull", "never", check=False)
     assert_fails(proc, 1, "Containerfile:4: ", fragment)
+
+
+# --- tmpfs ------------------------------------------------------------------------------------------
+TMPFS = """FROM busybox
+RUN --mount=type=tmpfs,target=/scratch/t,size=1m \\
+    df /scratch/t | tail -n 1 > /df && grep " /scratch/t " /proc/mounts > /mounts && \\
+    stat -c %a /scratch/t > /mode && touch /scratch/t/kept && \\
+    (dd if=/dev/zero of=/scratch/t/big bs=1024 count=2048 2> /dd-err && echo wrote || echo refused) > /dd
+RUN --mount=type=tmpfs,target=/big dd if=/dev/zero of=/big/f bs=1024 count=4096 2>/dev/null && \\
+    grep " /big " /proc/mounts > /unlimited
+RUN (test -e /scratch/t/kept && echo leaked || echo gone) > /after
+"""
+
+
+@pytest.mark.parametrize(
+    ("rootless", "mode"),
+    [(False, "native"), (False, "copy"), (True, "native"), (True, "fuse")],
+    ids=["root-native", "root-copy", "rootless-native", "rootless-fuse"],
+)
+def test_tmpfs_mount_is_a_tmpfs_with_its_size(
+    pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool, mode: str
+) -> None:
+    """RUN --mount=type=tmpfs is a real tmpfs in the step's mount namespace: df shows it with the
+    size asked for (BuildKit's size=, in bytes with an optional binary unit), writing past it fails
+    with ENOSPC, and nothing of it (nor its mount point) reaches the layer."""
+    where = user_home if rootless else tmp_path
+    ctx = context(where / "ctx", TMPFS)
+    tag = f"localhost/tmpfs-{mode}"
+    store = build_as(pb, ctx, tag, rootless, user_home, env={"PYBUILD_RUN_MODE": mode}).store
+    df = file_in(store, tag, "/df").split()
+    assert df[0] == "tmpfs" and df[1] == "1024" and df[-1] == "/scratch/t", df  # 1K-blocks: 1 MiB
+    source, target, fstype, options = file_in(store, tag, "/mounts").split()[:4]
+    assert (source, target, fstype) == ("tmpfs", "/scratch/t", "tmpfs")
+    assert "nosuid" in options.split(",") and "size=1024k" in options.split(","), options
+    assert file_in(store, tag, "/mode") == "1777\n"
+    assert file_in(store, tag, "/dd") == "refused\n"
+    assert "No space left on device" in file_in(store, tag, "/dd-err")
+    assert "size=" not in file_in(store, tag, "/unlimited")  # no size=: the kernel's default
+    assert file_in(store, tag, "/after") == "gone\n"
+    assert top_names(store, tag, -3) == ["dd", "dd-err", "df", "mode", "mounts"]
+    assert top_names(store, tag, -2) == ["unlimited"]
+    checked(store, tag, where)
+
+
+@pytest.mark.parametrize(
+    ("size", "spec"),
+    [
+        ("64", 64),
+        ("2k", 2048),
+        ("1.5K", 1536),
+        ("3m", 3 << 20),
+        ("1g", 1 << 30),
+        ("512KiB", 512 << 10),
+        ("0", 0),
+    ],
+)
+def test_tmpfs_size_as_buildkit_reads_it(size: str, spec: int) -> None:
+    from pybuild.builder.containerfile import plan
+    from pybuild.builder.mounts import parse_mount
+
+    inst = (
+        plan(f"FROM busybox\nRUN --mount=type=tmpfs,target=/t,size={size} true\n").stages[0].instructions[0]
+    )
+    mount = parse_mount(inst, f"type=tmpfs,target=/t,size={size}", {}, "/", Path("/"), lambda _: [])
+    assert mount.size == spec and mount.spec == ["tmpfs", "/t", spec]
 
 
 # --- secrets --------------------------------------------------------------------------------------
