@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import tarfile
 import uuid
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 
 from pybuild.diff import open_layer
 from pybuild.layout import ImageStore, Layout, check_layout, load_image
-from tests.fixtures.cli import Pybuild, assert_fails, build_as, context
+from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, build_as, context
+from tests.fixtures.locks import wait_for, waiters
 from tests.fixtures.tools import validate_layout
 from tests.fixtures.trees import all_bytes
 
@@ -160,6 +162,11 @@ def test_mount_from_an_image_and_from_scratch(pb: Pybuild, tmp_path: Path) -> No
         ("RUN --mount=type=bind,from=no-such-image-here,target=/m true", "no-such-image-here"),
         ("RUN --mount=type=secret,id=s,mode=999 true", "mode=999: expected an octal mode"),
         ("RUN --mount=type=tmpfs,target=/t,size=lots true", "size=lots: expected a size in bytes"),
+        (
+            "RUN --mount=type=cache,target=/c,sharing=all true",
+            "sharing=all: expected shared, private or locked",
+        ),
+        ("RUN --mount=type=bind,target=/c,sharing=locked true", "unknown option 'sharing'"),
         ("RUN --mount=type=tmpfs,target=/t,size=-1m true", "size=-1m: expected a size in bytes"),
         ("RUN --mount=type=bind,from=1,target=/m true", "from=1: names stage 1, which is not built before"),
         ("COPY --from=1 /f /f", "COPY --from=1: names stage 1, which is not built before"),
@@ -236,6 +243,91 @@ def test_tmpfs_size_as_buildkit_reads_it(size: str, spec: int) -> None:
     )
     mount = parse_mount(inst, f"type=tmpfs,target=/t,size={size}", {}, "/", Path("/"), lambda _: [])
     assert mount.size == spec and mount.spec == ["tmpfs", "/t", spec]
+
+
+# --- cache sharing: two builds (processes) at once ------------------------------------------------
+# /sync is a cache shared by both builds (BuildKit's default sharing): the log of what each RUN did,
+# in order. A RUN waits there until both have started, or until the test releases it.
+SHARING = """FROM busybox
+ARG N
+RUN --mount=type=cache,id=sync-{u},target=/sync \\
+    --mount=type=cache,id=cache-{u},target=/c,sharing={sharing} \\
+    echo "start $N" >> /sync/log && ls /c > /sync/seen-{u}-$N && touch /c/$N && \\
+    while [ ! -e /sync/release ] && [ "$(grep -c start /sync/log)" -lt 2 ]; do sleep 0.1; done && \\
+    rm /c/$N && echo "end $N" >> /sync/log && echo "$N" > /c/last-{u}-$N
+"""
+
+
+def _cache_folder(store: Path, name: str) -> Path:
+    """The store's folder of the cache mount whose RUN writes ``name`` into it."""
+    found = [p.parent for p in (store / ".pybuild" / "cache-mounts").glob(f"*/{name}")]
+    assert len(found) <= 1, found
+    return found[0] if found else Path("/nonexistent")
+
+
+def _two_builds(pb: Pybuild, tmp_path: Path, sharing: str, u: str) -> tuple[list[str], Path]:
+    """Build A, and once its RUN runs, B, with the same cache mount (``u`` makes the cache ids and
+    file names of a test its own); returns /sync/log's lines and the /sync folder."""
+    ctx = context(tmp_path / "ctx", SHARING.format(u=u, sharing=sharing))
+    env = {**os.environ, "PYBUILD_STORE": str(pb.store)}
+
+    def start(n: str) -> subprocess.Popen[str]:
+        args = [PYBUILD, "build", "--build-arg", f"N={n}", "-t", f"localhost/sharing-{n}", str(ctx)]
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    a = start("a")
+    wait_for(lambda: _cache_folder(pb.store, f"seen-{u}-a").is_dir() or a.poll() is not None, "A's RUN")
+    sync = _cache_folder(pb.store, f"seen-{u}-a")
+    b = start("b")
+    try:
+        if sharing == "locked":  # B waits for A's lock (the kernel says so), then A is let go
+            lock = pb.store / ".pybuild" / "cache-locks"
+            wait_for(
+                lambda: any(waiters(p) for p in lock.iterdir()) or "start b" in (sync / "log").read_text(),
+                "B to wait for the lock, or to start",
+            )
+        else:  # B runs beside A (private: with a cache of its own), which lets A go on
+            wait_for(lambda: "start b" in (sync / "log").read_text() or b.poll() is not None, "B's RUN")
+        (sync / "release").touch()
+    finally:
+        outs = [a.communicate(timeout=300)[0], b.communicate(timeout=300)[0]]
+    assert a.returncode == 0 and b.returncode == 0, outs
+    return (sync / "log").read_text().splitlines(), sync
+
+
+def test_cache_sharing_locked_serialises_two_builds(pb: Pybuild, tmp_path: Path) -> None:
+    """sharing=locked: B's RUN starts only once A's is over (the log is never interleaved), and sees
+    what A left in the cache."""
+    u = uuid.uuid4().hex[:8]
+    log, sync = _two_builds(pb, tmp_path, "locked", u)
+    assert log == ["start a", "end a", "start b", "end b"]
+    assert (sync / f"seen-{u}-a").read_text() == ""
+    assert (sync / f"seen-{u}-b").read_text() == f"last-{u}-a\n"  # A's file was there, A's marker gone
+    checked(pb.store, "localhost/sharing-b", tmp_path)
+
+
+def test_cache_sharing_private_gives_separate_contents(pb: Pybuild, tmp_path: Path) -> None:
+    """sharing=private: B's RUN, started while A's uses the cache, gets a cache of its own (it does
+    not see A's marker); both run at once."""
+    u = uuid.uuid4().hex[:8]
+    log, sync = _two_builds(pb, tmp_path, "private", u)
+    assert log[:2] == ["start a", "start b"] and sorted(log[2:]) == ["end a", "end b"]
+    assert (sync / f"seen-{u}-a").read_text() == ""
+    assert (sync / f"seen-{u}-b").read_text() == ""  # not A's folder, where A's marker was then
+    a_folder = _cache_folder(pb.store, f"last-{u}-a")
+    b_folder = _cache_folder(pb.store, f"last-{u}-b")
+    assert a_folder.is_dir() and b_folder.is_dir() and a_folder != b_folder
+    assert b_folder.name == a_folder.name + "-1"  # kept for the next private RUN that needs one
+    checked(pb.store, "localhost/sharing-b", tmp_path)
+
+
+def test_cache_sharing_shared_is_one_folder_at_once(pb: Pybuild, tmp_path: Path) -> None:
+    """sharing=shared (BuildKit's default): both RUNs use the one folder at the same time."""
+    u = uuid.uuid4().hex[:8]
+    log, sync = _two_builds(pb, tmp_path, "shared", u)
+    assert log[:2] == ["start a", "start b"]
+    assert (sync / f"seen-{u}-b").read_text() == "a\n"  # A's marker, in the folder A was using
+    assert _cache_folder(pb.store, f"last-{u}-a") == _cache_folder(pb.store, f"last-{u}-b")
 
 
 # --- secrets --------------------------------------------------------------------------------------
