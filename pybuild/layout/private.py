@@ -11,13 +11,14 @@ Every path below ``.pybuild/`` is named here, and nowhere else:
 - ``cache-mounts/<id>`` the folders of ``RUN --mount=type=cache`` (``<id>-<n>``: more instances of
   one, made for ``sharing=private`` RUNs while it is in use);
 - ``cache-locks/<id>`` their lock files (``cache_mount_held``: the sharing modes);
-- ``run/``            workspaces of ``pybuild run`` containers;
+- ``run/``            workspaces of ``pybuild run`` containers, each flocked by its run (``run_workspace``);
 - ``blob-info/``      the blob-info cache (diff_id -> compressed digests).
 
 And the gc of that area: stale temp files (``sweep_temp_files``, for any layout), and for the store
 (``sweep``): cache records whose layer blob is gone, layer directories no image and no surviving
-record uses, and workspaces of builds that ended. Removing a layer directory or a workspace can
-need a user namespace (their files belong to subordinate ids), so the caller passes the remover.
+record uses, and workspaces of builds and ``pybuild run`` containers that ended. Removing a layer
+directory or a workspace can need a user namespace (their files belong to subordinate ids), so the
+caller passes the remover.
 
 Knows nothing of tar or processes.
 """
@@ -81,6 +82,7 @@ class SweepResult:
     records: int = 0
     layer_dirs: int = 0
     workspaces: int = 0
+    run_workspaces: int = 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -197,6 +199,25 @@ class PrivateArea:
     def run_workspaces(self) -> Path:
         return self.root / "run"
 
+    @contextlib.contextmanager
+    def run_workspace(self, layout: Layout) -> Iterator[Path]:
+        """A new workspace for one ``pybuild run`` container, locked (an exclusive flock on the
+        directory) for as long as the run lasts, so ``sweep`` never takes a live one and takes
+        those of runs that ended, killed ones too (the kernel drops a dead process's flocks). It
+        is made under the layout's writers' lock, so a sweep never sees it before it is locked.
+        The caller removes it afterwards (its files may need a user namespace)."""
+        import tempfile
+
+        with layout.writing():
+            self.run_workspaces.mkdir(parents=True, exist_ok=True)
+            path = Path(tempfile.mkdtemp(prefix="ctr-", dir=self.run_workspaces))
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # new: nobody else holds it
+        try:
+            yield path
+        finally:
+            os.close(fd)
+
     @property
     def blob_info(self) -> Path:
         return self.root / "blob-info"
@@ -249,7 +270,33 @@ class PrivateArea:
                 for path in self.workspaces.iterdir():
                     remove_tree(path)
                     result.workspaces += 1
+            if self.run_workspaces.is_dir():
+                for path in self.run_workspaces.iterdir():
+                    with _unless_in_use(path) as free:
+                        if free:
+                            remove_tree(path)
+                            result.run_workspaces += 1
         return result
+
+
+@contextlib.contextmanager
+def _unless_in_use(path: Path) -> Iterator[bool]:
+    """Whether no running ``pybuild run`` holds the workspace ``path`` (its flock), holding it while
+    the caller removes it. Anything else than a directory there is left alone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _record_layer(layout: Layout, path: Path) -> str | None:

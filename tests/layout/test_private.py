@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -79,7 +80,7 @@ def test_sweep_keeps_what_images_and_records_use(tmp_path: Path) -> None:
     by_record = Digest("sha256", "1" * 64)
     orphan = Digest("sha256", "2" * 64)
     unused = Digest("sha256", "3" * 64)
-    live = _record(
+    record = _record(
         area, "a" * 64, {"layer": {"digest": str(kept_blob)}, "diff_id": str(by_record), "history": {}}
     )
     gone = _record(area, "b" * 64, {"layer": {"digest": "sha256:" + "9" * 64}, "diff_id": str(orphan)})
@@ -88,24 +89,29 @@ def test_sweep_keeps_what_images_and_records_use(tmp_path: Path) -> None:
     broken.write_text("{not json")
     dirs = {d: _layer_dir(area, d) for d in [*used, by_record, orphan, unused]}
     (area.workspaces / "step-stale" / "upper").mkdir(parents=True)
-    (area.run_workspaces / "ctr-running").mkdir(parents=True)  # `pybuild run` is not a build: kept
+    (area.run_workspaces / "ctr-ended").mkdir(parents=True)  # no run holds it: swept
+    running = contextlib.ExitStack()
+    live = running.enter_context(area.run_workspace(layout))  # a run still going: kept
     removed: list[Path] = []
 
     def remove(path: Path) -> None:
         removed.append(path)
         force_remove(path)
 
-    result = area.sweep(layout, remove)
-    assert (result.records, result.layer_dirs, result.workspaces) == (2, 2, 1)
-    assert live.exists() and no_layer.exists() and not gone.exists() and not broken.exists()
-    assert sorted(removed) == sorted([dirs[orphan], dirs[unused], area.workspaces / "step-stale"])
+    with running:
+        result = area.sweep(layout, remove)
+        assert live.is_dir()
+    assert (result.records, result.layer_dirs, result.workspaces, result.run_workspaces) == (2, 2, 1, 1)
+    assert record.exists() and no_layer.exists() and not gone.exists() and not broken.exists()
+    ended = area.run_workspaces / "ctr-ended"
+    assert sorted(removed) == sorted([dirs[orphan], dirs[unused], area.workspaces / "step-stale", ended])
     assert {p.name for p in area.layers.iterdir()} == {d.encoded for d in [*used, by_record]}
-    assert (area.run_workspaces / "ctr-running").is_dir()
     assert layout.blobs.exists(kept_blob) and kept_size > 0
     validate_layout(tmp_path / "l")
     # nothing left to sweep: a second pass removes nothing
     again = area.sweep(layout, remove)
-    assert (again.records, again.layer_dirs, again.workspaces) == (0, 0, 0)
+    assert (again.records, again.layer_dirs, again.workspaces, again.run_workspaces) == (0, 0, 0, 1)
+    assert removed[-1] == live  # the run is over (its lock gone): its workspace is swept
 
 
 def _diff_ids(layout: Layout, desc: Descriptor) -> list[str]:
