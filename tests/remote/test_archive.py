@@ -280,3 +280,47 @@ def test_oci_archive_with_an_untagged_image_and_its_sbom(pybuild_cli: Any, tmp_p
     assert proc.stderr.splitlines()[0] == (
         f"error: oci-archive:{archive}: the archive holds 2 images: name one (oci-archive:PATH:TAG)"
     )
+
+
+def test_archive_documents_of_a_docker_archive_with_a_gzip_layer(tmp_path: Path) -> None:
+    """A docker-archive whose layer is gzipped (older `docker save`, hand-made archives): inspect's
+    reading hashes the member as it streams by and names the manifest `copy` makes, digest for digest."""
+    from pybuild.remote.archivedocs import archive_documents
+
+    layer = tar_entries({"hello": "hi\n"})
+    gzipped = gzip.compress(layer, mtime=0)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [str(Digest.of_bytes(layer))]},
+        }
+    ).encode()
+    archive = tmp_path / "gz.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (
+            ("layer.tar.gz", gzipped),
+            ("config.json", config),
+            (
+                "manifest.json",
+                json.dumps(
+                    [{"Config": "config.json", "RepoTags": ["app:v1"], "Layers": ["layer.tar.gz"]}]
+                ).encode(),
+            ),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    docs = Layout.create(tmp_path / "docs")
+    ref = parse_image_reference(f"docker-archive:{archive}:app:v1")
+    assert isinstance(ref, ArchiveReference)
+    seen = archive_documents(ref, docs)
+    back = Layout.create(tmp_path / "back")
+    stored = read_docker_archive(archive, back, "v1")
+    assert seen == stored
+    image = load_image(docs, seen)
+    assert [(layer.media_type, str(layer.digest)) for layer in image.layers] == [
+        (mediatype.OCI_LAYER_GZIP, "sha256:" + hashlib.sha256(gzipped).hexdigest())
+    ]
+    assert not docs.blobs.exists(image.layers[0].digest)  # documents only: no layer in the scratch layout
+    check(back.root, "v1")
