@@ -252,7 +252,7 @@ SHARING = """FROM busybox
 ARG N
 RUN --mount=type=cache,id=sync-{u},target=/sync \\
     --mount=type=cache,id=cache-{u},target=/c,sharing={sharing} \\
-    echo "start $N" >> /sync/log && ls /c > /sync/seen-{u}-$N && touch /c/$N && \\
+    echo "start $N" >> /sync/log && ls /c > /sync/seen-{u}-$N && touch /c/$N /sync/ready-{u}-$N && \\
     while [ ! -e /sync/release ] && [ "$(grep -c start /sync/log)" -lt 2 ]; do sleep 0.1; done && \\
     rm /c/$N && echo "end $N" >> /sync/log && echo "$N" > /c/last-{u}-$N
 """
@@ -276,8 +276,9 @@ def _two_builds(pb: Pybuild, tmp_path: Path, sharing: str, u: str) -> tuple[list
         return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     a = start("a")
-    wait_for(lambda: _cache_folder(pb.store, f"seen-{u}-a").is_dir() or a.poll() is not None, "A's RUN")
-    sync = _cache_folder(pb.store, f"seen-{u}-a")
+    wait_for(lambda: _cache_folder(pb.store, f"ready-{u}-a").is_dir() or a.poll() is not None, "A's RUN")
+    assert a.poll() is None, a.communicate()[0]
+    sync = _cache_folder(pb.store, f"ready-{u}-a")
     b = start("b")
     try:
         if sharing == "locked":  # B waits for A's lock (the kernel says so), then A is let go
