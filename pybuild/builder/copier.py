@@ -1,9 +1,9 @@
 """COPY and ADD inside the step's root: runs chrooted into the image's merged view (``run_function``),
 reading the sources through a directory file descriptor opened before the chroot.
 
-Destination paths are resolved by the kernel inside the chroot, so a symlink in the image (``/app ->
-/``, ``/etc/conf -> /usr/local/conf``) is followed as the container would follow it and never leads
-outside the root. Sources are read with ``O_NOFOLLOW`` below their top-level path.
+Destination paths are resolved inside the chroot by the one resolver (run/paths.py), so a symlink in
+the image (``/app -> /``, ``/etc/conf -> /usr/local/conf``) is followed as the container would
+follow it and never leads outside the root. Sources are read with ``O_NOFOLLOW`` below their top-level path.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from ..errors import ContainerfileError, RunError
+from ..run.paths import resolve_in_root
 from ..run.users import chown_ids
 from .archives import open_archive  # at module level: ADD extracts after the root has changed
 
@@ -120,15 +121,19 @@ def apply_chmod(mode: int, parsed: tuple[int | None, list[tuple[str, str, str]]]
 # --- destination paths ------------------------------------------------------------------------
 
 
-def _resolve(path: str) -> str:
-    """The path ``path`` names inside the root, symlinks followed (the kernel confines it to the
-    chroot); missing components are kept as they are."""
-    return os.path.realpath(path)
+def _resolve(path: str, what: str) -> str:
+    """The path ``path`` names inside the root (``/``: this runs chrooted), symlinks followed by the
+    one resolver (run/paths.py), which keeps them inside the root; missing components are kept as
+    they are. A symlink loop is an error naming ``what`` was done."""
+    inside = resolve_in_root("/", path)
+    if inside is None:
+        raise ContainerfileError(f"{what} {path}: too many levels of symbolic links")
+    return "/" + inside
 
 
 def ensure_dir(path: str, uid: int = 0, gid: int = 0) -> None:
     """mkdir -p inside the root; created directories get 0755 and ``uid:gid``."""
-    real = _resolve(path)
+    real = _resolve(path, "cannot create directory")
     missing = []
     here = real
     while not os.path.lexists(here):
@@ -137,8 +142,6 @@ def ensure_dir(path: str, uid: int = 0, gid: int = 0) -> None:
         if parent == here:
             break
         here = parent
-    if os.path.islink(here):  # realpath leaves a symlink only where it loops
-        raise ContainerfileError(f"cannot create directory {path}: {here}: too many levels of symbolic links")
     if os.path.lexists(here) and not os.path.isdir(here):
         raise ContainerfileError(f"cannot create directory {path}: {here} exists and is not a directory")
     for d in reversed(missing):
@@ -205,7 +208,7 @@ class Copier:
             return 1 + len(entries)
         if self.req.parents:
             target = os.path.join(dest, name)
-        elif self.req.dest_is_dir or dest.endswith("/") or os.path.isdir(_resolve(dest)):
+        elif self.req.dest_is_dir or dest.endswith("/") or os.path.isdir(_resolve(dest, "cannot copy to")):
             target = os.path.join(dest, base)
         else:
             target = dest
@@ -240,7 +243,7 @@ class Copier:
 
     def put(self, rel: str, target: str, st: os.stat_result, *, top: bool = False) -> None:
         """Create ``target`` (a path inside the root) as a copy of source entry ``rel``."""
-        parent = _resolve(os.path.dirname(target.rstrip("/")) or "/")
+        parent = _resolve(os.path.dirname(target.rstrip("/")) or "/", "cannot copy to")
         name = os.path.basename(target.rstrip("/"))
         path = os.path.join(parent, name) if name else parent
         mode = st.st_mode
@@ -251,7 +254,7 @@ class Copier:
             existing = None
         if existing is not None and stat.S_ISLNK(existing.st_mode) and is_dir and top:
             # the destination directory is a symlink: copy into what it points at
-            path = _resolve(path)
+            path = _resolve(path, "cannot copy to")
             existing = os.lstat(path) if os.path.lexists(path) else None
         if existing is not None and not (is_dir and stat.S_ISDIR(existing.st_mode)):
             _remove(path)
@@ -318,7 +321,11 @@ class Copier:
             if stream is None:
                 return False
             ensure_dir(dest)
-            apply_layer(cast(BinaryIO, stream), Path(_resolve(dest)), what=f"{self.req.what} {rel}")
+            apply_layer(
+                cast(BinaryIO, stream),
+                Path(_resolve(dest, "cannot extract to")),
+                what=f"{self.req.what} {rel}",
+            )
         return True
 
 

@@ -4,7 +4,8 @@ or an image), cache (empty, or seeded from a stage), tmpfs and secret.
 ``parse_mount`` turns one ``--mount`` value into a ``RunMount``: what the step's cache key needs
 (``spec``: never a secret's value, never a host path) and what the run needs. ``RunMounts.add``
 prepares each for ``run_container``: plain binds, views of another stage's layer directories
-(mounted directly, no export, no copy), and secret files held in memory.
+(mounted directly, no export, no copy), secret files held in memory, and tmpfs mounts (a real
+tmpfs in the container's mount namespace, with BuildKit's ``size=``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets as _secrets
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,17 @@ from typing import Any
 
 from ..errors import ContainerfileError, RunError
 from ..layout import Descriptor, Digest, Layout
-from ..run import FileMount, ViewMount, copy_stack, force_remove, run_in_userns, view_path, with_view
-from ..run.layers import remove_tree
+from ..layout.private import SHARING
+from ..run import (
+    FileMount,
+    TmpfsMount,
+    ViewMount,
+    copy_stack,
+    force_remove,
+    run_in_userns,
+    view_path,
+    with_view,
+)
 from ..run.paths import join_in_root
 from .containerfile import Instruction, expand_in
 
@@ -55,6 +65,8 @@ class RunMount:
     uid: int = 0
     gid: int = 0
     required: bool = False
+    size: int = 0  # tmpfs: its limit in bytes, 0 for none
+    sharing: str = "shared"  # cache: shared, private or locked (BuildKit's default: shared)
 
 
 def required_error(inst: Instruction, secret_id: str) -> ContainerfileError:
@@ -81,6 +93,19 @@ def _number(inst: Instruction, key: str, text: str, base: int = 10) -> int:
     if value < 0 or (key == "mode" and value > 0o7777):
         raise inst.error(f"RUN --mount {key}={text}: expected {'an octal mode' if base == 8 else 'a number'}")
     return value
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
+
+
+def _size(inst: Instruction, text: str) -> int:
+    """A tmpfs ``size=`` in bytes, as BuildKit reads it (go-units' RAMInBytes): a number, with an
+    optional binary unit k, m, g, t or p (``64m``, ``1.5g``, ``512KiB``, ``100b``); 0: no limit."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise inst.error(f"RUN --mount size={text}: expected a size in bytes, such as 64m or 1g")
+    unit = (match.group(2) or "").lower()
+    return int(float(match.group(1)) * 1024 ** (" kmgtp".index(unit) if unit else 0))
 
 
 def _flag(opts: dict[str, str], *names: str) -> bool:
@@ -118,7 +143,8 @@ def parse_mount(
     source = (opts.get("source") or opts.get("src") or "").strip()
     from_ = opts.get("from", "")
     if kind == "tmpfs":
-        return RunMount(kind, target, ["tmpfs", target])
+        size = _size(inst, opts["size"]) if "size" in opts else 0
+        return RunMount(kind, target, ["tmpfs", target, size], size=size)
     layers = resolve(from_) if from_ else None
     # the source tree's identity is its content (diff_ids): a change there reruns the step
     origin = ["from", from_, [str(d) for _, d in layers]] if layers is not None else []
@@ -127,10 +153,14 @@ def parse_mount(
         mode = _number(inst, "mode", opts["mode"], 8) if "mode" in opts else None
         uid = _number(inst, "uid", opts["uid"]) if "uid" in opts else 0
         gid = _number(inst, "gid", opts["gid"]) if "gid" in opts else 0
+        sharing = (opts.get("sharing") or "shared").lower()
+        if sharing not in SHARING:
+            raise inst.error(f"RUN --mount sharing={opts['sharing']}: expected shared, private or locked")
         return RunMount(
             kind,
             target,
             ["cache", cache_id, target, source, *origin],
+            sharing=sharing,
             source=source,
             readonly=_flag(opts, "ro", "readonly"),
             layers=layers,
@@ -185,20 +215,37 @@ class RunMounts:
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
     views: list[ViewMount] = field(default_factory=list)
     files: list[FileMount] = field(default_factory=list)
+    tmpfs: list[TmpfsMount] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    caches: dict[str, str] = field(default_factory=dict)  # cache name -> the instance held
+
+    def hold_caches(self, mounts: list[RunMount], stack: contextlib.ExitStack) -> None:
+        """Take the RUN's cache mounts as their ``sharing`` says, held until ``stack`` closes (the
+        whole RUN): in the order of their names, so two RUNs never wait for each other in a circle;
+        a cache mounted twice by one RUN is held once."""
+        wanted: dict[str, str] = {}
+        for mount in mounts:
+            if mount.kind == "cache":
+                name = _cache_name(mount)
+                if wanted.get(name) != "locked":  # the strongest wish of the RUN for it
+                    wanted[name] = mount.sharing
+        for name in sorted(wanted):
+            if name not in self.caches:
+                self.caches[name] = stack.enter_context(
+                    self.store.private.cache_mount_held(name, wanted[name])
+                )
 
     def add(self, mount: RunMount, stack: contextlib.ExitStack, inst: Instruction) -> None:
         assert mount.target is not None or mount.kind == "secret"
         what = f"RUN --mount=type={mount.kind}" + (f",from={mount.origin}" if mount.origin else "")
         if mount.kind == "secret":
             self._secret(mount, inst)
-        elif mount.kind == "tmpfs":
-            folder = Path(tempfile.mkdtemp(prefix="tmpfs-", dir=self.scratch))
-            os.chmod(folder, 0o1777)
-            stack.callback(remove_tree, folder)
-            self.binds.append((str(folder), str(mount.target), False))
+        elif mount.kind == "tmpfs":  # mounted by the container itself: nothing on disk
+            self.tmpfs.append(TmpfsMount(str(mount.target), mount.size))
         elif mount.kind == "cache":
-            self.binds.append((str(self._cache_dir(mount, inst, what)), str(mount.target), mount.readonly))
+            self.hold_caches([mount], stack)
+            folder = self._cache_dir(mount, self.caches[_cache_name(mount)], inst, what)
+            self.binds.append((str(folder), str(mount.target), mount.readonly))
         elif mount.layers is not None:
             lowers = self.lowerdirs_of(mount.layers)
             self.views.append(ViewMount(lowers, str(mount.target), mount.source, mount.readonly, what))
@@ -228,13 +275,10 @@ class RunMounts:
             mode = 0o400 if mount.mode is None else mount.mode
             self.files.append(FileMount(mount.target, data, mode, mount.uid, mount.gid))
 
-    def _cache_dir(self, mount: RunMount, inst: Instruction, what: str) -> Path:
-        """The cache mount's folder, kept in the store between builds; one seeded from a stage
-        (``from=``) is its own cache, made from that tree the first time (BuildKit's cache is
-        keyed by its id and its base, too)."""
-        origin = "" if mount.layers is None else "\0".join([mount.source, *(str(d) for _, d in mount.layers)])
-        name = hashlib.sha256(f"{mount.cache_id}\0{origin}".encode() if origin else mount.cache_id.encode())
-        folder = self.store.private.cache_mount(name.hexdigest()[:32])
+    def _cache_dir(self, mount: RunMount, instance: str, inst: Instruction, what: str) -> Path:
+        """The folder of the cache mount's ``instance`` (held: ``hold_caches``), kept in the store
+        between builds, made (empty, or seeded from the ``from=`` tree) the first time."""
+        folder = self.store.private.cache_mount(instance)
         if folder.is_dir():
             return folder
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -249,13 +293,26 @@ class RunMounts:
             mode, uid, gid = mount.mode, mount.uid, mount.gid
             if mode is not None or uid or gid:
                 run_in_userns(lambda: _own(temp, mode, uid, gid))
-            os.rename(temp, folder)
+            try:
+                os.rename(temp, folder)
+            except OSError:
+                if not folder.is_dir():
+                    raise
+                # another build (sharing the cache) made it first: use that one
         except OSError as exc:
             raise inst.error(f"{what}: cannot make the cache mount: {exc.strerror or exc}") from None
         finally:
             if temp.exists():
                 run_in_userns(lambda: force_remove(temp))
         return folder
+
+
+def _cache_name(mount: RunMount) -> str:
+    """The name of a cache mount in the store: its id; one seeded from a stage (``from=``) is its
+    own cache, keyed by its base too (as BuildKit's)."""
+    origin = "" if mount.layers is None else "\0".join([mount.source, *(str(d) for _, d in mount.layers)])
+    name = hashlib.sha256(f"{mount.cache_id}\0{origin}".encode() if origin else mount.cache_id.encode())
+    return name.hexdigest()[:32]
 
 
 def _seed(source: str, dest: Path, view: ViewMount) -> None:

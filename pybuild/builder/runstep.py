@@ -61,6 +61,7 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
     def action(upper: Path, lowers: list[Path]) -> None:
         with contextlib.ExitStack() as stack:
             prepared = RunMounts(ctx.store, ctx.scratch, ctx.layer_dirs, ctx.options.secrets)
+            prepared.hold_caches(mounts, stack)  # for the whole RUN, as their sharing= says
             for m in mounts:
                 prepared.add(m, stack, inst)
             binds = prepared.binds
@@ -89,6 +90,7 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
                     mounts=binds,
                     views=prepared.views,
                     files=prepared.files,
+                    tmpfs=prepared.tmpfs,
                 )
             )
         if result.exit_status != 0:

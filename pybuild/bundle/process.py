@@ -6,10 +6,8 @@ throwaway rootless container from an image."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
@@ -113,25 +111,24 @@ def run_image(
     if not process.args:
         raise UsageError(f"{ref} has no Entrypoint or Cmd: give a command after --")
     lowers = layer_dirs(store, image)
-    scratch = store.private.run_workspaces
-    scratch.mkdir(parents=True, exist_ok=True)
-    top = Path(tempfile.mkdtemp(prefix="ctr-", dir=scratch))
-    try:
-        (top / "upper").mkdir()
-        keep_out(store.root)  # in-place mode never touches the store
-        with chosen_isolation(isolation):
-            result = run_container(
-                RunSpec(
-                    lowerdirs=lowers,
-                    upperdir=top / "upper",
-                    args=list(process.args),
-                    env=list(process.env),
-                    cwd=process.cwd,
-                    user=process.user,
-                    network=network,
-                    mounts=[(b.source, b.target, b.readonly) for b in binds],
+    # locked while the container runs: `pybuild gc` removes it only once the run is over
+    with store.private.run_workspace(store) as top:
+        try:
+            (top / "upper").mkdir()
+            keep_out(store.root)  # in-place mode never touches the store
+            with chosen_isolation(isolation):
+                result = run_container(
+                    RunSpec(
+                        lowerdirs=lowers,
+                        upperdir=top / "upper",
+                        args=list(process.args),
+                        env=list(process.env),
+                        cwd=process.cwd,
+                        user=process.user,
+                        network=network,
+                        mounts=[(b.source, b.target, b.readonly) for b in binds],
+                    )
                 )
-            )
-    finally:
-        remove_tree(top)
+        finally:
+            remove_tree(top)
     return result.exit_status

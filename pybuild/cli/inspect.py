@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from ..layout import (
     Image,
     ImageConfig,
     Layout,
+    Located,
     check_layout,
     load_image,
     locate,
@@ -121,10 +124,24 @@ def _remote_image(ref: str, options: Any) -> tuple[Image, str]:
     return Image(scratch, manifest.descriptor(), manifest, config), ref
 
 
+def _archive_image(ref: str, scratch: Path) -> Located:
+    """The image a docker-archive: or oci-archive: reference names: its documents (no layer) read
+    into a throwaway layout in ``scratch``, as skopeo inspect reads them."""
+    from ..remote import ArchiveReference, parse_image_reference
+    from ..remote.archivedocs import archive_documents
+
+    parsed = parse_image_reference(ref)
+    assert isinstance(parsed, ArchiveReference)
+    layout = Layout.create(scratch / "documents", label=ref)
+    return Located(layout, archive_documents(parsed, layout), ref)
+
+
 @app.command()
 def inspect(
     ctx: typer.Context,
-    ref: str = typer.Argument(..., help="NAME[:TAG], an image ID, or oci:DIR[:TAG]."),
+    ref: str = typer.Argument(
+        ..., help="NAME[:TAG], an image ID, oci:DIR[:TAG], docker://REF, docker-archive:F, oci-archive:F."
+    ),
     raw: bool = typer.Option(False, "--raw", help="Print the manifest exactly as stored."),
     config: bool = typer.Option(False, "--config", help="With --raw: print the config instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -139,7 +156,8 @@ def inspect(
         None, "--artifact-type", help="With --referrers: only the artifacts of this type."
     ),
 ) -> None:
-    """Show an image's manifest and config (docker:// references are read without pulling layers)."""
+    """Show an image's manifest and config (docker://, docker-archive: and oci-archive: references are
+    read without pulling or extracting layers)."""
     name: str | None
     options = registry_options(creds, tls_verify, cert_dir, authfile)
     if artifact_type is not None and not referrers:
@@ -158,15 +176,19 @@ def inspect(
             return
         image, name = _remote_image(ref, options)
     else:
-        found = locate(state_of(ctx).store, ref)
-        image, name = load_image(found.layout, found.descriptor), found.name
-        if referrers:
-            from ..layout import referrers as layout_referrers
+        with contextlib.ExitStack() as stack:
+            if ref.startswith(("docker-archive:", "oci-archive:")):
+                found = _archive_image(ref, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            else:
+                found = locate(state_of(ctx).store, ref)
+            image, name = load_image(found.layout, found.descriptor), found.name
+            if referrers:
+                from ..layout import referrers as layout_referrers
 
-            subjects = dict.fromkeys(d.digest for d in (found.descriptor, image.descriptor))
-            listed = [(s, r) for s in subjects for r in layout_referrers(found.layout, s, artifact_type)]
-            _print_referrers(listed, as_json)
-            return
+                subjects = dict.fromkeys(d.digest for d in (found.descriptor, image.descriptor))
+                listed = [(s, r) for s in subjects for r in layout_referrers(found.layout, s, artifact_type)]
+                _print_referrers(listed, as_json)
+                return
     if raw:
         data = image.config.to_bytes() if config else image.manifest.to_bytes()
         sys.stdout.buffer.write(data)

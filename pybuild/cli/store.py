@@ -43,8 +43,8 @@ def gc_command(
 
         swept = sweep(target)
         typer.echo(
-            f"removed {swept.layer_dirs} layer directories, {swept.records} build cache records "
-            f"and {swept.workspaces} stale build workspaces"
+            f"removed {swept.layer_dirs} layer directories, {swept.records} build cache records, "
+            f"{swept.workspaces} stale build workspaces and {swept.run_workspaces} of ended runs"
         )
 
 

@@ -39,7 +39,7 @@ from .imagestore import (
 from .mutate import ConfigChanges, add_history, configure, created_time, edit_image, source_date_epoch
 from .private import PrivateArea, SweepResult
 from .reference import ImageName, Reference, parse_name, parse_reference
-from .referrers import EMPTY_DESCRIPTOR, attach, referrers
+from .referrers import EMPTY_DESCRIPTOR, attach, is_artifact, referrers
 from .store import BlobStore, BlobWriter, StagedBlobs
 
 __all__ = [
@@ -82,6 +82,7 @@ __all__ = [
     "edit_image",
     "gc",
     "host_platform",
+    "is_artifact",
     "load_image",
     "load_json",
     "locate",

@@ -12,7 +12,7 @@ from .descriptor import Descriptor
 from .image import load_image
 from .imagelayout import Layout
 from .reference import parse_name, parse_reference
-from .referrers import subject_of
+from .referrers import is_artifact
 
 # what an image built without a name is tagged in the store (so that index.json references it)
 UNTAGGED = "localhost/pybuild-untagged"
@@ -76,7 +76,7 @@ class ImageStore(Layout):
         entries: list[tuple[str | None, Descriptor]] = []
         for desc in self.read_index().manifests:
             name = desc.ref_name
-            if name is None and _is_artifact(self, desc):
+            if name is None and is_artifact(self, desc):
                 continue  # an SBOM or signature of an image, not an image
             if name is not None and not name.startswith(UNTAGGED + ":"):
                 named.add(str(desc.digest))
@@ -98,15 +98,6 @@ class ImageStore(Layout):
             return load_image(self, desc).manifest.config.digest.encoded
         except PybuildError:  # an unreadable image simply has no ID to match
             return ""
-
-
-def _is_artifact(layout: Layout, desc: Descriptor) -> bool:
-    """Whether an untagged index.json entry is an artifact referring to an image (it has a subject).
-    One that cannot be read is listed, so that its problem shows."""
-    try:
-        return subject_of(layout, desc) is not None
-    except PybuildError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,17 @@ LAYERS: dict[str, str] = {
     DOCKER_LAYER: "none",
 }
 
+# Docker schema 2 -> OCI, as containers/image converts for a destination that takes only OCI (a
+# foreign layer is a non-distributable one)
+OCI_FOR_DOCKER: dict[str, str] = {
+    DOCKER_MANIFEST: OCI_MANIFEST,
+    DOCKER_MANIFEST_LIST: OCI_INDEX,
+    DOCKER_CONFIG: OCI_CONFIG,
+    DOCKER_LAYER: OCI_LAYER,
+    DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,
+    DOCKER_LAYER_FOREIGN_GZIP: OCI_LAYER_ND_GZIP,
+}
+
 # descriptor.md / defs-descriptor.json: type "/" subtype, each starting alphanumeric, <= 127 chars
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 
@@ -53,6 +64,11 @@ def is_valid(media_type: object) -> bool:
 def layer_compression(media_type: str) -> str | None:
     """ "none", "gzip" or "zstd" for a known layer media type, else None."""
     return LAYERS.get(media_type)
+
+
+def to_oci(media_type: str) -> str:
+    """The OCI media type for a Docker schema 2 one; any other is returned as it is."""
+    return OCI_FOR_DOCKER.get(media_type, media_type)
 
 
 def layer_media_type(compression: str, *, docker: bool = False) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BlobNotFound, UsageError
+from ..errors import BlobNotFound, PybuildError, UsageError
 from . import mediatype
 from .descriptor import REF_NAME, Descriptor
 from .digest import Digest
@@ -114,6 +114,15 @@ def subject_of(layout: Layout, descriptor: Descriptor) -> Descriptor | None:
     else:
         parsed = Manifest.parse(raw, what, lenient=True)
     return parsed.subject
+
+
+def is_artifact(layout: Layout, descriptor: Descriptor) -> bool:
+    """Whether an index.json entry is an artifact referring to an image (it has a subject), not an
+    image. One that cannot be read counts as an image, so that its problem shows where it is used."""
+    try:
+        return subject_of(layout, descriptor) is not None
+    except PybuildError:
+        return False
 
 
 def as_referrer(layout: Layout, descriptor: Descriptor) -> Descriptor:

@@ -36,17 +36,18 @@ from ..layout import (
     Platform,
     copy_blobs,
     dump_json,
+    is_artifact,
     load_image,
     mediatype,
 )
 
 CHUNK = 1 << 20
-_BLOB = re.compile(r"(?:\./)?blobs/(sha256|sha512)/([0-9a-f]+)")
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BLOB_MEMBER = re.compile(r"(?:\./)?blobs/(sha256|sha512)/([0-9a-f]+)")
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def _open_tar(path: Path, what: str) -> tarfile.TarFile:
+def open_tar(path: Path, what: str) -> tarfile.TarFile:
     try:
         return tarfile.open(path, "r:*")
     except FileNotFoundError:
@@ -55,7 +56,7 @@ def _open_tar(path: Path, what: str) -> tarfile.TarFile:
         raise RegistryError(f"{what}: {path} is not a readable tar archive: {exc}") from None
 
 
-def _members(tar: tarfile.TarFile, what: str) -> dict[str, tarfile.TarInfo]:
+def tar_members(tar: tarfile.TarFile, what: str) -> dict[str, tarfile.TarInfo]:
     """Regular files by normalised name (symlinks, as docker save writes for shared layers, resolved)."""
     out: dict[str, tarfile.TarInfo] = {}
     links: dict[str, str] = {}
@@ -74,7 +75,7 @@ def _members(tar: tarfile.TarFile, what: str) -> dict[str, tarfile.TarInfo]:
     return out
 
 
-def _read_member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, what: str) -> bytes:
+def read_member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, what: str) -> bytes:
     info = members.get(os.path.normpath(name).lstrip("/"))
     if info is None:
         raise RegistryError(f"{what}: {name} is missing from the archive")
@@ -86,9 +87,9 @@ def _read_member(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name
 
 
 def _decompressor(head: bytes, f: Any) -> tuple[str, Any]:
-    if head.startswith(_GZIP_MAGIC):
+    if head.startswith(GZIP_MAGIC):
         return "gzip", gzip.GzipFile(fileobj=f, mode="rb")
-    if head.startswith(_ZSTD_MAGIC):
+    if head.startswith(ZSTD_MAGIC):
         return "zstd", zstandard.ZstdDecompressor().stream_reader(f)
     return "none", f
 
@@ -97,7 +98,7 @@ def _decompressor(head: bytes, f: Any) -> tuple[str, Any]:
 
 
 @contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
+def translated(what: str) -> Iterator[None]:
     """tarfile, gzip and zstandard errors from a damaged archive, as RegistryError."""
     try:
         yield
@@ -112,54 +113,76 @@ def read_docker_archive(
 
     Returns the generated manifest's descriptor; ``tag`` is set in ``layout`` when given.
     """
-    with _translated(f"docker-archive:{path}"):
+    with translated(f"docker-archive:{path}"):
         return _read_docker_archive(Path(path), layout, tag, name)
 
 
 def _read_docker_archive(path: Path, layout: Layout, tag: str | None, name: str | None) -> Descriptor:
     what = f"docker-archive:{path}"
-    with _open_tar(path, what) as tar:
-        members = _members(tar, what)
-        try:
-            entries = json.loads(_read_member(tar, members, "manifest.json", what))
-        except ValueError:
-            raise RegistryError(f"{what}: manifest.json is not JSON") from None
-        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-            raise RegistryError(f"{what}: manifest.json must be a non-empty array of objects")
-        entry = _choose_entry(entries, name, what)
-        config_name, layer_names = entry.get("Config"), entry.get("Layers")
-        if not isinstance(config_name, str) or not isinstance(layer_names, list):
-            raise RegistryError(f"{what}: manifest.json entry needs Config and Layers")
-        config_raw = _read_member(tar, members, config_name, what)
-        try:
-            config = ImageConfig.parse(config_raw, f"{what}: config {config_name}")
-        except PybuildError as exc:
-            raise RegistryError(str(exc)) from None
-        if len(config.diff_ids) != len(layer_names):
-            raise RegistryError(
-                f"{what}: config has {len(config.diff_ids)} diff_ids "
-                f"but the archive lists {len(layer_names)} layers"
-            )
+    with open_tar(path, what) as tar:
+        members = tar_members(tar, what)
+        config_raw, config, layer_names = docker_entry(tar, members, name, what)
         with layout.writing():
             layers = []
             for i, (layer_name, diff_id) in enumerate(zip(layer_names, config.diff_ids, strict=True)):
-                info = members.get(os.path.normpath(str(layer_name)).lstrip("/"))
-                if info is None:
-                    raise RegistryError(f"{what}: layer {layer_name} is missing from the archive")
-                f = tar.extractfile(info)
+                f = tar.extractfile(layer_member(members, layer_name, what))
                 assert f is not None
                 layers.append(_store_layer(layout, f, diff_id, f"{what}: layer {i} ({layer_name})"))
-            digest, size = layout.blobs.put(config_raw)
-            config_desc = Descriptor(mediatype.OCI_CONFIG, digest, size)
-            manifest = Manifest.build(config_desc, layers)
-            digest, size = layout.blobs.put(manifest.to_bytes())
-            desc = Descriptor(mediatype.OCI_MANIFEST, digest, size)
+            desc = docker_manifest(layout, config_raw, layers)
             if tag is not None:
                 layout.set_tag(tag, desc)
     return desc
 
 
-def _choose_entry(entries: list[dict[str, Any]], name: str | None, what: str) -> dict[str, Any]:
+def docker_entry(
+    tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str | None, what: str
+) -> tuple[bytes, ImageConfig, list[str]]:
+    """The image ``name`` (the only one when None) of a docker-archive's manifest.json: its config
+    (bytes and parsed) and the archive's names of its layers, one per diff_id."""
+    try:
+        entries = json.loads(read_member(tar, members, "manifest.json", what))
+    except ValueError:
+        raise RegistryError(f"{what}: manifest.json is not JSON") from None
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise RegistryError(f"{what}: manifest.json must be a non-empty array of objects")
+    entry = choose_entry(entries, name, what)
+    config_name, layer_names = entry.get("Config"), entry.get("Layers")
+    if not isinstance(config_name, str) or not isinstance(layer_names, list):
+        raise RegistryError(f"{what}: manifest.json entry needs Config and Layers")
+    config_raw = read_member(tar, members, config_name, what)
+    try:
+        config = ImageConfig.parse(config_raw, f"{what}: config {config_name}")
+    except PybuildError as exc:
+        raise RegistryError(str(exc)) from None
+    if len(config.diff_ids) != len(layer_names):
+        raise RegistryError(
+            f"{what}: config has {len(config.diff_ids)} diff_ids "
+            f"but the archive lists {len(layer_names)} layers"
+        )
+    return config_raw, config, [str(n) for n in layer_names]
+
+
+def layer_member(members: dict[str, tarfile.TarInfo], layer_name: str, what: str) -> tarfile.TarInfo:
+    info = members.get(os.path.normpath(layer_name).lstrip("/"))
+    if info is None:
+        raise RegistryError(f"{what}: layer {layer_name} is missing from the archive")
+    return info
+
+
+def docker_manifest(layout: Layout, config_raw: bytes, layers: list[Descriptor]) -> Descriptor:
+    """Store a docker-archive image's config (byte-exact) and the OCI manifest made for it."""
+    digest, size = layout.blobs.put(config_raw)
+    manifest = Manifest.build(Descriptor(mediatype.OCI_CONFIG, digest, size), layers)
+    digest, size = layout.blobs.put(manifest.to_bytes())
+    return Descriptor(mediatype.OCI_MANIFEST, digest, size)
+
+
+def compression_of(head: bytes) -> str:
+    """A layer's compression by its first bytes: "gzip", "zstd" or "none"."""
+    return "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head.startswith(ZSTD_MAGIC) else "none"
+
+
+def choose_entry(entries: list[dict[str, Any]], name: str | None, what: str) -> dict[str, Any]:
     if name is None:
         if len(entries) > 1:
             raise RegistryError(
@@ -177,9 +200,7 @@ def _choose_entry(entries: list[dict[str, Any]], name: str | None, what: str) ->
 def _store_layer(layout: Layout, f: IO[bytes], diff_id: Digest, what: str) -> Descriptor:
     """Store the layer as it is, checking its uncompressed content against ``diff_id``."""
     head = f.read(4)
-    compression = (
-        "gzip" if head.startswith(_GZIP_MAGIC) else "zstd" if head.startswith(_ZSTD_MAGIC) else "none"
-    )
+    compression = compression_of(head)
     with layout.blobs.writer() as writer:
         writer.write(head)
         while chunk := f.read(CHUNK):
@@ -328,7 +349,7 @@ def read_oci_archive(
     path: Path | str, layout: Layout, tag: str | None = None, dst_tag: str | None = None
 ) -> Descriptor:
     """Copy the image tagged ``tag`` (the only one when None) from an oci-archive into ``layout``."""
-    with _translated(f"oci-archive:{path}"):
+    with translated(f"oci-archive:{path}"):
         return _read_oci_archive(Path(path), layout, tag, dst_tag)
 
 
@@ -336,11 +357,11 @@ def _read_oci_archive(path: Path, layout: Layout, tag: str | None, dst_tag: str 
     what = f"oci-archive:{path}"
     with tempfile.TemporaryDirectory() as tmpdir:
         staging = Layout.create(Path(tmpdir) / "layout", label=what)
-        with _open_tar(path, what) as tar:
-            members = _members(tar, what)
-            index_raw = _read_member(tar, members, "index.json", what)
+        with open_tar(path, what) as tar:
+            members = tar_members(tar, what)
+            index_raw = read_member(tar, members, "index.json", what)
             for name, info in members.items():
-                match = _BLOB.fullmatch(name)
+                match = BLOB_MEMBER.fullmatch(name)
                 if match is None:
                     continue
                 try:
@@ -356,27 +377,35 @@ def _read_oci_archive(path: Path, layout: Layout, tag: str | None, dst_tag: str 
                 except DigestMismatch as exc:
                     raise DigestMismatch(f"{what}: {exc}") from None
         (staging.root / "index.json").write_bytes(index_raw)
-        tags = staging.tags()
-        try:
-            if tag is not None:
-                src = staging.resolve(tag)
-            elif len(tags) == 1:
-                src = tags[0][1]
-            else:
-                manifests = staging.read_index().manifests
-                if len(manifests) != 1:
-                    raise ImageNotFound(
-                        f"{what}: the archive holds {len(manifests)} images: name one (oci-archive:PATH:TAG)"
-                    )
-                src = manifests[0]
-        except ImageNotFound as exc:
-            raise ImageNotFound(str(exc).replace(staging.label, what)) from None
-        src = Descriptor(src.media_type, src.digest, src.size, platform=src.platform)
+        src = archived_image(staging, tag, what)
         with layout.writing():
             copy_blobs(staging, layout, src)
             if dst_tag is not None:
                 layout.set_tag(dst_tag, src)
     return src
+
+
+def archived_image(layout: Layout, tag: str | None, what: str) -> Descriptor:
+    """The image ``tag`` names in an oci-archive's layout; without a tag, the one tagged image, else
+    the only image in index.json. Artifacts (manifests with a subject: an SBOM, a signature) listed
+    untagged beside it are not images, and never make the choice ambiguous."""
+    try:
+        if tag is not None:
+            src = layout.resolve(tag)
+        else:
+            tags = layout.tags()
+            if len(tags) == 1:
+                src = tags[0][1]
+            else:
+                images = {d.digest: d for d in layout.read_index().manifests if not is_artifact(layout, d)}
+                if len(images) != 1:
+                    raise ImageNotFound(
+                        f"{what}: the archive holds {len(images)} images: name one (oci-archive:PATH:TAG)"
+                    )
+                src = next(iter(images.values()))
+    except ImageNotFound as exc:
+        raise ImageNotFound(str(exc).replace(layout.label, what)) from None
+    return Descriptor(src.media_type, src.digest, src.size, platform=src.platform)
 
 
 def write_oci_archive(layout: Layout, desc: Descriptor, path: Path | str, tag: str | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..diff import LayerWriter, open_layer
 from ..errors import DigestMismatch, PybuildError, UsageError
@@ -51,10 +52,11 @@ def has_uncompressed_layers(layout: Layout, desc: Descriptor) -> bool:
     return any(_plain(layer) for layer in load_image(layout, desc).layers)
 
 
-def check_compression(image: Image, compression: str, label: str) -> None:
+def check_compression(image: Image, compression: str, label: str, *, oci: bool = False) -> None:
+    """``compression`` is one pybuild writes, and the image's format (OCI with ``oci``) has it."""
     if compression not in ("gzip", "zstd", "none"):
         raise UsageError(f"unknown compression {compression!r}: expected gzip, zstd or none")
-    if image.is_docker and compression == "zstd":
+    if image.is_docker and not oci and compression == "zstd":
         raise UsageError(f"{label}: Docker-format images have gzip or plain tar layers, not zstd")
 
 
@@ -162,6 +164,7 @@ def recompress_image(
     only_uncompressed: bool = False,
     cache: BlobInfoCache | None = None,
     progress: Callable[[str], None] | None = None,
+    oci: bool = False,
 ) -> Descriptor:
     """Write ``desc``'s image into ``dst`` with every layer in ``compression``; returns the new manifest.
 
@@ -169,10 +172,13 @@ def recompress_image(
     all compressed ones (what skopeo does for an OCI layout or a registry: plain tar layers get
     compressed, gzip and zstd ones stay). A layer the cache knows in that compression is not
     compressed again when ``dst`` holds the result, or another layout does. All or nothing: the new
-    blobs appear in ``dst`` only once every one of them is written and verified.
+    blobs appear in ``dst`` only once every one of them is written and verified. With ``oci`` a
+    Docker schema 2 image is written with OCI media types (for a destination that takes only OCI:
+    see convert.py); its config stays as it is.
     """
     image = load_image(src, desc)
-    check_compression(image, compression, src.label)
+    docker = image.is_docker and not oci
+    check_compression(image, compression, src.label, oci=oci)
     location = f"oci:{dst.root}"
     layers: list[Descriptor] = []
     with dst.writing():
@@ -181,10 +187,12 @@ def recompress_image(
                 if not converts(layer, compression, only_uncompressed):
                     if not dst.blobs.exists(layer.digest):
                         staged.add(stage_copy(src, dst, layer))
-                    layers.append(layer)
+                    layers.append(
+                        layer if docker else replace(layer, media_type=mediatype.to_oci(layer.media_type))
+                    )
                     continue
                 uncompressed = layer.size if _plain(layer) else None
-                candidate = cached(cache, layer, diff_id, compression, image.is_docker)
+                candidate = cached(cache, layer, diff_id, compression, docker)
                 if candidate is not None and cache is not None:
                     if _in_layout(dst, candidate, uncompressed):
                         layers.append(candidate)
@@ -196,7 +204,7 @@ def recompress_image(
                         continue
                 if progress is not None:
                     progress(f"compressing layer {layer.digest.short} ({compression})")
-                out, writer = compress(src, layer, diff_id, compression, image.is_docker, dst, cache)
+                out, writer = compress(src, layer, diff_id, compression, docker, dst, cache)
                 staged.add(writer)
                 layers.append(out)
             staged.commit()
@@ -204,5 +212,5 @@ def recompress_image(
             for layer in layers:
                 cache.record_location(layer.digest, location)
         return commit_image(
-            dst, image.config, layers, docker=image.is_docker, annotations=image.manifest.annotations or None
+            dst, image.config, layers, docker=docker, annotations=image.manifest.annotations or None
         )

@@ -100,13 +100,17 @@ def _copy_between_layouts(
     src: str, dst: str, store: ImageStore, report: CopyReport | None, referrers: bool
 ) -> Descriptor | None:
     """The image ``src`` names put into ``dst``'s layout and tagged there, its blobs shared as they
-    are; None when that is not enough (an oci: layout gets uncompressed layers gzipped)."""
+    are; None when that is not enough (an oci: layout gets uncompressed layers gzipped, and OCI
+    manifests for Docker ones)."""
     found = locate(store, src)
     layout, tag = destination(store, dst)
     if layout.root != store.root:
+        from .convert import needs_oci
         from .recompress import has_uncompressed_layers  # (compression code loads only when needed)
 
-        if has_uncompressed_layers(found.layout, found.descriptor):
+        if has_uncompressed_layers(found.layout, found.descriptor) or needs_oci(
+            found.layout, found.descriptor
+        ):
             return None
     desc = found.descriptor
     with layout.writing():
@@ -151,7 +155,8 @@ def copy_image(
     """Copy one image from ``src`` to ``dst`` (any transport, store names too, image ID prefixes for
     the store); the descriptor written.
 
-    ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way. Otherwise blobs are
+    ``compression`` ("gzip", "zstd", "none") re-compresses the layers on the way (a docker-archive
+    takes only "none": its layers are plain tars, as skopeo writes them). Otherwise blobs are
     copied as they are, except that uncompressed layers are gzipped on their way to a registry, an
     OCI layout or an oci-archive (as skopeo does; the store keeps built layers uncompressed), once:
     the store's blob-info cache remembers the result.
@@ -170,12 +175,19 @@ def copy_image(
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
+    docker_archive = isinstance(dest, ArchiveReference) and dest.transport == "docker-archive"
+    if docker_archive and compression in ("gzip", "zstd"):  # docker save writes, docker load reads
+        raise UsageError(
+            f"--compression {compression}: {dst}: docker-archive layers are plain tars",
+            hints=["leave --compression out (or give none): layers are decompressed on the way"],
+        )
     local = isinstance(source, LayoutReference) and isinstance(dest, LayoutReference)
     if local and platform is None and compression is None:
         shared = _copy_between_layouts(src, dst, store, report, referrers)
         if shared is not None:
             _write_digestfile(digestfile, shared)
             return shared
+    from .convert import convert_to_oci, needs_oci
     from .recompress import has_uncompressed_layers, recompress_image
     from .referrers import LayoutDestination, carry_referrers, push_referrers, unchanged
     from .registry import Outbound, pull, push, push_converted
@@ -195,18 +207,32 @@ def copy_image(
             and isinstance(source, RegistryReference)
             and compression is None
         ):
-            out = destination(store, dst)[0]
-            desc = pull(
-                source,
-                out,
-                destination(store, dst)[1],
-                platform=platform,
-                options=src_opts,
-                progress=progress,
-                cache=cache if out.root == store.root else None,
-            )
-            if referrers:
+            out, tag = destination(store, dst)
+            into_store = out.root == store.root
+            with out.writing():
+                desc = pull(
+                    source,
+                    out,
+                    tag if into_store else None,
+                    platform=platform,
+                    options=src_opts,
+                    progress=progress,
+                    cache=cache if into_store else None,
+                )
+                # an oci: layout takes only OCI: a Docker image is converted there, in place (the
+                # Docker manifest stays behind, untagged, for gc)
+                converted = (
+                    None if into_store or not needs_oci(out, desc) else convert_to_oci(out, desc, out)[1]
+                )
+                desc = desc if converted is None else converted[desc.digest]
+                if not into_store:
+                    out.set_tag(tag, desc)
+            if referrers and converted is None:
                 _fetch_referrers(source, src_opts, [desc.digest], out, progress)
+            elif referrers and converted is not None:  # theirs name the Docker manifest: carried over
+                fetched = Layout.create(Path(tmpdir) / "referrers")
+                _fetch_referrers(source, src_opts, list(converted), fetched, progress)
+                carry_referrers(fetched, converted, LayoutDestination(out))
             _write_digestfile(digestfile, desc)
             return desc
         else:
@@ -232,13 +258,22 @@ def copy_image(
         # 2. Write it out.
         if isinstance(dest, LayoutReference):
             out = destination(store, dst)[0]
+            oci = out.root != store.root  # an oci: layout takes only OCI (convert.py)
             with out.writing():
                 if convert:
                     image = select_manifest(layout, desc, platform)
                     desc = recompress_image(
-                        layout, image, out, compression or "gzip", only_uncompressed=auto, cache=cache
+                        layout,
+                        image,
+                        out,
+                        compression or "gzip",
+                        only_uncompressed=auto,
+                        cache=cache,
+                        oci=oci,
                     )
                     moved = {image.digest: desc}
+                elif oci and needs_oci(layout, desc):
+                    desc, moved = convert_to_oci(layout, desc, out)
                 else:
                     copy_blobs(layout, out, desc)
                     moved = unchanged(layout, desc)
@@ -274,12 +309,23 @@ def copy_image(
             if referrers:
                 push_referrers(layout, moved, dest, options=dest_opts, progress=progress, cache=cache)
         else:
+            oci = dest.transport == "oci-archive"  # takes only OCI, as an oci: layout
             if convert:
                 staging = Layout.create(Path(tmpdir) / "recompressed")
                 manifest = select_manifest(layout, desc, platform)
                 desc = recompress_image(
-                    layout, manifest, staging, compression or "gzip", only_uncompressed=auto, cache=cache
+                    layout,
+                    manifest,
+                    staging,
+                    compression or "gzip",
+                    only_uncompressed=auto,
+                    cache=cache,
+                    oci=oci,
                 )
+                layout = staging
+            elif oci and needs_oci(layout, desc):
+                staging = Layout.create(Path(tmpdir) / "converted")
+                desc, _ = convert_to_oci(layout, desc, staging)
                 layout = staging
             from .archive import write_docker_archive, write_oci_archive
 

@@ -6,7 +6,7 @@ from .doctor import Check, doctor
 from .function import run_function
 from .inplace import keep_out
 from .modes import isolation, overlay_mode, probe_mode
-from .mounts import FileMount, ViewMount, view_path, with_view
+from .mounts import FileMount, TmpfsMount, ViewMount, view_path, with_view
 from .rootfs import MODES
 from .treecopy import copy_stack
 from .userns import current_id_map, run_in_userns, subordinate_range
@@ -17,6 +17,7 @@ __all__ = [
     "FileMount",
     "RunResult",
     "RunSpec",
+    "TmpfsMount",
     "ViewMount",
     "copy_stack",
     "current_id_map",

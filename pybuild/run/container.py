@@ -28,11 +28,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..diff.overlay import LowerStack
 from ..errors import RunError, warn
 from .cleanup import force_remove
 from .kernelfs import mount_proc, mount_sys
 from .modes import overlay_mode
-from .mounts import FileMount, MountedViews, ViewMount, mount_files
+from .mounts import FileMount, MountedViews, TmpfsMount, ViewMount, mount_files
 from .paths import resolve_in_root
 from .privilege import can_mount
 from .rootfs import (
@@ -83,6 +84,7 @@ class RunSpec:
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
     views: list[ViewMount] = field(default_factory=list)  # other stages or images (mounts.py)
     files: list[FileMount] = field(default_factory=list)  # secrets, held in memory (mounts.py)
+    tmpfs: list[TmpfsMount] = field(default_factory=list)  # RUN --mount=type=tmpfs (mounts.py)
     hostname: str = "pybuild"
     mode: str | None = None  # overlay mode: native, fuse, copy; None: $PYBUILD_RUN_MODE or probed
 
@@ -171,7 +173,11 @@ def _pid1(
                 continue
             mount(f"{generated}/{os.path.basename(rel)}", target, None, MS_BIND)
         files = mount_files(spec.files, os.path.join(os.path.dirname(generated), "files"))
-        for src, dst, readonly in [*spec.mounts, *views, *files]:
+        planned: list[tuple[str | TmpfsMount, str, bool]] = [*spec.mounts, *views, *files]
+        planned += [(t, t.target, False) for t in spec.tmpfs]
+        # parents before what is mounted inside them (as Docker orders mounts), else in given order
+        planned.sort(key=lambda m: len([p for p in m[1].split("/") if p]))
+        for src, dst, readonly in planned:
             # resolved inside the root: a symlink in the image (/foo -> /etc) must not lead the
             # mount point, or the directories made for it, out onto the host
             inside = resolve_in_root(merged, dst)
@@ -180,13 +186,16 @@ def _pid1(
             target = f"{merged}/{inside}"
             if not os.path.exists(target):
                 with _times_kept(merged, inside):
-                    if os.path.isdir(src):
+                    if isinstance(src, TmpfsMount) or os.path.isdir(src):
                         os.makedirs(target, exist_ok=True)
                     else:
                         os.makedirs(os.path.dirname(target), exist_ok=True)
                         open(target, "w").close()
             if inside != dst.strip("/"):
                 created.append(inside)
+            if isinstance(src, TmpfsMount):
+                mount("tmpfs", target, "tmpfs", MS_NOSUID, src.options)  # as BuildKit mounts it
+                continue
             mount(src, target, None, MS_BIND | MS_REC)
             if readonly:
                 mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
@@ -332,20 +341,17 @@ def _generated_files(folder: Path, hostname: str) -> None:
 def _clean_upperdir(upper: Path, lowers: list[Path], targets: Sequence[str] = ()) -> None:
     """Remove what only the container's plumbing put in the upperdir: mount points for /proc, /dev,
     /sys, the generated /etc files and the bind mounts (``targets``), with the empty directories
-    made to hold them, where the image did not have them."""
-
-    def below(rel: str) -> os.stat_result | None:
-        for lower in lowers:
-            with contextlib.suppress(OSError):
-                return os.lstat(lower / rel)
-        return None
+    made to hold them, where the image did not have them. What the image has is what overlay shows
+    of the layers below (``LowerStack``): a name a whiteout deleted, or below an opaque directory, is
+    not there, even where a lower layer still holds it."""
+    below = LowerStack(lowers)
 
     # the directories they are removed from keep the times they had: the lower's (pid 1 put them
     # back after making the mount points) unless the command itself changed the directory
     times: dict[str, os.stat_result] = {}
     for start in (*GENERATED, "proc", "dev", "sys", "etc", *(t.strip("/") for t in targets)):
         rel = start
-        while rel and below(rel) is None:
+        while rel and below.entry(rel) is None:
             path = upper / rel
             parent = os.path.dirname(rel)
             try:
@@ -449,6 +455,7 @@ def run_container(spec: RunSpec) -> RunResult:
         *(dst for _, dst, _ in spec.mounts),
         *(v.target for v in spec.views),
         *(f.target for f in spec.files),
+        *(t.target for t in spec.tmpfs),
         *created.splitlines(),
     ]
     if targets:

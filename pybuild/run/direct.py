@@ -43,6 +43,8 @@ def _refuse(spec: RunSpec) -> list[tuple[str, str]]:
         raise RunError(f"RUN --mount at {view.target} needs a mount namespace: {NO_NAMESPACE}")
     for file in spec.files:
         raise RunError(f"RUN --mount=type=secret at {file.target} needs a mount namespace: {NO_NAMESPACE}")
+    for tmpfs in spec.tmpfs:
+        raise RunError(f"RUN --mount=type=tmpfs at {tmpfs.target} needs a mount namespace: {NO_NAMESPACE}")
     copies = []
     for source, target, _readonly in spec.mounts:
         top = target.strip("/").split("/")[0]

@@ -8,6 +8,7 @@ exported (except in copy mode, which copies by definition).
 
 A file mount is written into a tmpfs mounted in the container's own mount namespace and
 bind-mounted at its target: its content never touches a disk and disappears with the namespace.
+A tmpfs mount is a tmpfs of its own there, with its size limit.
 """
 
 from __future__ import annotations
@@ -51,6 +52,21 @@ class FileMount:
     mode: int = 0o400
     uid: int = 0
     gid: int = 0
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A tmpfs at ``target`` (``RUN --mount=type=tmpfs``), mounted in the container's own mount
+    namespace, so nothing written there reaches the upperdir; ``size`` in bytes, 0: no limit of its
+    own (the kernel's default, half the memory), as BuildKit mounts it."""
+
+    target: str
+    size: int = 0
+
+    @property
+    def options(self) -> str:
+        """The tmpfs mount data: world-writable and sticky like /tmp, and the size limit if any."""
+        return "mode=1777" + (f",size={self.size}" if self.size else "")
 
 
 class MountedViews:

@@ -474,6 +474,28 @@ def test_run_mount_points_stay_out_of_the_layer(
     assert names == ["etc", "etc/result"]
 
 
+HIDDEN_BELOW = """FROM busybox
+RUN mkdir -p /gone/sub /opq/sub && echo below > /opq/sub/f
+RUN rm -rf /gone /opq && mkdir /opq && echo kept > /opq/kept
+RUN --mount=type=cache,target=/gone/sub/c --mount=type=bind,source=data.txt,target=/opq/sub/m \\
+    cat /opq/sub/m > /seen
+"""
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_run_mount_points_under_deleted_and_opaque_directories(
+    pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool
+) -> None:
+    """Mount targets under a directory an upper layer deleted (/gone: a whiteout) or made opaque
+    (/opq, recreated): the layers below still hold /gone/sub and /opq/sub, but the image does not,
+    so the directories made to hold the mount points are plumbing and stay out of the layer (overlay's
+    rules, diff/overlay.py's LowerStack, decide what lies below)."""
+    where = user_home if rootless else tmp_path
+    ctx = context(where / "ctx", HIDDEN_BELOW, **{"data.txt": "from the context\n"})
+    store = build_as(pb, ctx, "localhost/hidden-below", rootless, user_home).store
+    assert _last_layer_names(store, "localhost/hidden-below") == ["seen"]
+
+
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
 def test_run_mount_target_through_a_symlink_stays_inside(
     pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool

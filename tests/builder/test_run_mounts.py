@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import tarfile
 import uuid
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 
 from pybuild.diff import open_layer
 from pybuild.layout import ImageStore, Layout, check_layout, load_image
-from tests.fixtures.cli import Pybuild, assert_fails, build_as, context
+from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, build_as, context
+from tests.fixtures.locks import wait_for, waiters
 from tests.fixtures.tools import validate_layout
 from tests.fixtures.trees import all_bytes
 
@@ -159,6 +161,13 @@ def test_mount_from_an_image_and_from_scratch(pb: Pybuild, tmp_path: Path) -> No
         ("RUN --mount=type=bind,from=src,target=/m,bogus=1 true", "unknown option 'bogus'"),
         ("RUN --mount=type=bind,from=no-such-image-here,target=/m true", "no-such-image-here"),
         ("RUN --mount=type=secret,id=s,mode=999 true", "mode=999: expected an octal mode"),
+        ("RUN --mount=type=tmpfs,target=/t,size=lots true", "size=lots: expected a size in bytes"),
+        (
+            "RUN --mount=type=cache,target=/c,sharing=all true",
+            "sharing=all: expected shared, private or locked",
+        ),
+        ("RUN --mount=type=bind,target=/c,sharing=locked true", "unknown option 'sharing'"),
+        ("RUN --mount=type=tmpfs,target=/t,size=-1m true", "size=-1m: expected a size in bytes"),
         ("RUN --mount=type=bind,from=1,target=/m true", "from=1: names stage 1, which is not built before"),
         ("COPY --from=1 /f /f", "COPY --from=1: names stage 1, which is not built before"),
     ],
@@ -169,6 +178,157 @@ def test_mount_errors_are_one_line(pb: Pybuild, tmp_path: Path, text: str, fragm
     )
     proc = pb.build(ctx, None, "localhost/bad-mount", "--pull", "never", check=False)
     assert_fails(proc, 1, "Containerfile:4: ", fragment)
+
+
+# --- tmpfs ------------------------------------------------------------------------------------------
+TMPFS = """FROM busybox
+RUN --mount=type=tmpfs,target=/scratch/t,size=1m \\
+    df /scratch/t | tail -n 1 > /df && grep " /scratch/t " /proc/mounts > /mounts && \\
+    stat -c %a /scratch/t > /mode && touch /scratch/t/kept && \\
+    (dd if=/dev/zero of=/scratch/t/big bs=1024 count=2048 2> /dd-err && echo wrote || echo refused) > /dd
+RUN --mount=type=tmpfs,target=/big dd if=/dev/zero of=/big/f bs=1024 count=4096 2>/dev/null && \\
+    grep " /big " /proc/mounts > /unlimited
+RUN (test -e /scratch/t/kept && echo leaked || echo gone) > /after
+"""
+
+
+@pytest.mark.parametrize(
+    ("rootless", "mode"),
+    [(False, "native"), (False, "copy"), (True, "native"), (True, "fuse")],
+    ids=["root-native", "root-copy", "rootless-native", "rootless-fuse"],
+)
+def test_tmpfs_mount_is_a_tmpfs_with_its_size(
+    pb: Pybuild, tmp_path: Path, user_home: Path, rootless: bool, mode: str
+) -> None:
+    """RUN --mount=type=tmpfs is a real tmpfs in the step's mount namespace: df shows it with the
+    size asked for (BuildKit's size=, in bytes with an optional binary unit), writing past it fails
+    with ENOSPC, and nothing of it (nor its mount point) reaches the layer."""
+    where = user_home if rootless else tmp_path
+    ctx = context(where / "ctx", TMPFS)
+    tag = f"localhost/tmpfs-{mode}"
+    store = build_as(pb, ctx, tag, rootless, user_home, env={"PYBUILD_RUN_MODE": mode}).store
+    df = file_in(store, tag, "/df").split()
+    assert df[0] == "tmpfs" and df[1] == "1024" and df[-1] == "/scratch/t", df  # 1K-blocks: 1 MiB
+    source, target, fstype, options = file_in(store, tag, "/mounts").split()[:4]
+    assert (source, target, fstype) == ("tmpfs", "/scratch/t", "tmpfs")
+    assert "nosuid" in options.split(",") and "size=1024k" in options.split(","), options
+    assert file_in(store, tag, "/mode") == "1777\n"
+    assert file_in(store, tag, "/dd") == "refused\n"
+    assert "No space left on device" in file_in(store, tag, "/dd-err")
+    assert "size=" not in file_in(store, tag, "/unlimited")  # no size=: the kernel's default
+    assert file_in(store, tag, "/after") == "gone\n"
+    assert top_names(store, tag, -3) == ["dd", "dd-err", "df", "mode", "mounts"]
+    assert top_names(store, tag, -2) == ["unlimited"]
+    checked(store, tag, where)
+
+
+@pytest.mark.parametrize(
+    ("size", "spec"),
+    [
+        ("64", 64),
+        ("2k", 2048),
+        ("1.5K", 1536),
+        ("3m", 3 << 20),
+        ("1g", 1 << 30),
+        ("512KiB", 512 << 10),
+        ("0", 0),
+    ],
+)
+def test_tmpfs_size_as_buildkit_reads_it(size: str, spec: int) -> None:
+    from pybuild.builder.containerfile import plan
+    from pybuild.builder.mounts import parse_mount
+
+    inst = (
+        plan(f"FROM busybox\nRUN --mount=type=tmpfs,target=/t,size={size} true\n").stages[0].instructions[0]
+    )
+    mount = parse_mount(inst, f"type=tmpfs,target=/t,size={size}", {}, "/", Path("/"), lambda _: [])
+    assert mount.size == spec and mount.spec == ["tmpfs", "/t", spec]
+
+
+# --- cache sharing: two builds (processes) at once ------------------------------------------------
+# /sync is a cache shared by both builds (BuildKit's default sharing): the log of what each RUN did,
+# in order. A RUN waits there until both have started, or until the test releases it.
+SHARING = """FROM busybox
+ARG N
+RUN --mount=type=cache,id=sync-{u},target=/sync \\
+    --mount=type=cache,id=cache-{u},target=/c,sharing={sharing} \\
+    echo "start $N" >> /sync/log && ls /c > /sync/seen-{u}-$N && touch /c/$N /sync/ready-{u}-$N && \\
+    while [ ! -e /sync/release ] && [ "$(grep -c start /sync/log)" -lt 2 ]; do sleep 0.1; done && \\
+    rm /c/$N && echo "end $N" >> /sync/log && echo "$N" > /c/last-{u}-$N
+"""
+
+
+def _cache_folder(store: Path, name: str) -> Path:
+    """The store's folder of the cache mount whose RUN writes ``name`` into it."""
+    found = [p.parent for p in (store / ".pybuild" / "cache-mounts").glob(f"*/{name}")]
+    assert len(found) <= 1, found
+    return found[0] if found else Path("/nonexistent")
+
+
+def _two_builds(pb: Pybuild, tmp_path: Path, sharing: str, u: str) -> tuple[list[str], Path]:
+    """Build A, and once its RUN runs, B, with the same cache mount (``u`` makes the cache ids and
+    file names of a test its own); returns /sync/log's lines and the /sync folder."""
+    ctx = context(tmp_path / "ctx", SHARING.format(u=u, sharing=sharing))
+    env = {**os.environ, "PYBUILD_STORE": str(pb.store)}
+
+    def start(n: str) -> subprocess.Popen[str]:
+        args = [PYBUILD, "build", "--build-arg", f"N={n}", "-t", f"localhost/sharing-{n}", str(ctx)]
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    a = start("a")
+    wait_for(lambda: _cache_folder(pb.store, f"ready-{u}-a").is_dir() or a.poll() is not None, "A's RUN")
+    assert a.poll() is None, a.communicate()[0]
+    sync = _cache_folder(pb.store, f"ready-{u}-a")
+    b = start("b")
+    try:
+        if sharing == "locked":  # B waits for A's lock (the kernel says so), then A is let go
+            lock = pb.store / ".pybuild" / "cache-locks"
+            wait_for(
+                lambda: any(waiters(p) for p in lock.iterdir()) or "start b" in (sync / "log").read_text(),
+                "B to wait for the lock, or to start",
+            )
+        else:  # B runs beside A (private: with a cache of its own), which lets A go on
+            wait_for(lambda: "start b" in (sync / "log").read_text() or b.poll() is not None, "B's RUN")
+        (sync / "release").touch()
+    finally:
+        outs = [a.communicate(timeout=300)[0], b.communicate(timeout=300)[0]]
+    assert a.returncode == 0 and b.returncode == 0, outs
+    return (sync / "log").read_text().splitlines(), sync
+
+
+def test_cache_sharing_locked_serialises_two_builds(pb: Pybuild, tmp_path: Path) -> None:
+    """sharing=locked: B's RUN starts only once A's is over (the log is never interleaved), and sees
+    what A left in the cache."""
+    u = uuid.uuid4().hex[:8]
+    log, sync = _two_builds(pb, tmp_path, "locked", u)
+    assert log == ["start a", "end a", "start b", "end b"]
+    assert (sync / f"seen-{u}-a").read_text() == ""
+    assert (sync / f"seen-{u}-b").read_text() == f"last-{u}-a\n"  # A's file was there, A's marker gone
+    checked(pb.store, "localhost/sharing-b", tmp_path)
+
+
+def test_cache_sharing_private_gives_separate_contents(pb: Pybuild, tmp_path: Path) -> None:
+    """sharing=private: B's RUN, started while A's uses the cache, gets a cache of its own (it does
+    not see A's marker); both run at once."""
+    u = uuid.uuid4().hex[:8]
+    log, sync = _two_builds(pb, tmp_path, "private", u)
+    assert log[:2] == ["start a", "start b"] and sorted(log[2:]) == ["end a", "end b"]
+    assert (sync / f"seen-{u}-a").read_text() == ""
+    assert (sync / f"seen-{u}-b").read_text() == ""  # not A's folder, where A's marker was then
+    a_folder = _cache_folder(pb.store, f"last-{u}-a")
+    b_folder = _cache_folder(pb.store, f"last-{u}-b")
+    assert a_folder.is_dir() and b_folder.is_dir() and a_folder != b_folder
+    assert b_folder.name == a_folder.name + "-1"  # kept for the next private RUN that needs one
+    checked(pb.store, "localhost/sharing-b", tmp_path)
+
+
+def test_cache_sharing_shared_is_one_folder_at_once(pb: Pybuild, tmp_path: Path) -> None:
+    """sharing=shared (BuildKit's default): both RUNs use the one folder at the same time."""
+    u = uuid.uuid4().hex[:8]
+    log, sync = _two_builds(pb, tmp_path, "shared", u)
+    assert log[:2] == ["start a", "start b"]
+    assert (sync / f"seen-{u}-b").read_text() == "a\n"  # A's marker, in the folder A was using
+    assert _cache_folder(pb.store, f"last-{u}-a") == _cache_folder(pb.store, f"last-{u}-b")
 
 
 # --- secrets --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from tests.fixtures.tools import validate_layout
 FILES = {
     "Containerfile.network": "FROM oci:/base:latest\nRUN --network=none true\n",
     "Containerfile.mount": "FROM oci:/base:latest\nRUN --mount=type=bind,source=.,target=/src true\n",
+    "Containerfile.tmpfs": "FROM oci:/base:latest\nRUN --mount=type=tmpfs,target=/t,size=1m true\n",
     "Containerfile.users": (
         "FROM oci:/base:latest\n"
         "COPY --chown=65534:65534 hello.txt /nobody-owns\n"
@@ -102,7 +103,13 @@ def test_what_needs_a_namespace_is_refused(container: Container) -> None:
         "error: Containerfile.mount:2: RUN --mount at /src needs a mount namespace: "
         "in-place mode runs without namespaces"
     )
-    assert not (container.out / "network").exists() and not (container.out / "mount").exists()
+    proc = build(container, "tmpfs", "tmpfs")
+    assert proc.returncode == 1
+    assert one_error(proc) == (
+        "error: Containerfile.tmpfs:2: RUN --mount=type=tmpfs at /t needs a mount namespace: "
+        "in-place mode runs without namespaces"
+    )
+    assert not any((container.out / name).exists() for name in ("network", "mount", "tmpfs"))
 
 
 @pytest.mark.slow

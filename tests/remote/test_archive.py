@@ -8,12 +8,13 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fixtures.images import make_busybox_image
+from fixtures.images import make_busybox_image, make_image, tar_entries
 
 from pybuild.errors import DigestMismatch
-from pybuild.layout import Digest, ImageStore, Layout, check_layout, load_image, mediatype
+from pybuild.layout import Descriptor, Digest, ImageStore, Layout, check_layout, load_image, mediatype
 from pybuild.remote import (
     ArchiveReference,
     LayoutReference,
@@ -240,3 +241,86 @@ def test_truncated_archives_are_refused(tmp_path: Path) -> None:
             read(archive, out, "v1")  # type: ignore[operator]
         assert (out.root / "index.json").read_bytes() == before
         assert check_layout(out) == []
+
+
+def _tar_layout(layout: Path, archive: Path) -> None:
+    """An oci-archive made by hand: a tar of the layout's files (its .pybuild area left out)."""
+    with tarfile.open(archive, "w") as tar:
+        for name in ("oci-layout", "index.json", "blobs"):
+            tar.add(layout / name, arcname=name)
+
+
+def test_oci_archive_with_an_untagged_image_and_its_sbom(pybuild_cli: Any, tmp_path: Path) -> None:
+    """An archive whose index.json lists an untagged image and its SBOM (an OCI 1.1 artifact with a
+    subject, untagged as referrers are): without a tag, the image is the one to read."""
+    src = Layout.create(tmp_path / "src")
+    desc = make_busybox_image(src, "v1")
+    pybuild_cli("sbom", "--attach", f"oci:{src.root}:v1")
+    src.remove_tag("v1")
+    src.update_index(lambda manifests: [*manifests, Descriptor(desc.media_type, desc.digest, desc.size)])
+    listed = src.read_index().manifests
+    assert len(listed) == 2 and not any(m.ref_name for m in listed)
+    archive = tmp_path / "with-sbom.tar"
+    _tar_layout(src.root, archive)
+    got = read_oci_archive(archive, Layout.create(tmp_path / "api"), None, "t")
+    assert got.digest == desc.digest
+    check(tmp_path / "api", "t")
+    pybuild_cli("copy", f"oci-archive:{archive}", f"oci:{tmp_path / 'cli'}:t")
+    check(tmp_path / "cli", "t")
+    copied = Layout.open(tmp_path / "cli")
+    image = load_image(copied, copied.resolve("t"))
+    assert image.manifest.config.digest == load_image(src, desc).manifest.config.digest
+    # two images (the artifact still aside) stay ambiguous: one error line names the count
+    other = make_image(src, [tar_entries({"other": "another image\n"})], "other")
+    src.remove_tag("other")
+    src.update_index(lambda manifests: [*manifests, Descriptor(other.media_type, other.digest, other.size)])
+    _tar_layout(src.root, archive)
+    proc = pybuild_cli("copy", f"oci-archive:{archive}", f"oci:{tmp_path / 'none'}:t", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[0] == (
+        f"error: oci-archive:{archive}: the archive holds 2 images: name one (oci-archive:PATH:TAG)"
+    )
+
+
+def test_archive_documents_of_a_docker_archive_with_a_gzip_layer(tmp_path: Path) -> None:
+    """A docker-archive whose layer is gzipped (older `docker save`, hand-made archives): inspect's
+    reading hashes the member as it streams by and names the manifest `copy` makes, digest for digest."""
+    from pybuild.remote.archivedocs import archive_documents
+
+    layer = tar_entries({"hello": "hi\n"})
+    gzipped = gzip.compress(layer, mtime=0)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [str(Digest.of_bytes(layer))]},
+        }
+    ).encode()
+    archive = tmp_path / "gz.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (
+            ("layer.tar.gz", gzipped),
+            ("config.json", config),
+            (
+                "manifest.json",
+                json.dumps(
+                    [{"Config": "config.json", "RepoTags": ["app:v1"], "Layers": ["layer.tar.gz"]}]
+                ).encode(),
+            ),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    docs = Layout.create(tmp_path / "docs")
+    ref = parse_image_reference(f"docker-archive:{archive}:app:v1")
+    assert isinstance(ref, ArchiveReference)
+    seen = archive_documents(ref, docs)
+    back = Layout.create(tmp_path / "back")
+    stored = read_docker_archive(archive, back, "v1")
+    assert seen == stored
+    image = load_image(docs, seen)
+    assert [(layer.media_type, str(layer.digest)) for layer in image.layers] == [
+        (mediatype.OCI_LAYER_GZIP, "sha256:" + hashlib.sha256(gzipped).hexdigest())
+    ]
+    assert not docs.blobs.exists(image.layers[0].digest)  # documents only: no layer in the scratch layout
+    check(back.root, "v1")

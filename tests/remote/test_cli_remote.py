@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,96 @@ def test_progress_on_a_terminal_and_quiet_elsewhere(
     assert status == 0 and shown == ""
     pulled = pybuild_cli("pull", f"{registry.host}/bb:v1", env={"PYBUILD_STORE": str(tmp_path / "fresh3")})
     assert pulled.stderr == ""
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compression_for_a_docker_archive_is_refused(
+    pybuild_cli: Any, busybox_layout: Path, tmp_path: Path, compression: str
+) -> None:
+    """docker-archive layers are plain tars (skopeo decompresses too): a compression asked for
+    there is one error line and exit status 2, and no archive is written."""
+    archive = tmp_path / "bb.tar"
+    proc = pybuild_cli(
+        "copy",
+        "--compression",
+        compression,
+        f"oci:{busybox_layout}",
+        f"docker-archive:{archive}",
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: --compression {compression}: docker-archive:{archive}: docker-archive layers are plain tars"
+    ], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not archive.exists() and list(tmp_path.glob(".bb.tar.*")) == []
+    # none is what the archive holds anyway: accepted, and docker-archive layers stay plain tars
+    pybuild_cli("copy", "--compression", "none", f"oci:{busybox_layout}", f"docker-archive:{archive}")
+    skopeo("copy", f"docker-archive:{archive}", f"oci:{tmp_path}/sk:t")
+    with tarfile.open(archive) as tar:
+        entry = json.loads(tar.extractfile("manifest.json").read())[0]  # type: ignore[union-attr]
+        head = tar.extractfile(entry["Layers"][0]).read(512)  # type: ignore[union-attr]
+    assert head[257:262] == b"ustar"  # a plain tar, not gzip nor zstd
+
+
+@pytest.mark.slow
+def test_inspect_archives_without_extracting(pybuild_cli: Any, busybox_layout: Path, tmp_path: Path) -> None:
+    """`inspect docker-archive:F[:NAME]` and `oci-archive:F[:REF]` read the archive's documents as
+    skopeo inspect does: the manifest pybuild's copy gives the image (the same digest), its config
+    byte for byte, --raw, --config, --json, and --referrers for an oci-archive's artifacts."""
+    docker = tmp_path / "d.tar"
+    oci = tmp_path / "o.tar"
+    pybuild_cli("copy", f"oci:{busybox_layout}", f"docker-archive:{docker}:localhost/bb:v1")
+    pybuild_cli("copy", f"oci:{busybox_layout}", f"oci-archive:{oci}:v1")
+    config = json.loads(skopeo("inspect", "--config", "--raw", f"docker-archive:{docker}").stdout)
+    for ref, copied in (
+        (f"docker-archive:{docker}", "localhost/from-docker"),
+        (f"docker-archive:{docker}:localhost/bb:v1", "localhost/from-docker"),
+        (f"oci-archive:{oci}", "localhost/from-oci"),
+        (f"oci-archive:{oci}:v1", "localhost/from-oci"),
+    ):
+        info = json.loads(pybuild_cli("inspect", "--json", ref).stdout)
+        pybuild_cli("copy", ref, copied)
+        stored = json.loads(pybuild_cli("inspect", "--json", copied).stdout)
+        assert info["name"] == ref
+        for key in ("digest", "mediaType", "id", "layers", "diff_ids", "runtime", "history"):
+            assert info[key] == stored[key], key
+        raw = pybuild_cli("inspect", "--raw", ref).stdout.encode()
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == info["digest"]
+        raw_config = pybuild_cli("inspect", "--raw", "--config", ref).stdout.encode()
+        assert "sha256:" + hashlib.sha256(raw_config).hexdigest() == info["config"]
+        assert json.loads(raw_config) == config
+        theirs = json.loads(skopeo("inspect", ref).stdout)
+        assert [layer["digest"] for layer in info["layers"]] == theirs["Layers"]
+        assert (info["created"], info["runtime"]["Env"]) == (theirs["Created"], theirs["Env"])
+        if ref.startswith("oci-archive:"):  # the archive's own manifest (skopeo makes a Docker one
+            assert info["digest"] == theirs["Digest"]  # for a docker-archive; pybuild an OCI one)
+        text = pybuild_cli("inspect", ref).stdout
+        assert f"Digest:       {info['digest']}" in text and "Layers:       1" in text
+    # an archive with an SBOM beside the image: inspect --referrers lists it, as for a layout
+    layout = tmp_path / "with-sbom"
+    pybuild_cli("copy", f"oci:{busybox_layout}", f"oci:{layout}:v1")
+    pybuild_cli("sbom", "--attach", f"oci:{layout}:v1")
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name in ("oci-layout", "index.json", "blobs"):
+            tar.add(layout / name, arcname=name)
+    ours = json.loads(pybuild_cli("inspect", "--json", "--referrers", f"oci:{layout}:v1").stdout)
+    listed = json.loads(
+        pybuild_cli("inspect", "--json", "--referrers", f"oci-archive:{tmp_path}/s.tar").stdout
+    )
+    assert listed == ours and [r["artifactType"] for r in listed] == ["application/spdx+json"]
+    # errors are one line, exit status 1
+    for ref, message in (
+        (f"oci-archive:{oci}:nope", f"error: no image tagged 'nope' in oci-archive:{oci}"),
+        (
+            f"docker-archive:{docker}:other:v1",
+            f"error: docker-archive:{docker}: no image 'other:v1' in the archive",
+        ),
+        (
+            f"docker-archive:{tmp_path}/none.tar",
+            f"error: docker-archive:{tmp_path}/none.tar: {tmp_path}/none.tar does not exist",
+        ),
+    ):
+        proc = pybuild_cli("inspect", ref, check=False)
+        assert proc.returncode == 1 and proc.stderr.splitlines() == [message], proc.stderr

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pybuild.run import RunSpec, run_container
+from tests.fixtures.locks import holders, wait_for
 from tests.fixtures.rootless import PYBUILD, TEST_USER, as_test_user, subordinate_start, user_uid
 from tests.fixtures.trees import many_layers
 
@@ -233,3 +234,83 @@ def test_many_layers_beyond_the_mount_option_page(tmp_path: Path, busybox_rootfs
     )
     assert run_container(spec).exit_status == 0
     assert (out / "n").read_text().strip() == "150"
+
+
+def _top_process(marker: str) -> int:
+    """The pid of the `pybuild run` whose command line holds ``marker`` (not its forked keeper)."""
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if any(a.endswith(b"/pybuild") for a in argv[:2]) and marker.encode() in b" ".join(argv):
+            found[int(entry.name)] = ppid
+    tops = [pid for pid, ppid in found.items() if ppid not in found]
+    assert len(tops) == 1, found
+    return tops[0]
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
+def test_gc_sweeps_workspaces_of_ended_runs_only(
+    pybuild_cli: Any, busybox_layout: Path, user_home: Path, rootless: bool
+) -> None:
+    """A running `pybuild run` holds its workspace (a flock): `pybuild gc` removes the workspace of a
+    run killed by SIGKILL (which had no chance to clean up) and never the one of a run still going,
+    which then finishes as usual."""
+    home = user_home if rootless else pybuild_cli.store.parent
+    store = user_home / "store" if rootless else pybuild_cli.store
+    oci = _store_with_busybox(user_home, busybox_layout) if rootless else busybox_layout
+    out = home / "out"
+    out.mkdir()
+    if rootless:
+        subprocess.run(["chown", f"{TEST_USER}:{TEST_USER}", str(out)], check=True)
+
+    def pybuild(*args: str) -> list[str]:
+        command = [PYBUILD, "--store", str(store), *args]
+        if not rootless:
+            return command
+        env = [f"HOME={home}", f"XDG_RUNTIME_DIR={home / 'run'}", "PATH=/usr/bin:/bin:/usr/sbin:/sbin"]
+        return ["runuser", "-u", TEST_USER, "--", "env", "-i", *env, *command]
+
+    assert subprocess.run(pybuild("tag", f"oci:{oci}", "busybox"), cwd=home).returncode == 0
+    runs = store / ".pybuild" / "run"
+
+    def start(name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        before = set(runs.iterdir()) if runs.is_dir() else set()
+        script = f"touch /out/{name}-started && while [ ! -e /out/{name}-release ]; do sleep 0.1; done"
+        proc = subprocess.Popen(
+            pybuild("run", "-v", f"{out}:/out", "busybox", "--", "sh", "-c", script),
+            cwd=home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(lambda: (out / f"{name}-started").exists() or proc.poll() is not None, f"{name} to start")
+        assert proc.poll() is None, proc.communicate()
+        (workspace,) = set(runs.iterdir()) - before
+        return proc, workspace
+
+    killed, killed_workspace = start("killed")
+    os.kill(_top_process("/out/killed-release"), signal.SIGKILL)
+    killed.wait()
+    live, live_workspace = start("live")
+    try:
+        # the killed run's keeper and container die with it (PDEATHSIG): its flock goes with them
+        wait_for(lambda: holders(killed_workspace) == 0, "the killed run's processes to end")
+        assert killed_workspace.is_dir() and (killed_workspace / "upper").is_dir()  # left behind
+        gc = subprocess.run(pybuild("gc"), cwd=home, capture_output=True, text=True)
+        assert gc.returncode == 0, gc.stderr
+        assert "stale build workspaces and 1 of ended runs" in gc.stdout, gc.stdout
+        assert not killed_workspace.exists()
+        assert live_workspace.is_dir() and holders(live_workspace) >= 1
+        assert live.poll() is None  # untouched: still running
+    finally:
+        (out / "live-release").touch()
+        _, stderr = live.communicate(timeout=120)
+    assert live.returncode == 0, stderr
+    assert not live_workspace.exists()  # removed by its own run, as always
+    gc = subprocess.run(pybuild("gc"), cwd=home, capture_output=True, text=True)
+    assert "stale build workspaces and 0 of ended runs" in gc.stdout, gc.stdout
