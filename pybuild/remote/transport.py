@@ -104,9 +104,9 @@ def _copy_between_layouts(
     found = locate(store, src)
     layout, tag = destination(store, dst)
     if layout.root != store.root:
-        from .recompress import has_uncompressed_layers  # (compression code loads only when needed)
+        from .recompress import needs_compressing  # (compression code loads only when needed)
 
-        if has_uncompressed_layers(found.layout, found.descriptor):
+        if needs_compressing(found.layout, found.descriptor):
             return None
     desc = found.descriptor
     with layout.writing():
@@ -147,6 +147,7 @@ def copy_image(
     compression: str | None = None,
     report: CopyReport | None = None,
     referrers: bool = True,
+    all_platforms: bool = False,
 ) -> Descriptor:
     """Copy one image from ``src`` to ``dst`` (any transport, store names too, image ID prefixes for
     the store); the descriptor written.
@@ -167,15 +168,39 @@ def copy_image(
     With ``referrers``, the image's OCI 1.1 referrers (and theirs) go along from the store, a layout
     or a registry to a layout or a registry (see ``remote.referrers``); what is wrong with one is a
     warning (``errors.warn``), and the image is copied all the same.
+
+    With ``all_platforms`` (``copy --all``), an index is copied whole from and to any transport but
+    docker-archive: every image, then the index (``remote.indexes``); a single image is copied as
+    one.
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
     local = isinstance(source, LayoutReference) and isinstance(dest, LayoutReference)
+    if all_platforms and platform is not None:
+        raise UsageError("--all and --platform: give one of them")
     if local and platform is None and compression is None:
         shared = _copy_between_layouts(src, dst, store, report, referrers)
         if shared is not None:
             _write_digestfile(digestfile, shared)
             return shared
+    if all_platforms or (local and platform is None):
+        from .indexes import copy_all
+
+        whole = copy_all(
+            source,
+            dest,
+            src,
+            dst,
+            store=store,
+            src_options=_options(src_options, src_creds or creds, tls_verify),
+            dest_options=_options(dest_options, dest_creds or creds, tls_verify),
+            progress=progress,
+            compression=compression,
+            referrers=referrers,
+        )
+        if whole is not None:
+            _write_digestfile(digestfile, whole)
+            return whole
     from .recompress import has_uncompressed_layers, recompress_image
     from .referrers import LayoutDestination, carry_referrers, push_referrers, unchanged
     from .registry import Outbound, pull, push, push_converted
@@ -206,7 +231,7 @@ def copy_image(
                 cache=cache if out.root == store.root else None,
             )
             if referrers:
-                _fetch_referrers(source, src_opts, [desc.digest], out, progress)
+                fetch_remote_referrers(source, src_opts, [desc.digest], out, progress)
             _write_digestfile(digestfile, desc)
             return desc
         else:
@@ -214,7 +239,7 @@ def copy_image(
             if isinstance(source, RegistryReference):
                 desc = pull(source, layout, None, platform=platform, options=src_opts, progress=progress)
                 if referrers and not isinstance(dest, ArchiveReference):
-                    _fetch_referrers(source, src_opts, [desc.digest], layout, progress)
+                    fetch_remote_referrers(source, src_opts, [desc.digest], layout, progress)
             elif source.transport == "docker-archive":
                 from .archive import read_docker_archive
 
@@ -226,7 +251,7 @@ def copy_image(
                 desc = select_manifest(layout, desc, platform)
         # like skopeo: plain tar layers (the store keeps built layers uncompressed) are gzipped on
         # their way to a registry, an OCI layout or an oci-archive, unless --compression says
-        auto = compression is None and _compresses(dest) and has_uncompressed_layers(layout, desc)
+        auto = compression is None and compresses(dest) and has_uncompressed_layers(layout, desc)
         convert = compression is not None or auto
         moved: dict[Digest, Descriptor] = {}  # what the referrers name -> what it is at the destination
         # 2. Write it out.
@@ -291,7 +316,7 @@ def copy_image(
     return desc
 
 
-def _fetch_referrers(
+def fetch_remote_referrers(
     source: RegistryReference,
     options: RegistryOptions,
     roots: list[Digest],
@@ -307,7 +332,7 @@ def _fetch_referrers(
         registry.close()
 
 
-def _compresses(dest: ImageReference) -> bool:
+def compresses(dest: ImageReference) -> bool:
     """Whether uncompressed layers get compressed on their way to ``dest``: yes for registries, OCI
     layouts and oci-archives; not for the store (it keeps what it gets) or docker-archive (whose
     layers are plain tars)."""
