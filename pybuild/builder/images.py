@@ -3,27 +3,14 @@ layout), and the layers of an earlier stage or an image that COPY --from and RUN
 
 from __future__ import annotations
 
-from ..errors import ContainerfileError, ImageNotFound, PybuildError, RegistryError, UsageError
-from ..layout import Descriptor, Layout, copy_blobs, load_image, mediatype, parse_platform, parse_reference
+from ..errors import ContainerfileError, ImageNotFound, PybuildError, RegistryError
+from ..layout import Descriptor, Layout, copy_blobs, format_layer, load_image, parse_platform, parse_reference
 from .containerfile import Instruction
 from .state import Layers
 from .stepcontext import StepContext
 
-
-def format_media_type(desc: Descriptor, docker: bool) -> Descriptor:
-    """The layer's descriptor with the media type of the output format (same bytes)."""
-    compression = mediatype.layer_compression(desc.media_type)
-    if compression is None:
-        return desc
-    if docker and compression == "zstd":
-        raise UsageError(
-            f"layer {desc.digest} is zstd-compressed: Docker-format images have gzip or plain tar layers",
-            hints=["build with --format oci"],
-        )
-    wanted = mediatype.layer_media_type(compression, docker=docker)
-    if wanted == desc.media_type:
-        return desc
-    return Descriptor(wanted, desc.digest, desc.size, annotations=desc.annotations)
+# the layer's descriptor with the media type of the build's format (same bytes)
+format_media_type = format_layer
 
 
 def base_image(
@@ -92,8 +79,9 @@ def source_layers(ctx: StepContext, inst: Instruction, ref: str) -> Layers:
                 f"{what}: names stage {stage.label()}, which is not built before this one "
                 "(a stage can use only earlier stages)"
             )
-    layout, desc = base_image(ctx, ref, inst, None, what)
-    image = load_image(layout, desc)
+    # an image's platform is the one the build is for (--platform), as BuildKit picks it
+    layout, desc = base_image(ctx, ref, inst, ctx.options.platform, what)
+    image = load_image(layout, desc, parse_platform(ctx.options.platform) if ctx.options.platform else None)
     if layout.root != ctx.store.root:
         with ctx.store.writing():
             copy_blobs(layout, ctx.store, image.descriptor)
