@@ -28,6 +28,7 @@ from ..layout import (
     Layout,
     Platform,
     add_to_list,
+    find_list,
     list_entry,
     mediatype,
     parse_reference,
@@ -63,6 +64,8 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
     keep_out(store.root, first.ctx.context)  # in-place mode never touches them
     # the whole build writes blobs that only its final commit references: hold the writers' lock
     # so `pybuild gc` waits instead of sweeping a step's layer in between (workers share it)
+    if options.manifest is not None:
+        find_list(store, options.manifest)  # a name of an image's is refused before anything is built
     with store.writing(), isolation(options.isolation), collect_warnings() as warnings:
         text = first.read_containerfile()
         platforms = list(options.platforms)

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from ..errors import UsageError
+from ..errors import InvalidDigest, UsageError
 from ..layout import (
     Descriptor,
     Digest,
@@ -131,8 +131,12 @@ def remove(
     digest: str = typer.Argument(..., help="The digest of the image to take out (sha256:...)."),
 ) -> None:
     """Take an image out of a manifest list."""
+    try:
+        parsed = Digest.parse(digest)
+    except InvalidDigest as exc:
+        raise UsageError(str(exc)) from None
     store = state_of(ctx).store
-    desc = remove_from_list(store, _list_name(name), Digest.parse(digest))
+    desc = remove_from_list(store, _list_name(name), parsed)
     typer.echo(desc.digest.encoded)
 
 
