@@ -221,10 +221,8 @@ def test_parallel_stages_give_the_sequential_digests(pb: Pybuild, tmp_path: Path
         lines = proc.stdout.splitlines()
         # every line of a stage carries its label, the commands' own output too, whole
         for stage, n in (("a", 2), ("b", 4)):
-            assert (
-                f"[{stage}] STEP {n}/7: RUN for i in 1 2 3; do echo {stage}-line-$i; done && echo {stage} > /{stage}"
-                in lines
-            )
+            run = f"RUN for i in 1 2 3; do echo {stage}-line-$i; done && echo {stage} > /{stage}"
+            assert f"[{stage}] STEP {n}/7: {run}" in lines
             assert [x for x in lines if x.endswith(f"{stage}-line-2")] == [f"[{stage}] {stage}-line-2"]
         assert "[2] STEP 6/7: COPY --from=a /a /a" in lines
         digests[jobs] = (tmp_path / "iid").read_text()

@@ -118,7 +118,7 @@ def test_pushed_list_read_back_by_skopeo(
     _built_list(pybuild_cli, tmp_path, multiarch_layout)
     store = ImageStore.at(pybuild_cli.store)
     stored = read_index(store, store.resolve("localhost/list:latest"))
-    arm_stored = [m for m in stored.manifests if m.platform and m.platform.architecture == "arm64"][0]
+    arm_stored = next(m for m in stored.manifests if m.platform and m.platform.architecture == "arm64")
     sbom = attach(store, arm_stored, SPDX, "application/spdx+json", b'{"spdxVersion": "SPDX-2.3"}', None)
     ref = f"docker://{registry.host}/app:multi"
     digest = pybuild_cli(
@@ -139,7 +139,7 @@ def test_pushed_list_read_back_by_skopeo(
         image = raw_of(f"docker://{registry.host}/app@{entry['digest']}")
         assert {layer["mediaType"] for layer in image["layers"]} == {mt.OCI_LAYER_GZIP}
     # the SBOM of the arm64 image went along, its subject the arm64 image as pushed
-    arm_pushed = [m for m in index["manifests"] if m["platform"]["architecture"] == "arm64"][0]
+    arm_pushed = next(m for m in index["manifests"] if m["platform"]["architecture"] == "arm64")
     listed = raw_of(f"docker://{registry.host}/app:{fallback_tag(arm_pushed['digest'])}")
     assert [m["artifactType"] for m in listed["manifests"]] == [SPDX]
     assert listed["manifests"][0]["digest"] != str(sbom.digest)  # rewritten for the new subject
