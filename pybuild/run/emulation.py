@@ -15,6 +15,8 @@ package's own /usr/lib/binfmt.d file, which carries the F flag).
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import struct
 import subprocess
@@ -235,7 +237,14 @@ def emulation_problem(architecture: str) -> tuple[str, list[str]] | None:
         return None  # an architecture pybuild knows no ELF of is left to the kernel (ENOEXEC says)
     why, entries = binfmt_state()
     if why is not None:
-        return why, emulation_fix(architecture, why=why)
+        # the registrations cannot be read here (a container without the mount sees the host's
+        # emulators all the same): whether a program of that platform runs decides
+        ran = _probed(architecture)
+        if ran is None or not ran.startswith(ENOEXEC_WHY):
+            return None  # it ran, or nothing can be told from here: the exec will say
+        return f"{why}, and a linux/{architecture} program does not run here", emulation_fix(
+            architecture, why=why
+        )
     head = elf_image(architecture)[:64]
     found = [e for e in entries if e.matches(head)]
     usable = [e for e in found if e.enabled and "F" in e.flags]
@@ -294,8 +303,17 @@ def exec_format_error(what: str, program: str, architecture: str | None) -> RunE
     )
 
 
+ENOEXEC_WHY = "exec format error"
+
+
+@functools.cache
+def _probed(architecture: str) -> str | None:
+    return probe(architecture)
+
+
 def probe(architecture: str, near: Path | None = None) -> str | None:
-    """Run a tiny ``architecture`` program here; None when it ran, else why not."""
+    """Run a tiny ``architecture`` program here; None when it ran, else why not (starting with
+    ENOEXEC_WHY when the kernel found nothing to run it with)."""
     where = near if near is not None and near.is_dir() and os.access(near, os.W_OK) else None
     folder = tempfile.mkdtemp(prefix="pybuild-emulation-", dir=where)
     path = os.path.join(folder, f"probe-{architecture}")
@@ -306,6 +324,8 @@ def probe(architecture: str, near: Path | None = None) -> str | None:
         try:
             proc = subprocess.run([path], capture_output=True, timeout=30, check=False)
         except OSError as exc:
+            if exc.errno == errno.ENOEXEC:
+                return f"{ENOEXEC_WHY}: no emulator ran it"
             return f"exec failed: {exc.strerror or exc}"
         except subprocess.TimeoutExpired:
             return "the probe did not finish in 30 s"
@@ -338,9 +358,17 @@ def platform_support(platform: str, near: Path | None = None) -> Support:
     if problem is not None:
         return Support(platform, False, problem[0], problem[1])
     why = probe(architecture, near)
-    _, entries = binfmt_state()
+    hidden, entries = binfmt_state()
     head = elf_image(architecture)[:64]
-    entry = next(e for e in entries if e.enabled and "F" in e.flags and e.matches(head))
+    entry = next((e for e in entries if e.enabled and "F" in e.flags and e.matches(head)), None)
+    if entry is None:  # binfmt_misc is not readable here: the probe alone tells
+        if why is not None:
+            return Support(
+                platform, False, f"{hidden}; the probe: {why}", emulation_fix(architecture, why=hidden or "")
+            )
+        return Support(
+            platform, True, f"emulated ({hidden}: an emulator registered outside ran the probe)", []
+        )
     if why is not None:
         return Support(platform, False, f"{entry.name} is registered, but {why}", [INSTALL])
     return Support(platform, True, f"emulated: {entry.name} ({entry.interpreter}, flags {entry.flags})", [])
