@@ -35,7 +35,7 @@ from .options import (
     TlsOption,
     registry_options,
 )
-from .output import transfer_progress
+from .output import transfer_progress, write_file
 
 manifest_app = typer.Typer(
     help="Manifest lists (image indexes) in the store: create, add, remove, inspect, push.",
@@ -209,8 +209,5 @@ def push(
             referrers=not no_referrers,
         )
     if digestfile is not None:
-        try:
-            digestfile.write_text(str(desc.digest))
-        except OSError as exc:
-            raise UsageError(f"--digestfile {digestfile}: {exc.strerror or exc}") from None
+        write_file(digestfile, str(desc.digest).encode())
     typer.echo(str(desc.digest))

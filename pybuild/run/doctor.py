@@ -4,8 +4,10 @@ change to this machine or the container it runs in that fixes it.
 It probes the sequence a RUN needs, for real, in that order: a user namespace (where CAP_SYS_ADMIN
 is missing: by capability, for root as for anyone) and its id map, a mount namespace, native overlay
 and fuse-overlayfs next to the store, the copy fallback, /proc and /sys in a new pid namespace, and
-in-place mode. A check that fails and leaves no mode to build with is a problem (exit status 1);
-one that only rules out a faster mode, or takes a fallback, is a warning.
+in-place mode; then, for each common platform, whether its RUN steps run here (natively, or under
+the qemu-user emulator binfmt_misc has for it: see ``emulation``). A check that fails and leaves no
+mode to build with is a problem (exit status 1); one that only rules out a faster mode, takes a
+fallback, or leaves a platform without emulation, is a warning.
 """
 
 from __future__ import annotations
