@@ -4,7 +4,19 @@ layout), and the layers of an earlier stage or an image that COPY --from and RUN
 from __future__ import annotations
 
 from ..errors import ContainerfileError, ImageNotFound, PybuildError, RegistryError
-from ..layout import Descriptor, Layout, copy_blobs, format_layer, load_image, parse_platform, parse_reference
+from ..layout import (
+    Descriptor,
+    Layout,
+    Platform,
+    copy_blobs,
+    format_layer,
+    load_image,
+    mediatype,
+    parse_platform,
+    parse_reference,
+    read_index,
+)
+from ..layout.image import platform_matches
 from .containerfile import Instruction
 from .state import Layers
 from .stepcontext import StepContext
@@ -28,21 +40,33 @@ def base_image(
             layout = Layout.open(ref.path, label=f"oci:{ref.path}")
             return layout, layout.resolve(ref.name)
         name = base.removeprefix("docker://")
-        if ctx.options.pull != "always":
-            try:
-                _, desc = ctx.store.lookup(name)
-                return ctx.store, desc
-            except ImageNotFound:
-                if ctx.options.pull == "never":
-                    raise ImageNotFound(
-                        f"{name} is not in {ctx.store.label} and --pull never forbids pulling it"
-                    ) from None
-        ctx.reporter.info(f"pulling {name}")
+        wanted = parse_platform(platform) if platform else None
+        held = None  # what the name is in the store: another platform's image
+        try:
+            _, held = ctx.store.lookup(name)
+            if ctx.options.pull != "always" and (wanted is None or offers(ctx.store, held, wanted)):
+                return ctx.store, held
+        except ImageNotFound:
+            if ctx.options.pull == "never":
+                raise ImageNotFound(
+                    f"{name} is not in {ctx.store.label} and --pull never forbids pulling it"
+                ) from None
+        if ctx.options.pull == "never":
+            assert held is not None
+            return ctx.store, held  # (FROM warns that its platform is not the one asked for)
+        ctx.reporter.info(f"pulling {name}" + (f" for {platform}" if platform else ""))
+        if wanted is not None and held is not None:
+            # the name stays what it is (one build of a platform list pulls each platform's image
+            # beside it): this platform's image is kept, untagged, by the build's writers' lock
+            from ..remote import parse_registry_reference, pull
+
+            remote = parse_registry_reference(f"docker://{name}")
+            return ctx.store, pull(remote, ctx.store, None, platform=wanted, options=ctx.options.registry)
         desc = copy_image(
             f"docker://{name}",
             str(parse_reference(name).name),
             store=ctx.store,
-            platform=parse_platform(platform) if platform else None,
+            platform=wanted,
             src_options=ctx.options.registry,
         )
         return ctx.store, desc
@@ -61,6 +85,13 @@ def base_image(
         ) from None
     except PybuildError as exc:
         raise inst.error(f"{what}: {exc}") from None
+
+
+def offers(layout: Layout, desc: Descriptor, wanted: Platform) -> bool:
+    """Whether the image ``desc`` is for ``wanted``, or the index ``desc`` has an image for it."""
+    if desc.media_type in mediatype.INDEXES:
+        return any(platform_matches(wanted, m.platform) for m in read_index(layout, desc).manifests)
+    return platform_matches(wanted, load_image(layout, desc).config.platform)
 
 
 def source_layers(ctx: StepContext, inst: Instruction, ref: str) -> Layers:

@@ -207,3 +207,32 @@ def test_copy_all_between_layouts_and_the_registry(
     )
     assert again.stdout.strip() == str(top.digest)
     assert pybuild_cli("check").returncode == 0
+
+
+def test_platform_list_build_from_a_registry_base(
+    pybuild_cli: Any, multiarch_layout: Path, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """FROM a list in a registry, for two platforms: each platform's image is pulled (one of them
+    under the base's name, the other kept untagged for the build) and built on."""
+    require_arm64_emulation()
+    pybuild_cli("copy", "--all", f"oci:{multiarch_layout}:latest", f"docker://{registry.host}/bb:all")
+    ctx = context(tmp_path / "ctx", f"FROM {registry.host}/bb:all\nRUN uname -m > /arch\n")
+    out = tmp_path / "out"
+    both = ["--platform", "linux/amd64,linux/arm64", "--timestamp", "0"]
+    proc = pybuild_cli("build", *both, "-t", f"oci:{out}:built", str(ctx))
+    assert "warning" not in proc.stderr, proc.stderr
+    validate_layout(out, "built")
+    layout = Layout.open(out)
+    for entry in read_index(layout, layout.resolve("built")).manifests:
+        image = load_image(layout, entry)
+        assert entry.platform is not None and image.config.architecture == entry.platform.architecture
+    # again, the base in the store now: one platform under its name, the other pulled beside it
+    again = pybuild_cli("build", *both, "-t", f"oci:{out}:again", str(ctx))
+    assert "warning" not in again.stderr, again.stderr
+    assert layout.resolve("again").digest == layout.resolve("built").digest
+    for platform, arch in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
+        pybuild_cli("copy", "-q", "--platform", platform, f"oci:{out}:built", "localhost/one")
+        bundle = tmp_path / f"bundle-{arch}"
+        pybuild_cli("unpack", "localhost/one", str(bundle))
+        assert (bundle / "rootfs" / "arch").read_text() == f"{arch}\n"
+    assert pybuild_cli("check").returncode == 0
