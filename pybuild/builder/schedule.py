@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import PybuildError, StepFailed, collect_warnings, warn
+from ..run import die_with_parent
 
 Key = Hashable
 
@@ -148,8 +149,9 @@ class _Workers:
                     self._start_ready()
                 if not self.running:
                     break
-                failure = self._wait() or failure
-                if failure is not None:
+                found = self._wait()
+                if failure is None and found is not None:  # the first failure is the build's
+                    failure = found
                     self._stop_all()
         except BaseException:
             self._stop_all()
@@ -174,10 +176,12 @@ class _Workers:
         res_r, res_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
             try:
+                die_with_parent(signal.SIGTERM, parent)  # a killed build leaves no worker behind
                 for other in self.running.values():
                     for fd in other.fds:
                         os.close(fd)
@@ -246,8 +250,9 @@ class _Workers:
             message = pickle.loads(bytes(worker.payload))
         except Exception:
             code = os.waitstatus_to_exitcode(status)
-            name = worker.unit.label.strip() or worker.unit.key
-            return ("bug", f"the worker for {name} ended ({code}) without a result")
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            name = worker.unit.label.strip() or f"stage {worker.unit.key}"
+            return ("error", "RunError", f"the build of {name} {how} before it was done", [], None)
         if message[0] != "ok":
             return tuple(message)
         _, result, found = message

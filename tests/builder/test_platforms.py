@@ -6,6 +6,10 @@ of a build one unit at a time; a foreign RUN without emulation, failing with the
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -326,3 +330,41 @@ def test_manifest_naming_an_image_is_refused(pb: Pybuild, tmp_path: Path) -> Non
     assert [t for t in after if t and not t.startswith("localhost/pybuild-untagged")] == [
         t for t in tags if t and not t.startswith("localhost/pybuild-untagged")
     ]
+
+
+def _leftovers(marker: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if marker in line]
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stopped_parallel_build_leaves_nothing_running(pb: Pybuild, tmp_path: Path, how: str) -> None:
+    """Ctrl-C (SIGINT to the whole group) ends the build with `error: interrupted` (130); SIGTERM
+    to pybuild alone takes its workers and their containers with it."""
+    marker = f"sleep 6{len(how)}"
+    ctx = context(tmp_path / "ctx", f"FROM busybox\nRUN {marker}\n")
+    proc = subprocess.Popen(
+        [PYBUILD, "build", "--no-cache", "--platform", "linux/amd64,linux/arm64", str(ctx)],
+        env={**os.environ, "PYBUILD_STORE": str(pb.store)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(_leftovers(marker)) < 2:  # both platforms' commands are running
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if how == "ctrl-c":
+        assert (proc.returncode, err.strip()) == (130, "error: interrupted")
+    else:
+        assert proc.returncode == -signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while _leftovers(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _leftovers(marker) == []
