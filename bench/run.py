@@ -35,6 +35,7 @@ Benchmarks so far:
   the rounds (no goal in issue 7 beyond the figures; issue 13: the pull <= 0.6x skopeo).
 - push-again, rebuild-layout: issue 13's, in bench/transfer.py (see there).
 - copy-from, copy-from-hit: issue 14's COPY --from, in bench/copyfrom.py (see there).
+- emulated, two-platforms: issue 17's foreign-platform builds, in bench/platforms.py (see there).
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -659,10 +660,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5)
     import copyfrom  # issue 14's (bench/copyfrom.py), beside this file
+    import platforms  # issue 17's (bench/platforms.py)
     import transfer  # issue 13's benchmarks (bench/transfer.py), beside this file
 
     BENCHMARKS.update(transfer.BENCHMARKS)
     BENCHMARKS.update(copyfrom.BENCHMARKS)
+    BENCHMARKS.update(platforms.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -10,6 +10,7 @@ The Python API (the CLI is a thin layer over it)::
 
 - stores and layouts: :func:`open_store`, :func:`open_layout`, :func:`check`;
 - building: :func:`build` with :class:`BuildOptions` (a value that refuses bad input when made);
+  several platforms give an :class:`IndexResult` (the index, and each platform's image);
 - moving images: :func:`pull`, :func:`push`, :func:`copy`, :func:`tag`, :func:`untag` (with
   :class:`RegistryOptions`);
 - bundles: :func:`unpack`, :func:`repack`;
@@ -66,6 +67,7 @@ _API: dict[str, tuple[str, str]] = {
     # building
     "BuildOptions": ("pybuild.builder", "BuildOptions"),
     "BuildResult": ("pybuild.builder", "BuildResult"),
+    "IndexResult": ("pybuild.builder", "IndexResult"),
     "build": ("pybuild.builder", "build"),
     # moving images
     "RegistryOptions": ("pybuild.remote", "RegistryOptions"),
@@ -96,6 +98,7 @@ __all__ = [
     "Image",
     "ImageNotFound",
     "ImageStore",
+    "IndexResult",
     "LayerError",
     "Layout",
     "LayoutError",
@@ -141,7 +144,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time the names load on first use
-    from .builder import BuildOptions, BuildResult, build
+    from .builder import BuildOptions, BuildResult, IndexResult, build
     from .bundle import Bind, repack, run_image
     from .bundle import unpack_ref as unpack
     from .errors import (

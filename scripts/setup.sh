@@ -70,3 +70,43 @@ fi
 if ! grep -q "^$TEST_USER:" /etc/subgid 2>/dev/null; then
   $SUDO usermod --add-subgids 200000-265535 "$TEST_USER"
 fi
+
+# Foreign platforms (issue 17): qemu-user-static's emulators registered in binfmt_misc, with the F
+# flag its /usr/lib/binfmt.d files carry (the kernel opens the interpreter at registration, so RUN
+# steps find it inside the image's root, rootless too). systemd-binfmt does this at boot; without
+# systemd (CI containers, this kind of machine) binfmt_misc is mounted and the lines written here.
+# Registrations are machine-wide; an existing one is left as it is.
+EMULATED=(aarch64 arm ppc64le s390x riscv64)
+BINFMT=/proc/sys/fs/binfmt_misc
+if [ "$(uname -m)" = x86_64 ]; then
+  if [ ! -e "$BINFMT/status" ]; then
+    $SUDO mount -t binfmt_misc binfmt_misc "$BINFMT" 2>/dev/null \
+      || echo "setup: cannot mount binfmt_misc here: foreign-platform builds will not run" >&2
+  fi
+  if [ -w "$BINFMT/register" ] || { [ -n "$SUDO" ] && [ -e "$BINFMT/register" ]; }; then
+    for arch in "${EMULATED[@]}"; do
+      conf=/usr/lib/binfmt.d/qemu-$arch.conf
+      if [ -f "$conf" ] && [ ! -e "$BINFMT/qemu-$arch" ]; then
+        grep -m1 '^:' "$conf" | $SUDO tee "$BINFMT/register" >/dev/null
+      fi
+    done
+  fi
+fi
+
+# tests/fixtures/multiarch.py: the arm64 half of the two-platform test base, from Debian's
+# busybox-static:arm64 (unpacked with dpkg-deb; no emulator needed to make it). Fetched with a
+# private apt state for arm64, so the machine's dpkg architectures and apt lists stay as they are.
+CACHE=/var/tmp/pybuild-test-cache
+DEB=$CACHE/busybox-static_arm64.deb
+if [ ! -s "$DEB" ]; then
+  apt_dir=$(mktemp -d /var/tmp/pybuild-apt-arm64.XXXXXX)
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$CACHE"
+  apt_arm64=(apt-get -qq -o APT::Architecture=arm64 -o APT::Architectures::=arm64
+    -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir" -o Dir::State::status=/dev/null
+    -o APT::Sandbox::User=root)
+  $SUDO "${apt_arm64[@]}" update
+  (cd "$apt_dir" && $SUDO "${apt_arm64[@]}" download busybox-static:arm64)
+  $SUDO mv "$apt_dir"/busybox-static_*_arm64.deb "$DEB.tmp"
+  $SUDO mv "$DEB.tmp" "$DEB"
+  $SUDO rm -rf "$apt_dir"
+fi

@@ -82,3 +82,15 @@ def debian_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("debian-layout") / "oci"
     make_image(Layout.create(path), [tar_tree(debian_rootfs(), keep_owners=True)], "latest")
     return path
+
+
+@pytest.fixture(scope="session")
+def multiarch_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI layout whose `latest` is an index of two busybox images, linux/amd64 and
+    linux/arm64/v8 (read-only: copy it before changing it)."""
+    from pybuild.layout import Layout
+    from tests.fixtures.multiarch import make_multiarch_image
+
+    path = tmp_path_factory.mktemp("multiarch-layout") / "oci"
+    make_multiarch_image(Layout.create(path), "latest")
+    return path

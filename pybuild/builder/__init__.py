@@ -3,7 +3,8 @@ sources) and the build (one module per kind of step, the step engine with its ca
 
 from .commit import BuildResult
 from .containerfile import BuildPlan, Instruction, Stage, plan
-from .executor import Builder, build
+from .executor import Builder
+from .multi import IndexResult, build
 from .options import BuildOptions, parse_secret, read_build_args
 from .stepcontext import Reporter
 
@@ -12,6 +13,7 @@ __all__ = [
     "BuildPlan",
     "BuildResult",
     "Builder",
+    "IndexResult",
     "Instruction",
     "Reporter",
     "Stage",

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 
 from ..errors import ContainerfileError, PybuildError, StepFailed, collect_warnings, warn
 from ..layout import ImageStore
-from ..run import isolation, keep_out
 from . import configsteps
 from .commit import BuildResult, commit
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, plan
@@ -49,40 +48,69 @@ STEPS: dict[str, Step] = {
 
 
 class Builder:
-    """One build of ``options`` into ``store``."""
+    """One build of ``options`` into ``store``, for one platform: ``prepare`` plans it, each stage is
+    built by ``build_stage`` (in this process or a worker, see ``schedule``), ``finish`` commits.
+    ``build`` does all three, one stage after another."""
 
     def __init__(self, store: ImageStore, options: BuildOptions, reporter: Reporter | None = None) -> None:
         self.ctx = make_context(store, options, reporter or Reporter())
         self.total = 0
         self.count = 0
+        self.plan: BuildPlan | None = None
+        self.target: Stage | None = None
+        self.scope: dict[str, str] = {}
+        self.stages: list[Stage] = []  # the stages the target needs, in Containerfile order
+        self.first_step: dict[int, int] = {}  # stage index -> the number of steps before it
 
     def build(self) -> BuildResult:
-        ctx = self.ctx
         with collect_warnings() as warnings:
-            text = self._read_containerfile()
-            ctx.facts.read_containerfile(text)
-            given = ctx.options.containerfile
-            label = given.name if given else ctx.file.name
-            the_plan = plan(text, label if str(ctx.file) != "-" else "Containerfile")
-            ctx.stages = the_plan.stages
-            for w in the_plan.warnings:
+            self.prepare(self.read_containerfile())
+            assert self.plan is not None
+            for w in self.plan.warnings:
                 warn(w)
-            target = target_stage(the_plan, ctx.options.target)
-            scope = global_args(ctx, the_plan)
-            stages = stages_to_build(the_plan, target, scope)
-            self.total = sum(1 + len(s.instructions) for s in stages)
-            ctx.scratch.mkdir(parents=True, exist_ok=True)
-            final: StageState | None = None
-            for stage in stages:
-                final = self._build_stage(the_plan, stage, scope)
-                ctx.results[stage.index] = final
-            assert final is not None
-            unused = sorted(set(ctx.options.build_args) - ctx.used_args - set(PROXY_ARGS))
-            if unused:
-                warn(f"one or more build args were not consumed: {unused}")
-            return commit(ctx, final, warnings)
+            for stage in self.stages:
+                self.ctx.results[stage.index] = self.build_stage(stage)
+            self.warn_unused(self.ctx.used_args)
+            return self.finish(warnings)
 
-    def _read_containerfile(self) -> bytes:
+    def prepare(self, text: bytes) -> None:
+        """Plan the build of the Containerfile ``text``: the target, the scope of FROM lines, the
+        stages it needs and where each one's steps start in the count."""
+        ctx = self.ctx
+        ctx.facts.read_containerfile(text)
+        given = ctx.options.containerfile
+        label = given.name if given else ctx.file.name
+        the_plan = plan(text, label if str(ctx.file) != "-" else "Containerfile")
+        ctx.stages = the_plan.stages
+        self.plan = the_plan
+        self.target = target_stage(the_plan, ctx.options.target)
+        self.scope = global_args(ctx, the_plan)
+        self.stages = stages_to_build(the_plan, self.target, self.scope)
+        count = 0
+        for stage in self.stages:
+            self.first_step[stage.index] = count
+            count += 1 + len(stage.instructions)
+        self.total = count
+        ctx.scratch.mkdir(parents=True, exist_ok=True)
+
+    def build_stage(self, stage: Stage) -> StageState:
+        """Build ``stage`` (the stages it reads are in ``ctx.results``); its steps are numbered as
+        in a build of one stage after another."""
+        assert self.plan is not None
+        self.count = self.first_step[stage.index]
+        return self._build_stage(self.plan, stage, self.scope)
+
+    def warn_unused(self, used: set[str]) -> None:
+        unused = sorted(set(self.ctx.options.build_args) - used - set(PROXY_ARGS))
+        if unused:
+            warn(f"one or more build args were not consumed: {unused}")
+
+    def finish(self, warnings: list[str]) -> BuildResult:
+        """Commit the target stage's image."""
+        assert self.target is not None
+        return commit(self.ctx, self.ctx.results[self.target.index], warnings)
+
+    def read_containerfile(self) -> bytes:
         file = self.ctx.file
         if str(file) == "-":  # -f -: the Containerfile comes on standard input
             return sys.stdin.buffer.read()
@@ -139,15 +167,4 @@ def dispatch(ctx: StepContext, state: StageState, inst: Instruction, scope: Mapp
         raise type(exc)(f"{inst.file}:{inst.line}: {exc.message}", hints=exc.hints) from exc
 
 
-def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = None) -> BuildResult:
-    """Build the Containerfile in ``options`` into ``store``; tags and oci: targets are written too.
-    Warnings go to :func:`pybuild.errors.warn` as they come and are listed in the result."""
-    builder = Builder(store, options, reporter)
-    keep_out(store.root, builder.ctx.context)  # in-place mode never touches them
-    # the whole build writes blobs that only its final commit references: hold the writers' lock
-    # so `pybuild gc` waits instead of sweeping a step's layer in between
-    with store.writing(), isolation(options.isolation):
-        return builder.build()
-
-
-__all__ = ["BuildOptions", "BuildResult", "Builder", "Reporter", "build"]
+__all__ = ["BuildOptions", "BuildResult", "Builder", "Reporter", "dispatch"]

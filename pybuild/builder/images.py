@@ -3,27 +3,26 @@ layout), and the layers of an earlier stage or an image that COPY --from and RUN
 
 from __future__ import annotations
 
-from ..errors import ContainerfileError, ImageNotFound, PybuildError, RegistryError, UsageError
-from ..layout import Descriptor, Layout, copy_blobs, load_image, mediatype, parse_platform, parse_reference
+from ..errors import ContainerfileError, ImageNotFound, PybuildError, RegistryError
+from ..layout import (
+    Descriptor,
+    Layout,
+    Platform,
+    copy_blobs,
+    format_layer,
+    load_image,
+    mediatype,
+    parse_platform,
+    parse_reference,
+    read_index,
+)
+from ..layout.image import platform_matches
 from .containerfile import Instruction
 from .state import Layers, platform_text
 from .stepcontext import StepContext
 
-
-def format_media_type(desc: Descriptor, docker: bool) -> Descriptor:
-    """The layer's descriptor with the media type of the output format (same bytes)."""
-    compression = mediatype.layer_compression(desc.media_type)
-    if compression is None:
-        return desc
-    if docker and compression == "zstd":
-        raise UsageError(
-            f"layer {desc.digest} is zstd-compressed: Docker-format images have gzip or plain tar layers",
-            hints=["build with --format oci"],
-        )
-    wanted = mediatype.layer_media_type(compression, docker=docker)
-    if wanted == desc.media_type:
-        return desc
-    return Descriptor(wanted, desc.digest, desc.size, annotations=desc.annotations)
+# the layer's descriptor with the media type of the build's format (same bytes)
+format_media_type = format_layer
 
 
 def base_image(
@@ -49,21 +48,33 @@ def _find_image(
             layout = Layout.open(ref.path, label=f"oci:{ref.path}")
             return layout, layout.resolve(ref.name)
         name = base.removeprefix("docker://")
-        if ctx.options.pull != "always":
-            try:
-                _, desc = ctx.store.lookup(name)
-                return ctx.store, desc
-            except ImageNotFound:
-                if ctx.options.pull == "never":
-                    raise ImageNotFound(
-                        f"{name} is not in {ctx.store.label} and --pull never forbids pulling it"
-                    ) from None
-        ctx.reporter.info(f"pulling {name}")
+        wanted = parse_platform(platform) if platform else None
+        held = None  # what the name is in the store: another platform's image
+        try:
+            _, held = ctx.store.lookup(name)
+            if ctx.options.pull != "always" and (wanted is None or offers(ctx.store, held, wanted)):
+                return ctx.store, held
+        except ImageNotFound:
+            if ctx.options.pull == "never":
+                raise ImageNotFound(
+                    f"{name} is not in {ctx.store.label} and --pull never forbids pulling it"
+                ) from None
+        if ctx.options.pull == "never":
+            assert held is not None
+            return ctx.store, held  # (FROM warns that its platform is not the one asked for)
+        ctx.reporter.info(f"pulling {name}" + (f" for {platform}" if platform else ""))
+        if wanted is not None and held is not None:
+            # the name stays what it is (one build of a platform list pulls each platform's image
+            # beside it): this platform's image is kept, untagged, by the build's writers' lock
+            from ..remote import parse_registry_reference, pull
+
+            remote = parse_registry_reference(f"docker://{name}")
+            return ctx.store, pull(remote, ctx.store, None, platform=wanted, options=ctx.options.registry)
         desc = copy_image(
             f"docker://{name}",
             str(parse_reference(name).name),
             store=ctx.store,
-            platform=parse_platform(platform) if platform else None,
+            platform=wanted,
             src_options=ctx.options.registry,
         )
         return ctx.store, desc
@@ -84,6 +95,13 @@ def _find_image(
         raise inst.error(f"{what}: {exc}") from None
 
 
+def offers(layout: Layout, desc: Descriptor, wanted: Platform) -> bool:
+    """Whether the image ``desc`` is for ``wanted``, or the index ``desc`` has an image for it."""
+    if desc.media_type in mediatype.INDEXES:
+        return any(platform_matches(wanted, m.platform) for m in read_index(layout, desc).manifests)
+    return platform_matches(wanted, load_image(layout, desc).config.platform)
+
+
 def source_layers(ctx: StepContext, inst: Instruction, ref: str) -> Layers:
     """The layers (bottom first, blobs in the store) of an earlier stage, by name or index, or of
     an image (in the store, pulled, or oci:DIR:TAG): COPY --from and RUN --mount from=."""
@@ -100,8 +118,9 @@ def source_layers(ctx: StepContext, inst: Instruction, ref: str) -> Layers:
                 f"{what}: names stage {stage.label()}, which is not built before this one "
                 "(a stage can use only earlier stages)"
             )
-    layout, desc = base_image(ctx, ref, inst, None, what)
-    image = load_image(layout, desc)
+    # an image's platform is the one the build is for (--platform), as BuildKit picks it
+    layout, desc = base_image(ctx, ref, inst, ctx.options.platform, what)
+    image = load_image(layout, desc, parse_platform(ctx.options.platform) if ctx.options.platform else None)
     if layout.root != ctx.store.root:
         with ctx.store.writing():
             copy_blobs(layout, ctx.store, image.descriptor)

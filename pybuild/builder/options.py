@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..layout import Platform, host_platform, parse_platform, parse_reference
+from ..layout import Platform, host_platform, parse_name, parse_platform, parse_reference
 
 if TYPE_CHECKING:
     from ..remote import RegistryOptions
@@ -58,7 +58,11 @@ class BuildOptions:
     secrets: Mapping[str, Path | bytes] = field(default_factory=dict, repr=False)
     ignorefile: Path | None = None
     pull: str = "missing"
+    # OS/ARCH[/VARIANT], or several joined by commas: one image each (an index, see ``manifest``)
     platform: str | None = None
+    all_platforms: bool = False  # every platform the base images offer (all of them)
+    manifest: str | None = None  # a manifest list in the store the images are added to (made if missing)
+    jobs: int | None = None  # stages and platforms built at the same time; None: the number of cores
     layers: bool = True
     # how base images are pulled: --creds, --tls-verify, --cert-dir, --authfile
     registry: RegistryOptions | None = None
@@ -111,20 +115,52 @@ class BuildOptions:
         for tag in self.tags:
             parse_reference(tag)
         if self.platform is not None:
-            parse_platform(self.platform)
+            put(self, "platform", ",".join(_platform_list(self.platform)))
+        if self.all_platforms and self.platform is not None:
+            raise UsageError("--all-platforms and --platform: give one of them")
+        if self.manifest is not None:
+            if self.manifest.startswith(("oci:", "docker://", "docker-archive:", "oci-archive:")):
+                raise UsageError(f"--manifest {self.manifest!r}: expected a name in the store")
+            put(self, "manifest", str(parse_name(self.manifest)))
+        if self.jobs is not None and (isinstance(self.jobs, bool) or self.jobs < 1):
+            raise UsageError(f"--jobs {self.jobs!r}: expected a number of at least 1")
         if not self.context.is_dir():
             raise UsageError(f"build context {self.context} is not a directory")
         if self.ignorefile is not None and not self.ignorefile.is_file():
             raise UsageError(f"ignore file {self.ignorefile}: no such file")
 
     @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms --platform names, in order, each once (empty: this machine's)."""
+        return tuple(self.platform.split(",")) if self.platform else ()
+
+    @property
     def target_platform(self) -> Platform:
-        """The platform the image is built for: --platform, else this machine's."""
-        return parse_platform(self.platform) if self.platform else host_platform()
+        """The platform the image is built for: the first --platform, else this machine's."""
+        return parse_platform(self.platforms[0]) if self.platform else host_platform()
+
+    @property
+    def workers(self) -> int:
+        """How many stages or platforms build at the same time: --jobs, else the number of cores."""
+        return self.jobs if self.jobs is not None else max(1, os.cpu_count() or 1)
 
     @property
     def docker(self) -> bool:
         return self.format == "docker"
+
+
+def _platform_list(text: str) -> list[str]:
+    """--platform's value: OS/ARCH[/VARIANT] platforms joined by commas, each checked; repeats dropped."""
+    out: list[str] = []
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            raise UsageError(f"--platform {text!r}: expected OS/ARCH[/VARIANT][,OS/ARCH...]")
+        platform = parse_platform(item)
+        norm = f"{platform.os}/{platform.architecture}" + (f"/{platform.variant}" if platform.variant else "")
+        if norm not in out:
+            out.append(norm)
+    return out
 
 
 def _build_arg(text: str, args: dict[str, str], environ: Mapping[str, str], where: str) -> None:

@@ -20,6 +20,7 @@ from .containerfile import Instruction
 from .engine import fs_step
 from .images import source_layers
 from .mounts import RunMounts, check_required, parse_mount
+from .platforms import check_runnable
 from .state import StageState
 from .stepcontext import StepContext
 
@@ -59,6 +60,7 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
     ]
 
     def action(upper: Path, lowers: list[Path]) -> None:
+        check_runnable(state, inst)  # a foreign platform's binaries: emulation, or the fix
         with contextlib.ExitStack() as stack:
             prepared = RunMounts(ctx.store, ctx.scratch, ctx.layer_dirs, ctx.options.secrets)
             prepared.hold_caches(mounts, stack)  # for the whole RUN, as their sharing= says

@@ -14,7 +14,7 @@ from ..layout import copy_blobs, host_platform, load_image, parse_platform
 from .cache import step_key
 from .containerfile import BuildPlan, Instruction, Stage, expand_in, needed_stages, parse_arg
 from .images import base_image, format_media_type
-from .state import StageState, platform_text
+from .state import StageState, check_base_platform, platform_text, with_variant
 from .stepcontext import StepContext
 
 
@@ -46,19 +46,24 @@ def dependencies(the_plan: BuildPlan, stage: Stage, global_args: Mapping[str, st
     if base is not None:
         out.append(base.index)
     for inst in stage.instructions:
-        refs = []
-        if inst.keyword in ("copy", "add") and inst.flag("from"):
-            refs.append(inst.flag("from") or "")
-        for m in inst.flags.get("mount", []):
-            opts = dict(p.partition("=")[::2] for p in m.split(","))
-            if opts.get("from"):
-                refs.append(opts["from"])
-        for written in refs:
+        for written in references(inst):
             ref = expand_in(inst, written, global_args)  # ARGs in a stage inherit the global values
             dep = stage_ref(the_plan, ref, stage.index)
             if dep is not None:
                 out.append(dep.index)
     return out
+
+
+def references(inst: Instruction) -> list[str]:
+    """What COPY --from and RUN --mount from= name in ``inst`` (a stage or an image), as written."""
+    refs = []
+    if inst.keyword in ("copy", "add") and inst.flag("from"):
+        refs.append(inst.flag("from") or "")
+    for m in inst.flags.get("mount", []):
+        opts = dict(p.partition("=")[::2] for p in m.split(","))
+        if opts.get("from"):
+            refs.append(opts["from"])
+    return refs
 
 
 def stages_to_build(the_plan: BuildPlan, target: Stage, global_args: Mapping[str, str]) -> list[Stage]:
@@ -138,8 +143,12 @@ def from_state(
         if chosen.variant:
             config["variant"] = chosen.variant
         return StageState(stage, [], config, step_key("scratch", ctx.docker))
+    # without FROM --platform, the platform asked for (--platform, or each of a list), else the host's
+    platform = platform or ctx.options.platform
     layout, desc = base_image(ctx, base, inst, platform)
     image = load_image(layout, desc, parse_platform(platform) if platform else None)
+    if platform is not None:
+        check_base_platform(image.config.to_dict(), parse_platform(platform), f"FROM {base}")
     if layout.root != ctx.store.root:
         with ctx.store.writing():
             copy_blobs(layout, ctx.store, image.descriptor)
@@ -148,6 +157,8 @@ def from_state(
         for d, diff_id in zip(image.layers, image.config.diff_ids, strict=True)
     ]
     config = copy.deepcopy(image.config.to_dict())
+    if platform is not None:
+        with_variant(config, parse_platform(platform))
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     config.setdefault("history", [])
     state = StageState(stage, layers, config, step_key("image", str(image.descriptor.digest), ctx.docker))

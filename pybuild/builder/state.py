@@ -3,10 +3,12 @@ of its chain, the ARGs in scope and the shell; and the defaults every stage star
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layout import Descriptor, Digest, Platform, created_time
+from ..errors import warn
+from ..layout import Descriptor, Digest, Platform, created_time, host_platform
 from .containerfile import Stage
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -87,3 +89,30 @@ def now(epoch: int | None) -> str:
 def platform_text(platform: Platform) -> str:
     """OS/ARCH[/VARIANT], as BuildKit formats TARGETPLATFORM and BUILDPLATFORM."""
     return f"{platform.os}/{platform.architecture}" + (f"/{platform.variant}" if platform.variant else "")
+
+
+def config_platform(config: Mapping[str, Any]) -> Platform:
+    """The platform an image config says its binaries are for (the host's where it says nothing)."""
+    host = host_platform()
+    variant = config.get("variant")
+    return Platform(
+        architecture=str(config.get("architecture") or host.architecture),
+        os=str(config.get("os") or host.os),
+        variant=str(variant) if variant else None,
+    )
+
+
+def check_base_platform(config: Mapping[str, Any], want: Platform, what: str) -> None:
+    """Warn when a base image is for another platform than the one asked for (it has no other)."""
+    have = config_platform(config)
+    if (have.os, have.architecture) != (want.os, want.architecture):
+        warn(
+            f"{what}: the image is for {platform_text(have)}, not {platform_text(want)} "
+            "(it offers no other): its binaries run as that platform's"
+        )
+
+
+def with_variant(config: dict[str, Any], want: Platform) -> None:
+    """Give the config the variant asked for when it is for that architecture and names none."""
+    if want.variant and not config.get("variant") and config.get("architecture") == want.architecture:
+        config["variant"] = want.variant

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
-from ..layout import ImageStore, load_image, locate
+from ..layout import ImageStore, load_image, locate, parse_platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("host", "none")
@@ -94,19 +94,25 @@ def run_image(
     network: str = "host",
     binds: Sequence[Bind] = (),
     isolation: str | None = None,
+    platform: str | None = None,
 ) -> int:
     """Run ``command`` (default: the image's Entrypoint + Cmd) in a throwaway rootless container over
     the layers of the image ``ref`` names (in ``store`` or oci:DIR[:TAG]; extracted once into
     ``store``); nothing it writes is kept. ``isolation`` picks the run mode (native, fuse, copy,
-    inplace; None probes). Returns the command's exit status."""
+    inplace; None probes). ``platform`` (OS/ARCH[/VARIANT]) picks the image of an index (this
+    machine's by default); a foreign image runs under the qemu-user emulator binfmt_misc has for it,
+    or fails naming the fix. Returns the command's exit status."""
     from ..run import RunSpec, keep_out, run_container
     from ..run import isolation as chosen_isolation
+    from ..run.emulation import require_emulation
     from ..run.layers import layer_dirs, remove_tree
 
     if network not in NETWORKS:
         raise UsageError(f"--network {network!r}: expected host or none")
     found = locate(store, ref)
-    image = load_image(found.layout, found.descriptor)
+    image = load_image(found.layout, found.descriptor, parse_platform(platform) if platform else None)
+    target = image.config.platform
+    require_emulation(target.os, target.architecture, target.variant, f"running {ref}")
     process = image_process(image.config.runtime, command=command, env=env, user=user, cwd=cwd)
     if not process.args:
         raise UsageError(f"{ref} has no Entrypoint or Cmd: give a command after --")

@@ -17,7 +17,6 @@ from .options import (
     CertDirOption,
     CredsOption,
     IsolationOption,
-    PlatformOption,
     TlsOption,
     isolation_value,
     pairs,
@@ -65,7 +64,21 @@ def build_command(
     ),
     ignorefile: Path | None = typer.Option(None, "--ignorefile", help="Use this ignore file."),
     pull: str = typer.Option("missing", "--pull", help="always, missing or never: pull base images."),
-    platform: str | None = PlatformOption,
+    platform: str | None = typer.Option(
+        None,
+        "--platform",
+        help="OS/ARCH[/VARIANT] to build for; several, comma-separated, build one image each, in an index "
+        "(-t names it). Foreign platforms run under qemu-user emulation (see pybuild doctor).",
+    ),
+    all_platforms: bool = typer.Option(
+        False, "--all-platforms", help="Build for every platform the base images all offer."
+    ),
+    manifest: str | None = typer.Option(
+        None, "--manifest", help="Add the image(s) to this manifest list in the store (made if missing)."
+    ),
+    jobs: int | None = typer.Option(
+        None, "--jobs", help="Stages and platforms built at the same time (default: the number of cores)."
+    ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image ID."),
     isolation: str | None = IsolationOption,
     creds: str | None = CredsOption,
@@ -88,7 +101,7 @@ def build_command(
     ),
 ) -> None:
     """Build an image from a Containerfile (like `buildah build`)."""
-    from ..builder import BuildOptions, Reporter, build
+    from ..builder import BuildOptions, IndexResult, Reporter, build
     from ..builder.attestations import parse_attest
     from ..builder.options import parse_secret, read_build_args
 
@@ -116,6 +129,9 @@ def build_command(
         ignorefile=ignorefile,
         pull=pull,
         platform=platform,
+        all_platforms=all_platforms,
+        manifest=manifest,
+        jobs=jobs,
         isolation=isolation_value(isolation),
         sbom=sbom,
         sbom_format=sbom_format or "spdx",
@@ -156,13 +172,19 @@ def build_command(
     if quiet:
         typer.echo(result.image_id)
         return
+    if isinstance(result, IndexResult):
+        for platform_text, image in zip(result.platforms, result.images, strict=True):
+            typer.echo(f"--> {image.image_id[:12]} {platform_text}")
     for tag in result.tags:
         typer.echo(f"COMMIT {tag}")
-    for made in result.attestations:
+    each = result.images if isinstance(result, IndexResult) else [result]
+    for made in (made for image in each for made in image.attestations):
         artifact = made.artifact
         typer.echo(
             f"ATTACH {artifact.artifact_type} {artifact.digest} to {made.subject.digest} in {made.where}"
         )
+    if manifest is not None:
+        typer.echo(f"added to manifest list {options.manifest}")
     typer.echo(f"--> {result.image_id[:12]}")
     typer.echo(f"Successfully built {result.image_id[:12]} ({result.descriptor.digest})")
 

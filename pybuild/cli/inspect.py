@@ -19,13 +19,14 @@ from ..layout import (
     Layout,
     Located,
     check_layout,
+    is_list,
     load_image,
     locate,
     mediatype,
 )
 from .app import app, state_of
 from .options import AuthfileOption, CertDirOption, CredsOption, TlsOption, registry_options
-from .output import echo_json, human_size, image_summary, print_table
+from .output import echo_json, human_size, image_summary, list_summary, print_table
 
 
 @app.command()
@@ -35,25 +36,25 @@ def images(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     out = []
     for tag, desc in store.listing():
         try:
+            if is_list(desc):  # a manifest list: its own ID (the index digest), its platforms
+                out.append(list_summary(store, desc, tag))
+                continue
             image = load_image(store, desc)
         except PybuildError as exc:  # one broken image never hides the others
             warn(f"{tag or desc.digest} is broken: {exc}")
             continue
         out.append(image_summary(image, tag))
     if as_json:
-        echo_json(
-            [
-                {k: v for k, v in s.items() if k in ("name", "id", "digest", "created", "size", "mediaType")}
-                for s in out
-            ]
-        )
+        keys = ("name", "id", "digest", "created", "size", "mediaType", "platforms")
+        echo_json([{k: v for k, v in s.items() if k in keys} for s in out])
         return
     rows = []
     for s in out:
         repo, _, tag = (s["name"] or "<none>:<none>").rpartition(":")
-        rows.append(
-            [repo, tag, s["id"][:12], (s["created"] or "")[:19].replace("T", " "), human_size(s["size"])]
-        )
+        created = (s["created"] or "")[:19].replace("T", " ")
+        if "platforms" in s:
+            created = f"manifest list: {', '.join(s['platforms']) or 'empty'}"
+        rows.append([repo, tag, s["id"][:12], created, human_size(s["size"])])
     print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
 
 

@@ -12,10 +12,13 @@ from typing import Any
 
 import typer
 
-from ..errors import UsageError
+from ..errors import PybuildError, UsageError
 from ..layout import (
     Descriptor,
     Image,
+    Layout,
+    load_image,
+    read_index,
 )
 from ..layout.imagestore import UNTAGGED
 
@@ -74,6 +77,29 @@ def image_summary(image: Image, name: str | None) -> dict[str, Any]:
         "runtime": config.runtime,
         "history": config.history,
         "annotations": image.manifest.annotations,
+    }
+
+
+def list_summary(layout: Layout, desc: Descriptor, name: str | None) -> dict[str, Any]:
+    """A manifest list as ``images`` shows it: its own ID (the index's digest), the platforms of its
+    images and their size (the layers of each, once)."""
+    index = read_index(layout, desc)
+    layers: dict[str, int] = {}
+    for entry in index.manifests:
+        with contextlib.suppress(PybuildError):  # an image not in the store (listed by digest only)
+            for layer in load_image(layout, entry).layers:
+                layers[str(layer.digest)] = layer.size
+    if name is not None and name.startswith(UNTAGGED + ":"):
+        name = None
+    return {
+        "name": name,
+        "digest": str(desc.digest),
+        "mediaType": desc.media_type,
+        "id": desc.digest.encoded,
+        "created": None,
+        "size": sum(layers.values()),
+        "platforms": [str(e.platform) if e.platform else "?" for e in index.manifests],
+        "manifests": [e.to_dict() for e in index.manifests],
     }
 
 

@@ -20,6 +20,12 @@ def run(
     user: str | None = typer.Option(None, "--user", help="User (name or uid[:gid]); default: the image's."),
     workdir: str | None = typer.Option(None, "--workdir", help="Working directory; default: the image's."),
     isolation: str | None = IsolationOption,
+    platform: str | None = typer.Option(
+        None,
+        "--platform",
+        help="OS/ARCH[/VARIANT]: the image of a list to run (default: this machine's); a foreign one "
+        "runs under qemu-user emulation.",
+    ),
 ) -> None:
     """Run a command in a throwaway container from an image; exits with the command's status."""
     from ..bundle.process import Bind, run_image
@@ -39,6 +45,7 @@ def run(
         network=network,
         binds=binds,
         isolation=isolation_value(isolation),
+        platform=platform,
     )
     raise typer.Exit(status)
 

@@ -35,6 +35,7 @@ def transfer(
     digestfile: Path | None = None,
     compression: str | None = None,
     referrers: bool = True,
+    all_platforms: bool = False,
 ) -> tuple[Descriptor, str]:
     """Copy an image between any two transports, and with ``referrers`` its OCI 1.1 referrers;
     returns (descriptor written, a summary line)."""
@@ -55,6 +56,7 @@ def transfer(
             compression=compression,
             report=report,
             referrers=referrers,
+            all_platforms=all_platforms,
         )
     if report.blobs_copied is not None:
         return desc, f"copied {report.blobs_copied} of {report.blobs_total} blobs; {dst} is {desc.digest}"
@@ -107,10 +109,15 @@ def copy(
     ),
     compression: str | None = CompressionOption,
     no_referrers: bool = NoReferrersOption,
+    everything: bool = typer.Option(
+        False, "--all", "-a", help="Copy every platform of an index (manifest list), and the index."
+    ),
 ) -> None:
     """Copy an image between the store, OCI layouts, archives and registries (blobs are copied as
     they are, but uncompressed layers are gzipped for a registry, an OCI layout or an oci-archive;
-    --compression asks for another), with its OCI 1.1 referrers."""
+    --compression asks for another), with its OCI 1.1 referrers. An index is resolved to the image
+    for --platform (this machine's by default), except with --all (every image, then the index,
+    like `skopeo copy --all`) and between two layouts (the store, oci:), where it is copied whole."""
     default_tls = flag_bool(tls_verify, "--tls-verify")
     src_options = registry_options(
         src_creds or creds,
@@ -139,6 +146,7 @@ def copy(
         digestfile=digestfile,
         compression=compression,
         referrers=not no_referrers,
+        all_platforms=everything,
     )
     if not quiet:
         typer.echo(summary)
@@ -157,14 +165,25 @@ def pull(
     referrers: bool = typer.Option(
         False, "--referrers", help="Fetch its OCI 1.1 referrers (SBOMs, provenance, ...) too."
     ),
+    all_platforms: bool = typer.Option(
+        False, "--all-platforms", help="Pull every image of an index (manifest list), and the index."
+    ),
 ) -> None:
-    """Pull an image from a registry into the store, under its full name."""
+    """Pull an image from a registry into the store, under its full name (an index: the image for
+    --platform, this machine's by default, or with --all-platforms the whole list)."""
     from ..remote.images import pull_name
 
     options = registry_options(creds, tls_verify, cert_dir, authfile)
     text, name = pull_name(ref)
     desc, _ = transfer(
-        state_of(ctx), text, name, quiet=quiet, platform=platform, src_options=options, referrers=referrers
+        state_of(ctx),
+        text,
+        name,
+        quiet=quiet,
+        platform=platform,
+        src_options=options,
+        referrers=referrers,
+        all_platforms=all_platforms,
     )
     typer.echo(str(desc.digest) if quiet else f"pulled {name} {desc.digest}")
 

@@ -184,6 +184,23 @@ def build_manifest(
     )
 
 
+def format_layer(desc: Descriptor, docker: bool) -> Descriptor:
+    """The layer's descriptor with the media type of the format (Docker schema 2 or OCI), the
+    same bytes; a zstd layer has no Docker media type."""
+    compression = mediatype.layer_compression(desc.media_type)
+    if compression is None:
+        return desc
+    if docker and compression == "zstd":
+        raise UsageError(
+            f"layer {desc.digest} is zstd-compressed: Docker-format images have gzip or plain tar layers",
+            hints=["build with --format oci"],
+        )
+    wanted = mediatype.layer_media_type(compression, docker=docker)
+    if wanted == desc.media_type:
+        return desc
+    return Descriptor(wanted, desc.digest, desc.size, annotations=desc.annotations)
+
+
 def referenced_blobs(layout: Layout, descriptor: Descriptor, _depth: int = 0) -> list[Descriptor]:
     """Every descriptor reachable from ``descriptor`` (itself first), following indexes and manifests."""
     if _depth > 8:

@@ -28,6 +28,7 @@ from ..layout import (
     commit_image,
     load_image,
     mediatype,
+    read_index,
     stage_copy,
 )
 
@@ -50,6 +51,13 @@ def has_uncompressed_layers(layout: Layout, desc: Descriptor) -> bool:
     if desc.media_type not in mediatype.MANIFESTS:
         return False
     return any(_plain(layer) for layer in load_image(layout, desc).layers)
+
+
+def needs_compressing(layout: Layout, desc: Descriptor) -> bool:
+    """Whether the image ``desc`` names, or an image of the index it names, has an uncompressed layer."""
+    if desc.media_type in mediatype.INDEXES:
+        return any(has_uncompressed_layers(layout, child) for child in read_index(layout, desc).manifests)
+    return has_uncompressed_layers(layout, desc)
 
 
 def check_compression(image: Image, compression: str, label: str, *, oci: bool = False) -> None:

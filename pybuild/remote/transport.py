@@ -106,11 +106,9 @@ def _copy_between_layouts(
     layout, tag = destination(store, dst)
     if layout.root != store.root:
         from .convert import needs_oci
-        from .recompress import has_uncompressed_layers  # (compression code loads only when needed)
+        from .recompress import needs_compressing  # (compression code loads only when needed)
 
-        if has_uncompressed_layers(found.layout, found.descriptor) or needs_oci(
-            found.layout, found.descriptor
-        ):
+        if needs_compressing(found.layout, found.descriptor) or needs_oci(found.layout, found.descriptor):
             return None
     desc = found.descriptor
     with layout.writing():
@@ -151,6 +149,7 @@ def copy_image(
     compression: str | None = None,
     report: CopyReport | None = None,
     referrers: bool = True,
+    all_platforms: bool = False,
 ) -> Descriptor:
     """Copy one image from ``src`` to ``dst`` (any transport, store names too, image ID prefixes for
     the store); the descriptor written.
@@ -172,6 +171,10 @@ def copy_image(
     With ``referrers``, the image's OCI 1.1 referrers (and theirs) go along from the store, a layout
     or a registry to a layout or a registry (see ``remote.referrers``); what is wrong with one is a
     warning (``errors.warn``), and the image is copied all the same.
+
+    With ``all_platforms`` (``copy --all``), an index is copied whole from and to any transport but
+    docker-archive: every image, then the index (``remote.indexes``); a single image is copied as
+    one.
     """
     source = parse_image_reference(src)
     dest = parse_image_reference(dst)
@@ -182,11 +185,31 @@ def copy_image(
             hints=["leave --compression out (or give none): layers are decompressed on the way"],
         )
     local = isinstance(source, LayoutReference) and isinstance(dest, LayoutReference)
+    if all_platforms and platform is not None:
+        raise UsageError("--all and --platform: give one of them")
     if local and platform is None and compression is None:
         shared = _copy_between_layouts(src, dst, store, report, referrers)
         if shared is not None:
             _write_digestfile(digestfile, shared)
             return shared
+    if all_platforms or (local and platform is None):
+        from .indexes import copy_all
+
+        whole = copy_all(
+            source,
+            dest,
+            src,
+            dst,
+            store=store,
+            src_options=_options(src_options, src_creds or creds, tls_verify),
+            dest_options=_options(dest_options, dest_creds or creds, tls_verify),
+            progress=progress,
+            compression=compression,
+            referrers=referrers,
+        )
+        if whole is not None:
+            _write_digestfile(digestfile, whole)
+            return whole
     from .convert import convert_to_oci, needs_oci
     from .recompress import has_uncompressed_layers, recompress_image
     from .referrers import LayoutDestination, carry_referrers, push_referrers, unchanged
@@ -228,10 +251,10 @@ def copy_image(
                 if not into_store:
                     out.set_tag(tag, desc)
             if referrers and converted is None:
-                _fetch_referrers(source, src_opts, [desc.digest], out, progress)
+                fetch_remote_referrers(source, src_opts, [desc.digest], out, progress)
             elif referrers and converted is not None:  # theirs name the Docker manifest: carried over
                 fetched = Layout.create(Path(tmpdir) / "referrers")
-                _fetch_referrers(source, src_opts, list(converted), fetched, progress)
+                fetch_remote_referrers(source, src_opts, list(converted), fetched, progress)
                 carry_referrers(fetched, converted, LayoutDestination(out))
             _write_digestfile(digestfile, desc)
             return desc
@@ -240,7 +263,7 @@ def copy_image(
             if isinstance(source, RegistryReference):
                 desc = pull(source, layout, None, platform=platform, options=src_opts, progress=progress)
                 if referrers and not isinstance(dest, ArchiveReference):
-                    _fetch_referrers(source, src_opts, [desc.digest], layout, progress)
+                    fetch_remote_referrers(source, src_opts, [desc.digest], layout, progress)
             elif source.transport == "docker-archive":
                 from .archive import read_docker_archive
 
@@ -252,7 +275,7 @@ def copy_image(
                 desc = select_manifest(layout, desc, platform)
         # like skopeo: plain tar layers (the store keeps built layers uncompressed) are gzipped on
         # their way to a registry, an OCI layout or an oci-archive, unless --compression says
-        auto = compression is None and _compresses(dest) and has_uncompressed_layers(layout, desc)
+        auto = compression is None and compresses(dest) and has_uncompressed_layers(layout, desc)
         convert = compression is not None or auto
         moved: dict[Digest, Descriptor] = {}  # what the referrers name -> what it is at the destination
         # 2. Write it out.
@@ -337,7 +360,7 @@ def copy_image(
     return desc
 
 
-def _fetch_referrers(
+def fetch_remote_referrers(
     source: RegistryReference,
     options: RegistryOptions,
     roots: list[Digest],
@@ -353,7 +376,7 @@ def _fetch_referrers(
         registry.close()
 
 
-def _compresses(dest: ImageReference) -> bool:
+def compresses(dest: ImageReference) -> bool:
     """Whether uncompressed layers get compressed on their way to ``dest``: yes for registries, OCI
     layouts and oci-archives; not for the store (it keeps what it gets) or docker-archive (whose
     layers are plain tars)."""

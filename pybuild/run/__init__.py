@@ -9,7 +9,7 @@ from .modes import isolation, overlay_mode, probe_mode
 from .mounts import FileMount, TmpfsMount, ViewMount, view_path, with_view
 from .rootfs import MODES
 from .treecopy import copy_stack
-from .userns import current_id_map, run_in_userns, subordinate_range
+from .userns import current_id_map, die_with_parent, run_in_userns, subordinate_range
 
 __all__ = [
     "MODES",
@@ -21,6 +21,7 @@ __all__ = [
     "ViewMount",
     "copy_stack",
     "current_id_map",
+    "die_with_parent",
     "doctor",
     "force_remove",
     "isolation",

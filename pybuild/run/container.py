@@ -16,6 +16,7 @@ unmounts the rootfs and leaves the upperdir in overlay format (``Rootfs.finish``
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import platform
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 from ..diff.overlay import LowerStack
 from ..errors import RunError, warn
 from .cleanup import force_remove
+from .emulation import elf_arch, exec_format_error
 from .kernelfs import mount_proc, mount_sys
 from .modes import overlay_mode
 from .mounts import FileMount, MountedViews, TmpfsMount, ViewMount, mount_files
@@ -67,6 +69,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 CREATED = "created"  # in the run's temp dir: mount points made where a symlink pointed
 NOTES = "notes"  # in the run's temp dir: the fallbacks pid 1 took, one a line
 _noted: set[str] = set()
+ENOEXEC_TAG = "ENOEXEC\t"  # pid 1's report of an exec the kernel refused as a format it cannot run
 
 
 GENERATED = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
@@ -247,7 +250,10 @@ def _pid1(
             try:
                 os.execve(path, spec.args, env)
             except OSError as exc:
-                os.write(err_fd, f"{argv0}: {exc.strerror or exc}".encode())
+                if exc.errno == errno.ENOEXEC:  # the parent names the platform and the fix
+                    os.write(err_fd, f"{ENOEXEC_TAG}{argv0}\t{_elf_arch(path) or ''}".encode())
+                else:
+                    os.write(err_fd, f"{argv0}: {exc.strerror or exc}".encode())
             os._exit(127)
         while True:
             pid, status = os.waitpid(-1, 0)
@@ -260,6 +266,15 @@ def _pid1(
             os.write(err_fd, message.encode()[:4000])
         finally:
             os._exit(127)
+
+
+def _elf_arch(path: str) -> str | None:
+    """The architecture of the ELF binary at ``path`` (None: not ELF, unknown, unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return elf_arch(f.read(64))
+    except OSError:
+        return None
 
 
 def _keeper(
@@ -466,6 +481,9 @@ def run_container(spec: RunSpec) -> RunResult:
     code = os.waitstatus_to_exitcode(status)
     if interrupted:
         raise KeyboardInterrupt
+    if error.startswith(ENOEXEC_TAG.encode()):
+        program, _, arch = error.decode(errors="replace")[len(ENOEXEC_TAG) :].partition("\t")
+        raise exec_format_error("cannot run", program, arch.strip() or None)
     if error:
         raise RunError(
             f"cannot run {spec.args[0]!r}: {error.decode(errors='replace').strip().splitlines()[-1]}"

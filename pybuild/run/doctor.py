@@ -4,8 +4,10 @@ change to this machine or the container it runs in that fixes it.
 It probes the sequence a RUN needs, for real, in that order: a user namespace (where CAP_SYS_ADMIN
 is missing: by capability, for root as for anyone) and its id map, a mount namespace, native overlay
 and fuse-overlayfs next to the store, the copy fallback, /proc and /sys in a new pid namespace, and
-in-place mode. A check that fails and leaves no mode to build with is a problem (exit status 1);
-one that only rules out a faster mode, or takes a fallback, is a warning.
+in-place mode; then, for each common platform, whether its RUN steps run here (natively, or under
+the qemu-user emulator binfmt_misc has for it: see ``emulation``). A check that fails and leaves no
+mode to build with is a problem (exit status 1); one that only rules out a faster mode, takes a
+fallback, or leaves a platform without emulation, is a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ..errors import PybuildError
 from .cleanup import force_remove
+from .emulation import COMMON, platform_support
 from .inplace import problem as inplace_problem
 from .kernelfs import mount_proc, mount_sys
 from .modes import ENV, try_mode
@@ -233,10 +236,21 @@ def doctor(near: Path | None = None, isolation: str | None = None) -> list[Check
                         works = dict.fromkeys(works, f"/proc: {note}")
     inplace = _inplace_check()
     checks.append(inplace)
+    checks += emulation_checks(where)
     verdict = _mode_line(works, inplace, isolation)
     if verdict.ok:  # what failed only ruled out other modes: warnings
         checks = [Check(c.name, c.ok, c.detail, c.fix, required=False) for c in checks]
     return [*checks, verdict]
+
+
+def emulation_checks(where: Path) -> list[Check]:
+    """Per common platform: whether its RUN steps run here (natively, or emulated through a
+    binfmt_misc entry with the F flag, probed with a tiny program of that platform)."""
+    out = []
+    for platform in COMMON:
+        found = platform_support(platform, where)
+        out.append(Check(f"emulation {platform}", found.ok, found.detail, ", then ".join(found.fix), False))
+    return out
 
 
 def _mode_check(mode: str, why: str | None, where: Path) -> Check:

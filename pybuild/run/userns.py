@@ -71,6 +71,14 @@ def libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
+def die_with_parent(signum: int, parent: int) -> None:
+    """In a forked child: get ``signum`` when ``parent`` (the process that forked it) ends, and
+    end now when it has already (prctl PR_SET_PDEATHSIG, then a look at the parent's pid)."""
+    libc().prctl(1, signum, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def unshare(flags: int) -> None:
     if libc().unshare(flags) != 0:
         err = ctypes.get_errno()

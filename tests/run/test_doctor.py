@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pybuild.run.emulation import COMMON
 from tests.fixtures.rootless import PYBUILD, as_test_user
 
 NAMES = [
@@ -24,6 +25,7 @@ NAMES = [
     "/proc",
     "/sys",
     "in-place mode",
+    *(f"emulation {p}" for p in COMMON),
     "build and run mode",
 ]
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
-from ...errors import RegistryError
+from ...errors import RegistryError, UsageError
 from ...layout import (
     BlobInfoCache,
     Descriptor,
@@ -26,6 +26,7 @@ from ...layout import (
     Layout,
     Manifest,
     build_manifest,
+    format_layer,
     load_image,
     mediatype,
 )
@@ -320,18 +321,29 @@ class Pusher:
         return self.put_manifest(raw, desc.media_type, Digest.of_bytes(raw, desc.digest.algorithm), top)
 
     def push_converted(
-        self, layout: Layout, desc: Descriptor, outbound: Outbound, staging: Layout
+        self,
+        layout: Layout,
+        desc: Descriptor,
+        outbound: Outbound,
+        staging: Layout,
+        *,
+        docker: bool | None = None,
+        top: bool = True,
     ) -> Descriptor:
         """The manifest ``desc`` with its layers compressed on the way (through the cache): the
-        manifest pushed, the same bytes ``recompress_image`` writes into a layout."""
+        manifest pushed, the same bytes ``recompress_image`` writes into a layout. ``docker``
+        writes it in that format (Docker schema 2, or OCI) instead of the image's own; ``top``
+        puts it by tag, else by digest (an image of an index)."""
         image = load_image(layout, desc)
+        docker = image.is_docker if docker is None else docker
         check_compression(image, outbound.compression, layout.label)
-        docker = image.is_docker
+        if docker and outbound.compression == "zstd":
+            raise UsageError(f"{layout.label}: Docker-format images have gzip or plain tar layers, not zstd")
 
         def settle(layer: Descriptor, diff_id: Digest) -> Descriptor:
             if not converts(layer, outbound.compression, outbound.only_uncompressed):
                 self.upload(layout, layer)
-                return layer
+                return format_layer(layer, docker)
             candidate = cached(self.cache, layer, diff_id, outbound.compression, docker)
             if candidate is not None:
                 there, session = self.present(candidate)
@@ -363,7 +375,7 @@ class Pusher:
         )
         raw = manifest.to_bytes()
         pushed = Descriptor(manifest.media_type, Digest.of_bytes(raw), len(raw))
-        self.put_manifest(raw, pushed.media_type, pushed.digest, top=True)
+        self.put_manifest(raw, pushed.media_type, pushed.digest, top=top)
         return pushed
 
 
