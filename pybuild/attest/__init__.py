@@ -17,6 +17,7 @@ from .provenance import (
     BuildRecord,
     provenance_statement,
     reproducible_times,
+    with_statement_subject,
 )
 from .spdx import SPDX_JSON, spdx_document
 
@@ -41,4 +42,5 @@ __all__ = [
     "reproducible_times",
     "sbom_file_limit",
     "spdx_document",
+    "with_statement_subject",
 ]

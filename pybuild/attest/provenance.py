@@ -126,3 +126,25 @@ def provenance_statement(record: BuildRecord) -> bytes:
         },
     }
     return dump_json(statement)
+
+
+def with_statement_subject(raw: bytes, old: Digest, new: Digest, what: str) -> bytes | None:
+    """The in-toto statement ``raw`` with each subject that names the manifest ``old`` naming
+    ``new`` instead (a push that gzips the store's layers writes a new manifest, and a verifier
+    compares the statement's subject with the manifest it was given); None when no subject names
+    ``old`` (nothing of ours to follow). ``what`` names the statement in errors."""
+    from ..layout import load_json
+
+    doc = load_json(raw, what)
+    if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
+        return None
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list):
+        return None
+    changed = False
+    for subject in subjects:
+        digests = subject.get("digest") if isinstance(subject, dict) else None
+        if isinstance(digests, dict) and digests.get(old.algorithm) == old.encoded:
+            subject["digest"] = {new.algorithm: new.encoded}
+            changed = True
+    return dump_json(doc) if changed else None

@@ -10,8 +10,11 @@ A referrer names its subject by digest. When the image's manifest changes on the
 uncompressed layers gzipped for a registry or an ``oci:`` layout make a new manifest), a referrer
 would point at a manifest that is not there: it is rewritten with ``subject`` set to the manifest
 written, which makes it a new manifest with a new digest, and its own referrers follow it the same
-way. Its content (the SBOM, the statement) is unchanged; a signature over the old manifest no
-longer matches the new one, which is why pybuild never changes a manifest it does not have to.
+way. A provenance statement (an in-toto document) whose subject names the old manifest is
+rewritten to name the new one, since a verifier compares the two; the rest of its content, and an
+SBOM's, is unchanged (the same config and diff_ids: the same files). A signature over the old
+manifest no longer matches the new one, which is why pybuild never changes a manifest it does not
+have to.
 
 What a registry sends that breaks the spec (a referrers tag that is not an index, a listing too
 large or nested too deep, a referrer whose subject is another image) is skipped with one warning
@@ -20,8 +23,10 @@ each, through ``warn``; the image is copied all the same.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from ..errors import LayoutError
@@ -213,19 +218,69 @@ def carry_referrers(
             warn(f"cannot list the referrers of {subject} in {src.label}: {exc}")
             return []
 
-    def put(ref: Descriptor, old_subject: Digest, new_subject: Descriptor) -> Descriptor | None:
-        try:
-            raw = src.blobs.read(ref.digest, ref.size)
-            if new_subject.digest != old_subject:
-                raw = with_subject(raw, ref, new_subject, f"referrer {ref.digest} in {src.label}")
-            new = Descriptor(ref.media_type, Digest.of_bytes(raw, ref.digest.algorithm), len(raw))
-            dest.put(src, ref, raw, new, new_subject.digest)
-        except (LayoutError, BadReferrers) as exc:
-            warn(f"referrer {ref.digest} in {src.label} skipped: {exc}")
-            return None
-        return new
+    with tempfile.TemporaryDirectory(prefix="pybuild-referrers-") as tmp:
+        staging = _Staging(src, Path(tmp))
 
-    return _walk(moved, listing, put, warn)
+        def put(ref: Descriptor, old_subject: Digest, new_subject: Descriptor) -> Descriptor | None:
+            try:
+                raw = src.blobs.read(ref.digest, ref.size)
+                origin = src
+                if new_subject.digest != old_subject:
+                    raw = with_subject(raw, ref, new_subject, f"referrer {ref.digest} in {src.label}")
+                    raw, origin = staging.statement_moved(ref, raw, old_subject, new_subject.digest)
+                new = Descriptor(ref.media_type, Digest.of_bytes(raw, ref.digest.algorithm), len(raw))
+                dest.put(origin, ref, raw, new, new_subject.digest)
+            except (LayoutError, BadReferrers) as exc:
+                warn(f"referrer {ref.digest} in {src.label} skipped: {exc}")
+                return None
+            return new
+
+        return _walk(moved, listing, put, warn)
+
+
+class _Staging:
+    """A layout beside ``src`` for the provenance statements rewritten on the way (made when the
+    first one is): the rewritten referrer's blobs are read from there."""
+
+    def __init__(self, src: Layout, where: Path) -> None:
+        self.src = src
+        self.where = where
+        self.layout: Layout | None = None
+
+    def statement_moved(self, ref: Descriptor, raw: bytes, old: Digest, new: Digest) -> tuple[bytes, Layout]:
+        """The referrer manifest ``raw`` (``ref`` in ``src``, its subject already ``new``) and the
+        layout its blobs are in: a provenance statement naming ``old`` is rewritten to name ``new``."""
+        from ..attest import IN_TOTO_JSON, with_statement_subject
+        from ..layout import Manifest
+        from ..layout.referrers import MAX_DOCUMENT
+
+        what = f"referrer {ref.digest} in {self.src.label}"
+        if ref.media_type != mediatype.OCI_MANIFEST:
+            return raw, self.src
+        manifest = Manifest.parse(raw, what, lenient=True)
+        layers = manifest.layers
+        if manifest.to_dict().get("artifactType") != IN_TOTO_JSON or len(layers) != 1:
+            return raw, self.src
+        layer = layers[0]
+        if layer.media_type != IN_TOTO_JSON or layer.size > MAX_DOCUMENT:
+            return raw, self.src
+        statement = with_statement_subject(
+            self.src.blobs.read(layer.digest, layer.size), old, new, f"{what}: statement {layer.digest}"
+        )
+        if statement is None:
+            return raw, self.src
+        if self.layout is None:
+            self.layout = Layout.create(self.where / "staging")
+        staging = self.layout
+        copy_blobs(self.src, staging, manifest.config)
+        written = Digest.of_bytes(statement, layer.digest.algorithm)
+        if not staging.blobs.exists(written):
+            staging.blobs.put(statement, written.algorithm)
+
+        def change(doc: dict[str, object]) -> None:
+            doc["layers"] = [{**layer.to_dict(), "digest": str(written), "size": len(statement)}]
+
+        return manifest.changed(change).to_bytes(), staging
 
 
 def push_referrers(

@@ -323,7 +323,9 @@ def test_a_context_the_provenance_cannot_read_tags_nothing(user_home: Path) -> N
 
 def test_push_carries_the_attestations(bases: Pybuild, tmp_path: Path) -> None:
     """To a registry without the referrers API (CNCF distribution 2.8): the fallback tag of the
-    pushed manifest lists both, each rewritten to name that manifest, its document unchanged."""
+    pushed manifest lists both, each rewritten to name that manifest; the SBOM is unchanged, the
+    provenance statement's subject names the pushed manifest (what a verifier compares) and nothing
+    else in it changes. A copy into an oci: layout does the same there."""
     from tests.remote.conftest import start_registry, stop_registry
     from tests.remote.referrers_helpers import fallback_tag, get
 
@@ -343,10 +345,32 @@ def test_push_carries_the_attestations(bases: Pybuild, tmp_path: Path) -> None:
             manifest = json.loads(get(server.host, f"/v2/app/manifests/{entry['digest']}")[0])
             assert manifest["subject"]["digest"] == pushed
             layer = manifest["layers"][0]["digest"]
-            assert get(server.host, f"/v2/app/blobs/{layer}")[0] == documents[entry["artifactType"]]
+            document = get(server.host, f"/v2/app/blobs/{layer}")[0]
+            if entry["artifactType"] == CYCLONEDX:
+                assert document == documents[CYCLONEDX]
+            else:
+                _assert_moved_statement(document, documents[IN_TOTO], local, pushed)
         listed = json.loads(
             bases("inspect", "--referrers", "--json", f"docker://{server.host}/app:v1").stdout
         )
         assert sorted(r["artifactType"] for r in listed) == [CYCLONEDX, IN_TOTO]
     finally:
         stop_registry(server)
+    bases("copy", "localhost/pushed", f"oci:{tmp_path / 'out'}:v1")
+    out = Layout.open(tmp_path / "out")
+    copied = str(out.resolve("v1").digest)
+    assert copied != local
+    found = {kind: doc for kind, (_, doc) in attestations(tmp_path / "out", copied).items()}
+    assert found[CYCLONEDX] == documents[CYCLONEDX]
+    _assert_moved_statement(found[IN_TOTO], documents[IN_TOTO], local, copied)
+
+
+def _assert_moved_statement(moved: bytes, built: bytes, old: str, new: str) -> None:
+    """``moved`` is the statement ``built`` with its one subject naming ``new`` instead of ``old``."""
+    statement, original = json.loads(moved), json.loads(built)
+    assert [s["digest"] for s in original["subject"]] == [{"sha256": old.removeprefix("sha256:")}]
+    assert [s["digest"] for s in statement["subject"]] == [{"sha256": new.removeprefix("sha256:")}]
+    for doc in (statement, original):
+        for subject in doc["subject"]:
+            del subject["digest"]
+    assert statement == original
