@@ -112,6 +112,12 @@ def test_tls_verify_values_and_cert_dir(
     one_error_line(pybuild_cli("build", str(ctx), check=False, env=fresh), "TLS")
     pybuild_cli("build", "--cert-dir", str(certs), "-t", "localhost/on-bb", str(ctx), env=fresh)
     pybuild_cli("build", "--tls-verify=false", "--pull", "always", str(ctx), env=fresh)
+    # login: --cert-dir decides whether the registry's certificate is trusted
+    authfile = tmp_path / "auth.json"
+    login = ["login", "--creds", "u:p", "--authfile", str(authfile)]
+    one_error_line(pybuild_cli(*login, host, check=False), f"cannot reach registry {host}: TLS")
+    pybuild_cli(*login, "--cert-dir", str(certs), host)
+    assert host in json.loads(authfile.read_text())["auths"]
 
 
 def test_creds_and_authfile(
@@ -160,3 +166,19 @@ def test_creds_and_authfile(
         Layout.open(pybuild_cli.store), Layout.open(pybuild_cli.store).resolve(f"{host}/bb:v1")
     )
     assert image.layers
+    # build: a base in that registry, pulled with --creds or --authfile, refused without them
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f'FROM {host}/bb:v2\nCMD ["/bin/true"]\n')
+    for n, flags in enumerate([[], ["--creds", "alice:s3cret"], ["--authfile", str(authfile)]]):
+        fresh = {"PYBUILD_STORE": str(tmp_path / f"fresh{n}")}
+        built = pybuild_cli("build", *flags, "-t", "localhost/on-bb", str(ctx), check=False, env=fresh)
+        if not flags:
+            one_error_line(built, "authentication required")
+        else:
+            assert built.returncode == 0, built.stderr
+            pulled = Layout.open(tmp_path / f"fresh{n}").resolve(f"{host}/bb:v2")
+            there = skopeo(
+                "inspect", "--tls-verify=false", "--authfile", str(authfile), f"docker://{host}/bb:v2"
+            )
+            assert str(pulled.digest) == json.loads(there.stdout)["Digest"]
