@@ -6,18 +6,17 @@ are imported only inside the functions that make SBOMs: importing this package c
 Attaching the documents to the image is pybuild.layout.referrers' job.
 """
 
+from ..layout.referrers import IN_TOTO_JSON
 from .cyclonedx import CYCLONEDX_JSON, cyclonedx_document
 from .imagefiles import ImageFile, ImageFiles, read_image_files, sbom_file_limit
 from .inventory import Distro, Inventory, Layer, Package, inventory
 from .provenance import (
-    IN_TOTO_JSON,
     PREDICATE_TYPE_ANNOTATION,
     SLSA_PROVENANCE_V1,
     BaseImage,
     BuildRecord,
     provenance_statement,
     reproducible_times,
-    with_statement_subject,
 )
 from .spdx import SPDX_JSON, spdx_document
 
@@ -42,5 +41,4 @@ __all__ = [
     "reproducible_times",
     "sbom_file_limit",
     "spdx_document",
-    "with_statement_subject",
 ]

@@ -20,10 +20,9 @@ from typing import Any
 from .. import __version__
 from ..errors import AttestError
 from ..layout import Digest, dump_json
+from ..layout.referrers import STATEMENT_TYPE
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
-IN_TOTO_JSON = "application/vnd.in-toto+json"
 PREDICATE_TYPE_ANNOTATION = "in-toto.io/predicate-type"
 # URIs that name pybuild's build type and builder without claiming a web address
 BUILD_TYPE = "urn:pybuild:buildtype:containerfile:v1"
@@ -126,25 +125,3 @@ def provenance_statement(record: BuildRecord) -> bytes:
         },
     }
     return dump_json(statement)
-
-
-def with_statement_subject(raw: bytes, old: Digest, new: Digest, what: str) -> bytes | None:
-    """The in-toto statement ``raw`` with each subject that names the manifest ``old`` naming
-    ``new`` instead (a push that gzips the store's layers writes a new manifest, and a verifier
-    compares the statement's subject with the manifest it was given); None when no subject names
-    ``old`` (nothing of ours to follow). ``what`` names the statement in errors."""
-    from ..layout import load_json
-
-    doc = load_json(raw, what)
-    if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
-        return None
-    subjects = doc.get("subject")
-    if not isinstance(subjects, list):
-        return None
-    changed = False
-    for subject in subjects:
-        digests = subject.get("digest") if isinstance(subject, dict) else None
-        if isinstance(digests, dict) and digests.get(old.algorithm) == old.encoded:
-            subject["digest"] = {new.algorithm: new.encoded}
-            changed = True
-    return dump_json(doc) if changed else None

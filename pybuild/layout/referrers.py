@@ -17,12 +17,15 @@ from ..errors import BlobNotFound, PybuildError, UsageError
 from . import mediatype
 from .descriptor import REF_NAME, Descriptor
 from .digest import Digest
-from .document import Manifest
+from .document import Manifest, dump_json, load_json
 from .imagelayout import Layout
 
 EMPTY_JSON = b"{}"
 EMPTY_DIGEST = Digest.of_bytes(EMPTY_JSON)
 EMPTY_DESCRIPTOR = Descriptor(mediatype.OCI_EMPTY, EMPTY_DIGEST, len(EMPTY_JSON))
+#: an in-toto attestation (a provenance statement) as a document and an artifact type
+IN_TOTO_JSON = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 MAX_DOCUMENT = 256 << 20  # an attached document larger than this is refused
 
 
@@ -192,3 +195,23 @@ def with_subject(raw: bytes, descriptor: Descriptor, subject: Descriptor, what: 
     else:
         parsed = Manifest.parse(raw, what, lenient=True)
     return parsed.changed(change).to_bytes()
+
+
+def with_statement_subject(raw: bytes, old: Digest, new: Digest, what: str) -> bytes | None:
+    """The in-toto statement ``raw`` with each subject that names the manifest ``old`` naming
+    ``new`` instead (a push that gzips the store's layers writes a new manifest, and a verifier
+    compares the statement's subject with the manifest it was given); None when no subject names
+    ``old`` (nothing of ours to follow). ``what`` names the statement in errors."""
+    doc = load_json(raw, what)
+    if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
+        return None
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list):
+        return None
+    changed = False
+    for subject in subjects:
+        digests = subject.get("digest") if isinstance(subject, dict) else None
+        if isinstance(digests, dict) and digests.get(old.algorithm) == old.encoded:
+            subject["digest"] = {new.algorithm: new.encoded}
+            changed = True
+    return dump_json(doc) if changed else None

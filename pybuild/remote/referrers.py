@@ -250,9 +250,8 @@ class _Staging:
     def statement_moved(self, ref: Descriptor, raw: bytes, old: Digest, new: Digest) -> tuple[bytes, Layout]:
         """The referrer manifest ``raw`` (``ref`` in ``src``, its subject already ``new``) and the
         layout its blobs are in: a provenance statement naming ``old`` is rewritten to name ``new``."""
-        from ..attest import IN_TOTO_JSON, with_statement_subject
         from ..layout import Manifest
-        from ..layout.referrers import MAX_DOCUMENT
+        from ..layout.referrers import IN_TOTO_JSON, MAX_DOCUMENT, with_statement_subject
 
         what = f"referrer {ref.digest} in {self.src.label}"
         if ref.media_type != mediatype.OCI_MANIFEST:

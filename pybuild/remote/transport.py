@@ -96,6 +96,15 @@ class CopyReport:
     blobs_total: int | None = None
 
 
+def _docker_into_oci(src: str, dst: str, store: ImageStore) -> bool:
+    """Whether the copy of ``src`` into the layout ``dst`` names is one of a Docker image or list
+    into an oci: layout, which takes only OCI (convert.py)."""
+    from .convert import needs_oci
+
+    found = locate(store, src)
+    return destination(store, dst)[0].root != store.root and needs_oci(found.layout, found.descriptor)
+
+
 def _copy_between_layouts(
     src: str, dst: str, store: ImageStore, report: CopyReport | None, referrers: bool
 ) -> Descriptor | None:
@@ -192,7 +201,8 @@ def copy_image(
         if shared is not None:
             _write_digestfile(digestfile, shared)
             return shared
-    if all_platforms or (local and platform is None):
+    # an index between layouts goes whole; into an oci: layout a Docker one is converted below
+    if (all_platforms or (local and platform is None)) and not (local and _docker_into_oci(src, dst, store)):
         from .indexes import copy_all
 
         whole = copy_all(

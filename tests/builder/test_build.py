@@ -167,10 +167,11 @@ def test_layer_compression_default_and_choices(pb: Pybuild, tmp_path: Path) -> N
     assert (pb.rootfs("comp-default") / "hi").read_text() == "hi\n"
     pb.build(ctx, None, "comp-docker", "--format", "docker")
     assert new_layer("comp-docker") == "application/vnd.docker.image.rootfs.diff.tar"
-    pb("copy", "comp-docker", f"oci:{tmp_path}/docker-out:t")  # gzipped on the way out, still Docker
+    # gzipped on the way out, and OCI there: an oci: layout takes only OCI (as skopeo converts)
+    pb("copy", "comp-docker", f"oci:{tmp_path}/docker-out:t")
     exported = pb.inspect(f"oci:{tmp_path}/docker-out:t")
-    assert exported["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
-    assert new_layer(f"oci:{tmp_path}/docker-out:t") == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert exported["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert new_layer(f"oci:{tmp_path}/docker-out:t") == "application/vnd.oci.image.layer.v1.tar+gzip"
     ctx2 = context(tmp_path / "ctx2", "FROM comp-default\nRUN echo more > /more\n")
     pb.build(ctx2, None, "comp-docker2", "--format", "docker")  # on an uncompressed OCI base
     assert {layer["mediaType"] for layer in pb.inspect("comp-docker2")["layers"][1:]} == {
