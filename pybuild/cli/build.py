@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .app import app, state_of
+from .application import app, state_of
 from .options import (
     AuthfileOption,
     CertDirOption,
