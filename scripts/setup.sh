@@ -15,6 +15,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   uidmap busybox-static fuse-overlayfs iproute2 procps util-linux
   umoci skopeo runc oci-image-tool docker-registry buildah jq apache2-utils debootstrap
+  time  # GNU time: bench/startup.py's peak RSS of small processes
   containerd docker.io qemu-user-static
   # tests/ci: outer CI containers (Docker's and podman's seccomp profiles, setcap, patchelf for
   # contrib/bundle.py's self-contained pybuild tree)
