@@ -46,7 +46,8 @@ def bench_startup(work: Path, rounds: int) -> list[dict[str, object]]:
         result["pybuild_peak_mib"] = peak_mib([str(venv / "pybuild"), "--version"], work)
         result["peer_peak_mib"] = peak_mib(cmd, work)
         bench = f"startup: pybuild --version vs {label}, median of {REPEAT} runs a round"
-        out.append({"benchmark": bench, **result})
+        ms = f"pybuild {result['pybuild_s'] * 1000:.1f} ms, peer {result['peer_s'] * 1000:.1f} ms"
+        out.append({"benchmark": bench, "note": ms, **result})
     return out
 
 
