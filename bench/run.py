@@ -36,6 +36,8 @@ Benchmarks so far:
 - push-again, rebuild-layout: issue 13's, in bench/transfer.py (see there).
 - copy-from, copy-from-hit: issue 14's COPY --from, in bench/copyfrom.py (see there).
 - emulated, two-platforms: issue 17's foreign-platform builds, in bench/platforms.py (see there).
+- startup: issue 19's `pybuild --version` vs `python -c pass`, buildah and skopeo, in
+  bench/startup.py (see there).
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -661,11 +663,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     import copyfrom  # issue 14's (bench/copyfrom.py), beside this file
     import platforms  # issue 17's (bench/platforms.py)
+    import startup  # issue 19's start-up (bench/startup.py)
     import transfer  # issue 13's benchmarks (bench/transfer.py), beside this file
 
     BENCHMARKS.update(transfer.BENCHMARKS)
     BENCHMARKS.update(copyfrom.BENCHMARKS)
     BENCHMARKS.update(platforms.BENCHMARKS)
+    BENCHMARKS.update(startup.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:

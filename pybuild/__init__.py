@@ -29,7 +29,11 @@ Names load on first use: ``import pybuild`` costs nothing the CLI does not need.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+# typing costs a few ms to import and `pybuild --version` needs nothing from it (mypy knows the name)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # the one place the version is written (pyproject.toml reads it); a plain value, because looking it
 # up through importlib.metadata costs ~30 ms on every command

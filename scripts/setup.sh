@@ -15,6 +15,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   uidmap busybox-static fuse-overlayfs iproute2 procps util-linux
   umoci skopeo runc oci-image-tool docker-registry buildah jq apache2-utils debootstrap
+  time  # GNU time: bench/startup.py's peak RSS of small processes
   containerd docker.io qemu-user-static
   # tests/ci: outer CI containers (Docker's and podman's seccomp profiles, setcap, patchelf for
   # contrib/bundle.py's self-contained pybuild tree)
@@ -42,11 +43,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 PY=/usr/bin/python3
-if [ ! -x .venv/bin/python ] || [ ! -f .venv/.stamp ] || [ pyproject.toml -nt .venv/.stamp ]; then
+# (an editable install made by setuptools' import hook, which costs every start of the venv's python
+# ~8 ms of imports, is redone as a plain path entry)
+if [ ! -x .venv/bin/python ] || [ ! -f .venv/.stamp ] || [ pyproject.toml -nt .venv/.stamp ] ||
+  compgen -G '.venv/lib/python3*/site-packages/__editable___pybuild_*finder.py' >/dev/null; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  # the editable install as a path in a .pth file ("compat"), not setuptools' import hook: the hook
+  # imports pathlib and importlib.util on every start (a third of `pybuild --version`); the default
+  # mode if this setuptools no longer has that one
+  .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat 2>/dev/null ||
+    .venv/bin/pip install -q -e '.[test]'
   touch .venv/.stamp
 fi
 # byte-compile the package: the unprivileged users who run it cannot write __pycache__ here, and

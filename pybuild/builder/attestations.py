@@ -20,7 +20,7 @@ from ..errors import AttestError, PybuildError, UsageError
 from ..layout import Descriptor, Digest, Layout, attach, load_image, parse_name, parse_reference
 
 if TYPE_CHECKING:
-    from ..attest import BaseImage, BuildRecord, Inventory
+    from ..attest import BuildRecord, Inventory
     from .stepcontext import StepContext
 
 ATTEST_TYPES = ("sbom", "provenance")
@@ -47,20 +47,21 @@ class BuildFacts:
 
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     containerfile: Digest | None = None  # of the bytes read
-    images: list[BaseImage] = field(default_factory=list)  # in the order first read, each once
+    # (name, digest, platform) of each image read, in the order first read, each once: the
+    # provenance's BaseImage values are made from them only when one is written (pybuild.attest
+    # is not loaded by a build without attestations)
+    images: list[tuple[str, Digest, str]] = field(default_factory=list)
 
     def read_containerfile(self, data: bytes) -> None:
         self.containerfile = Digest.of_bytes(data)
 
     def used_image(self, name: str, digest: Digest, platform: str) -> None:
         """The build read the image ``name`` (as FROM or --from gave it), resolved to ``digest``."""
-        from ..attest import BaseImage
-
         try:
             name = name if name.startswith("oci:") else str(parse_name(name.removeprefix("docker://")))
         except UsageError:
             pass  # an image ID prefix: recorded as given
-        image = BaseImage(name, digest, platform)
+        image = (name, digest, platform)
         if image not in self.images:
             self.images.append(image)
 
@@ -134,7 +135,7 @@ class Attestations:
 
     @staticmethod
     def _record(ctx: StepContext, image: Descriptor, started: datetime, finished: datetime) -> BuildRecord:
-        from ..attest import BuildRecord
+        from ..attest import BaseImage, BuildRecord
         from .state import platform_text
 
         assert ctx.facts.containerfile is not None, "the Containerfile was read"
@@ -147,7 +148,7 @@ class Attestations:
             platform=platform_text(ctx.platform),
             started=started,
             finished=finished,
-            base_images=tuple(ctx.facts.images),
+            base_images=tuple(BaseImage(*image) for image in ctx.facts.images),
             context_digest=context_digest(ctx),
             # the args in scope: those given that an ARG declared (in the stages built or before
             # the first FROM); an unused one is warned about and not recorded

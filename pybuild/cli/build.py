@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .app import app, state_of
+from .application import app, state_of
 from .options import (
     AuthfileOption,
     CertDirOption,
@@ -144,9 +144,11 @@ def build_command(
 
     class Printer(Reporter):
         def __init__(self) -> None:
-            from rich.console import Console
+            self.console = None  # rich (bold step lines) only on a terminal: it is slow to load
+            if sys.stdout.isatty() and not quiet:
+                from rich.console import Console
 
-            self.console = Console(highlight=False) if sys.stdout.isatty() else None
+                self.console = Console(highlight=False)
 
         def step(self, text: str) -> None:
             if quiet:

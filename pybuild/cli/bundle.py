@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, state_of
+from .application import app, state_of
 
 
 @app.command()

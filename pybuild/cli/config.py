@@ -8,7 +8,7 @@ import sys
 import typer
 
 from ..layout.mutate import CLEARABLE, ConfigChanges, configure
-from .app import app, state_of
+from .application import app, state_of
 from .options import pairs
 
 

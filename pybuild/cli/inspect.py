@@ -24,7 +24,7 @@ from ..layout import (
     locate,
     mediatype,
 )
-from .app import app, state_of
+from .application import app, state_of
 from .options import AuthfileOption, CertDirOption, CredsOption, TlsOption, registry_options
 from .output import echo_json, human_size, image_summary, list_summary, print_table
 
@@ -160,7 +160,7 @@ def inspect(
     """Show an image's manifest and config (docker://, docker-archive: and oci-archive: references are
     read without pulling or extracting layers)."""
     name: str | None
-    options = registry_options(creds, tls_verify, cert_dir, authfile)
+    options = registry_options(creds, tls_verify, cert_dir, authfile, needed=ref.startswith("docker://"))
     if artifact_type is not None and not referrers:
         raise UsageError("--artifact-type goes with --referrers")
     if artifact_type is not None and not mediatype.is_valid(artifact_type):

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .app import app
+from .application import app
 from .options import CertDirOption, CredsOption, TlsOption, registry_options
 
 

@@ -14,7 +14,8 @@ try:  # Typer >= 0.26 carries its own copy of click
 except ImportError:  # pragma: no cover - older Typer on click
     from click.exceptions import ClickException as CliException  # type: ignore[no-redef,unused-ignore]
 
-from .app import Interrupted, app
+from .application import Interrupted, app
+from .commands import load_commands
 from .options import bare_bool_flags
 from .output import one_line, print_warning
 
@@ -23,9 +24,11 @@ def main() -> None:
     """Console entry point: one line per error, exit status 1 (2 for a bad command line, a failed RUN's
     own status for a build), no traceback."""
     debug = os.environ.get("PYBUILD_DEBUG") == "1"
+    argv = sys.argv[1:]
     try:
+        load_commands(argv)  # only the named command's module (every one for --help)
         with warnings_to(print_warning):
-            code = app(args=bare_bool_flags(sys.argv[1:]), standalone_mode=False)
+            code = app(args=bare_bool_flags(argv), standalone_mode=False)
     except PybuildError as exc:
         if debug:
             raise

@@ -25,7 +25,7 @@ from ..layout import (
     remove_from_list,
     select_manifest,
 )
-from .app import app, state_of
+from .application import app, state_of
 from .options import (
     AuthfileOption,
     CertDirOption,

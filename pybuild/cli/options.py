@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from ..errors import UsageError
+from .commands import command_word
 
 CompressionOption = typer.Option(
     None,
@@ -38,8 +39,7 @@ REGISTRY_COMMANDS = ("build", "pull", "push", "copy", "inspect", "login", "manif
 def bare_bool_flags(argv: list[str]) -> list[str]:
     """``--tls-verify`` alone means ``--tls-verify=true``: rewritten so that the argument after it is
     never taken as its value (``pybuild pull --tls-verify HOST/IMAGE``), as pflag parses it."""
-    command = next((a for a in argv if not a.startswith("-")), None)
-    if command not in REGISTRY_COMMANDS:
+    if command_word(argv) not in REGISTRY_COMMANDS:
         return argv
     out: list[str] = []
     for i, arg in enumerate(argv):
@@ -69,11 +69,12 @@ def registry_options(
     flag: str = "--tls-verify",
     default_tls: bool = True,
     must_exist: bool = True,
+    needed: bool = True,
 ) -> Any:
     """A RegistryOptions from the registry flags: ``--creds USER[:PASS]`` (the password is asked for
-    on a terminal when missing), ``--tls-verify[=BOOL]``, ``--cert-dir DIR``, ``--authfile FILE``."""
-    from ..remote import Credentials, RegistryOptions
-
+    on a terminal when missing), ``--tls-verify[=BOOL]``, ``--cert-dir DIR``, ``--authfile FILE``.
+    Not ``needed`` (no registry in the command's references): the flags are checked all the same,
+    and None comes back without loading the registry client."""
     parsed = None
     if creds is not None:
         user, sep, password = creds.partition(":")
@@ -88,13 +89,18 @@ def registry_options(
             import getpass
 
             password = getpass.getpass(f"Password for {user}: ")
-        parsed = Credentials(user, password)
+        parsed = (user, password)
     if cert_dir is not None and not cert_dir.is_dir():
         raise UsageError(f"--cert-dir {cert_dir}: not a directory")
     if authfile is not None and must_exist and not authfile.is_file():
         raise UsageError(f"--authfile {authfile}: no such file")
+    verify = flag_bool(tls_verify, flag, default_tls)
+    if not needed:
+        return None
+    from ..remote import Credentials, RegistryOptions
+
     return RegistryOptions(
-        parsed, flag_bool(tls_verify, flag, default_tls), cert_dir=cert_dir, auth_file=authfile
+        None if parsed is None else Credentials(*parsed), verify, cert_dir=cert_dir, auth_file=authfile
     )
 
 

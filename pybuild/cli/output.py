@@ -37,15 +37,20 @@ def human_size(n: int) -> str:
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """Plain columns; a rich table on a terminal (rich is loaded only then: it costs more to import
+    than `pybuild images` takes otherwise)."""
+    console = None
+    if sys.stdout.isatty():
+        from rich.console import Console
 
-    console = Console(soft_wrap=True)
-    if not console.is_terminal:
+        console = Console(soft_wrap=True)
+    if console is None or not console.is_terminal:
         widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
         for row in [headers, *rows]:
             typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         return
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for h in headers:
         table.add_column(h)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .app import app, state_of
+from .application import app, state_of
 from .options import IsolationOption, isolation_value, pairs
 from .output import echo_json
 

@@ -11,7 +11,7 @@ import typer
 from ..errors import UsageError
 from ..layout import locate
 from ..layout.mutate import created_time, source_date_epoch
-from .app import app, state_of
+from .application import app, state_of
 from .options import PlatformOption
 from .output import write_file
 

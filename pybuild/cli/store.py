@@ -6,7 +6,7 @@ import typer
 
 from ..errors import UsageError, warn
 from ..layout import ImageStore, Layout, gc, untag
-from .app import State, app, state_of
+from .application import State, app, state_of
 from .output import human_size
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from ..layout import Descriptor
-from .app import State, app, state_of
+from .application import State, app, state_of
 from .options import (
     AuthfileOption,
     CertDirOption,

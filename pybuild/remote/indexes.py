@@ -125,7 +125,7 @@ def push_index(
     ``format`` "oci" or "docker" writes every manifest and the index in that format (None keeps
     theirs); uncompressed layers are gzipped, or every layer put in ``compression``."""
     from .registry import Outbound
-    from .registry.push import Pusher
+    from .registry.push import Pusher, staging_at
 
     if format not in (None, "oci", "docker"):
         raise UsageError(f"--format {format!r}: expected oci or docker")
@@ -137,7 +137,7 @@ def push_index(
     pusher = Pusher.open(ref, options, progress, cache)
     try:
         with tempfile.TemporaryDirectory(prefix="pybuild-push-") as tmp:
-            staging = Layout.create(Path(tmp) / "compressed")
+            staging = staging_at(Path(tmp) / "compressed")
             for child in children:
                 own_docker = child.media_type == mediatype.DOCKER_MANIFEST
                 if (

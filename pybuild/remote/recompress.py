@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..diff import LayerWriter, open_layer
 from ..errors import DigestMismatch, PybuildError, UsageError
 from ..layout import (
     BlobInfoCache,
@@ -100,6 +99,8 @@ def compress(
     """Compress ``layer`` from ``src`` into ``dst`` (sealed, not yet committed: the caller commits or
     aborts the writer). Its content is checked against ``diff_id``, so a damaged layer is never
     re-signed; the result goes into the cache."""
+    from ..diff import LayerWriter, open_layer  # (a push whose layers are compressed already never loads it)
+
     writer = dst.blobs.writer()
     try:
         with src.blobs.open(layer.digest, layer.size) as blob:

@@ -223,7 +223,7 @@ def copy_image(
     from .convert import convert_to_oci, needs_oci
     from .recompress import has_uncompressed_layers, recompress_image
     from .referrers import LayoutDestination, carry_referrers, push_referrers, unchanged
-    from .registry import Outbound, pull, push, push_converted
+    from .registry import Outbound, pull, push, push_converted, staging_at
 
     src_opts = _options(src_options, src_creds or creds, tls_verify)
     dest_opts = _options(dest_options, dest_creds or creds, tls_verify)
@@ -321,7 +321,7 @@ def copy_image(
                     image,
                     dest,
                     Outbound(compression or "gzip", only_uncompressed=auto),
-                    Layout.create(Path(tmpdir) / "compressed"),
+                    staging_at(Path(tmpdir) / "compressed"),
                     options=dest_opts,
                     progress=progress,
                     cache=cache,

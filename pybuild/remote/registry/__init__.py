@@ -14,7 +14,7 @@ from ..auth import Credentials
 from .client import Registry, RegistryOptions
 from .connection import ConnectionDropped, DeadlineExceeded, InvalidResponse
 from .pull import Progress, pick_manifest, pull, resolve_manifest
-from .push import Outbound, push, push_converted
+from .push import Outbound, push, push_converted, staging_at
 
 __all__ = [
     "ConnectionDropped",
@@ -31,6 +31,7 @@ __all__ = [
     "push",
     "push_converted",
     "resolve_manifest",
+    "staging_at",
 ]
 
 

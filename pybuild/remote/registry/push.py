@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from ...errors import RegistryError, UsageError
@@ -325,13 +328,14 @@ class Pusher:
         layout: Layout,
         desc: Descriptor,
         outbound: Outbound,
-        staging: Layout,
+        staging: Callable[[], Layout],
         *,
         docker: bool | None = None,
         top: bool = True,
     ) -> Descriptor:
-        """The manifest ``desc`` with its layers compressed on the way (through the cache): the
-        manifest pushed, the same bytes ``recompress_image`` writes into a layout. ``docker``
+        """The manifest ``desc`` with its layers compressed on the way (through the cache, into the
+        layout ``staging()`` makes, see :func:`staging_at`): the manifest pushed, the same bytes
+        ``recompress_image`` writes into a layout. ``docker``
         writes it in that format (Docker schema 2, or OCI) instead of the image's own; ``top``
         puts it by tag, else by digest (an image of an index)."""
         image = load_image(layout, desc)
@@ -353,9 +357,10 @@ class Pusher:
                     self.progress("skip", candidate, candidate.size)
                     self._remember(candidate)
                     return candidate
-            out, writer = compress(layout, layer, diff_id, outbound.compression, docker, staging, self.cache)
+            into = staging()
+            out, writer = compress(layout, layer, diff_id, outbound.compression, docker, into, self.cache)
             writer.commit()
-            self.upload(staging, out)
+            self.upload(into, out)
             return out
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -427,7 +432,7 @@ def push_converted(
     desc: Descriptor,
     ref: RegistryReference,
     outbound: Outbound,
-    staging: Layout,
+    staging: Callable[[], Layout],
     *,
     options: RegistryOptions | None = None,
     progress: Progress | None = None,
@@ -435,9 +440,24 @@ def push_converted(
     workers: int = WORKERS,
 ) -> Descriptor:
     """Push the manifest ``desc`` with its layers compressed as ``outbound`` says (compressed blobs
-    made on the way go through ``staging``); returns the manifest pushed."""
+    made on the way go through ``staging()``); returns the manifest pushed."""
     pusher = Pusher.open(ref, options, progress, cache, workers)
     try:
         return pusher.push_converted(layout, desc, outbound, staging)
     finally:
         pusher.registry.close()
+
+
+def staging_at(root: Path) -> Callable[[], Layout]:
+    """The staging layout for layers compressed on the way, made at ``root`` when the first one is
+    (by any thread): a push whose compressed layers the registry has already writes nothing."""
+    made: list[Layout] = []
+    lock = threading.Lock()
+
+    def staging() -> Layout:
+        with lock:
+            if not made:
+                made.append(Layout.create(root))
+            return made[0]
+
+    return staging

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .. import __version__
-from ..layout import (
-    ImageStore,
-)
-from ..layout.imagestore import default_store_path
+
+if TYPE_CHECKING:
+    from ..layout import ImageStore
 
 
 class Interrupted(Exception):
@@ -42,12 +41,23 @@ app = typer.Typer(
 
 @dataclass
 class State:
-    store_path: Path
+    """What the global options chose. The store is opened (and the layout code loaded) on first use:
+    `login` never needs it."""
+
+    explicit_store: Path | None = None
     _store: ImageStore | None = None
+
+    @property
+    def store_path(self) -> Path:
+        from ..layout.imagestore import default_store_path
+
+        return self.explicit_store or default_store_path()
 
     @property
     def store(self) -> ImageStore:
         if self._store is None:
+            from ..layout import ImageStore
+
             self._store = ImageStore.at(self.store_path)
         return self._store
 
@@ -75,4 +85,4 @@ def main_options(
     ),
 ) -> None:
     """Rootless OCI container image toolchain."""
-    ctx.obj = State(store_path=store or default_store_path())
+    ctx.obj = State(explicit_store=store)
