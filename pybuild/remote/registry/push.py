@@ -319,6 +319,35 @@ class Pusher:
             self.parallel([(layout, child) for child in children])
         return self.put_manifest(raw, desc.media_type, Digest.of_bytes(raw, desc.digest.algorithm), top)
 
+    def settle_layer(
+        self,
+        layout: Layout,
+        layer: Descriptor,
+        diff_id: Digest,
+        outbound: Outbound,
+        staging: Layout,
+        docker: bool,
+    ) -> Descriptor:
+        """Make sure the repository has ``layer`` (from ``layout``) as ``outbound`` says: as it is, or
+        compressed once (the blob-info cache names the compressed blob, which the registry may
+        have or mount; else it is compressed into ``staging`` and uploaded). The blob pushed."""
+        if not converts(layer, outbound.compression, outbound.only_uncompressed):
+            self.upload(layout, layer)
+            return layer
+        candidate = cached(self.cache, layer, diff_id, outbound.compression, docker)
+        if candidate is not None:
+            there, session = self.present(candidate)
+            if session is not None:
+                session.close()
+            if there:
+                self.progress("skip", candidate, candidate.size)
+                self._remember(candidate)
+                return candidate
+        out, writer = compress(layout, layer, diff_id, outbound.compression, docker, staging, self.cache)
+        writer.commit()
+        self.upload(staging, out)
+        return out
+
     def push_converted(
         self, layout: Layout, desc: Descriptor, outbound: Outbound, staging: Layout
     ) -> Descriptor:
@@ -329,22 +358,7 @@ class Pusher:
         docker = image.is_docker
 
         def settle(layer: Descriptor, diff_id: Digest) -> Descriptor:
-            if not converts(layer, outbound.compression, outbound.only_uncompressed):
-                self.upload(layout, layer)
-                return layer
-            candidate = cached(self.cache, layer, diff_id, outbound.compression, docker)
-            if candidate is not None:
-                there, session = self.present(candidate)
-                if session is not None:
-                    session.close()
-                if there:
-                    self.progress("skip", candidate, candidate.size)
-                    self._remember(candidate)
-                    return candidate
-            out, writer = compress(layout, layer, diff_id, outbound.compression, docker, staging, self.cache)
-            writer.commit()
-            self.upload(staging, out)
-            return out
+            return self.settle_layer(layout, layer, diff_id, outbound, staging, docker)
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = [
