@@ -55,9 +55,11 @@ class Builder:
         self.ctx = make_context(store, options, reporter or Reporter())
         self.total = 0
         self.count = 0
+        self._text: bytes | None = None
 
     def build(self) -> BuildResult:
         ctx = self.ctx
+        self.count = 0  # (a build may start over: see sharedcache.StepCache.run)
         with collect_warnings() as warnings:
             text = self._read_containerfile()
             given = ctx.options.containerfile
@@ -79,12 +81,15 @@ class Builder:
             unused = sorted(set(ctx.options.build_args) - ctx.used_args - set(PROXY_ARGS))
             if unused:
                 warn(f"one or more build args were not consumed: {unused}")
+            ctx.cache.fetch(final.layers)  # the layers a shared cache gave, for the image
             return commit(ctx, final, warnings)
 
     def _read_containerfile(self) -> bytes:
         file = self.ctx.file
-        if str(file) == "-":  # -f -: the Containerfile comes on standard input
-            return sys.stdin.buffer.read()
+        if str(file) == "-":  # -f -: the Containerfile comes on standard input (read once)
+            if self._text is None:
+                self._text = sys.stdin.buffer.read()
+            return self._text
         try:
             return file.read_bytes()
         except OSError as exc:
@@ -146,7 +151,9 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
     # the whole build writes blobs that only its final commit references: hold the writers' lock
     # so `pybuild gc` waits instead of sweeping a step's layer in between
     with store.writing(), isolation(options.isolation):
-        return builder.build()
+        result, more = builder.ctx.cache.run(builder.build)
+    result.warnings.extend(more)
+    return result
 
 
 __all__ = ["BuildOptions", "BuildResult", "Builder", "Reporter", "build"]

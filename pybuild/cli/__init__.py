@@ -2,7 +2,7 @@
 group of commands; importing them registers the commands on the app, in the order `--help` lists."""
 
 # isort: off
-from . import inspect, sbom, transfer, login, store, config, build, bundle, run  # noqa: F401
+from . import inspect, sbom, transfer, login, store, config, build, cache, bundle, run  # noqa: F401
 from .app import app
 from .main import main
 
