@@ -20,7 +20,7 @@ from pybuild.remote.buildcache import (
     parse_cache_ref,
     tag_of,
 )
-from pybuild.remote.buildcache.entry import entry_documents, parse_manifest, parse_record, stale
+from pybuild.remote.buildcache.entry import RECORD_ANNOTATION, entry_manifest, parse_entry, stale
 from tests.fixtures.tools import schema_errors
 
 KEY = "ab" * 32
@@ -63,29 +63,26 @@ def test_tags_name_keys() -> None:
 
 
 def test_an_entry_round_trips_and_meets_the_schema() -> None:
-    raw_record, raw_manifest = entry_documents(KEY, RECORD, LAYER)
-    doc = json.loads(raw_manifest)
+    raw = entry_manifest(KEY, RECORD, LAYER)
+    doc = json.loads(raw)
     assert schema_errors("manifest", doc) == []
-    assert doc["artifactType"] == doc["config"]["mediaType"] == RECORD_TYPE
+    assert doc["artifactType"] == RECORD_TYPE and doc["config"] == EMPTY_DESCRIPTOR.to_dict()
     assert doc["layers"] == [LAYER.to_dict()]
-    assert "layer" not in json.loads(raw_record)  # the store's own descriptor stays at home
-    manifest, created = parse_manifest(KEY, raw_manifest, "w")
-    assert created is not None and abs(datetime.now(UTC) - created) < timedelta(minutes=5)
-    entry = parse_record(KEY, raw_record, manifest, created, "w")
+    record = json.loads(doc["annotations"][RECORD_ANNOTATION])
+    assert record["key"] == KEY and "layer" not in record  # the store's own descriptor stays home
+    entry = parse_entry(KEY, raw, "w")
+    assert entry.created is not None and abs(datetime.now(UTC) - entry.created) < timedelta(minutes=5)
     assert entry.layer == LAYER and str(entry.diff_id) == DIFF_ID
     assert entry.record == {**RECORD, "layer": LAYER.to_dict()}
     # a step without a layer carries the empty descriptor
-    raw_record, raw_manifest = entry_documents(KEY, {"history": {}, "layer": None}, None)
-    manifest, created = parse_manifest(KEY, raw_manifest, "w")
-    assert manifest.layers == [EMPTY_DESCRIPTOR]
-    assert parse_record(KEY, raw_record, manifest, created, "w").layer is None
+    raw = entry_manifest(KEY, {"history": {}, "layer": None}, None)
+    assert json.loads(raw)["layers"] == [EMPTY_DESCRIPTOR.to_dict()]
+    assert parse_entry(KEY, raw, "w").layer is None
 
 
 def _refused(record: dict[str, Any], layer: Descriptor | None = LAYER, key: str = KEY) -> str:
-    raw_record, raw_manifest = entry_documents(KEY, record, layer)
-    manifest, created = parse_manifest(KEY, raw_manifest, "w")
     with pytest.raises(BadEntry) as caught:
-        parse_record(key, raw_record, manifest, created, "w")
+        parse_entry(key, entry_manifest(KEY, record, layer), "w")
     return str(caught.value)
 
 
@@ -102,9 +99,13 @@ def test_records_that_are_refused() -> None:
 def test_manifests_that_are_refused() -> None:
     image = Manifest.build(Descriptor(mediatype.OCI_CONFIG, LAYER.digest, 5), [LAYER]).to_bytes()
     with pytest.raises(BadEntry, match="not a pybuild build cache entry"):
-        parse_manifest(KEY, image, "w")
+        parse_entry(KEY, image, "w")
     with pytest.raises(BadEntry):
-        parse_manifest(KEY, b"{not json", "w")
+        parse_entry(KEY, b"{not json", "w")
+    doc = json.loads(entry_manifest(KEY, RECORD, LAYER))
+    doc["annotations"][RECORD_ANNOTATION] = "[1, 2"
+    with pytest.raises(BadEntry, match="not JSON"):
+        parse_entry(KEY, json.dumps(doc).encode(), "w")
 
 
 def test_stale() -> None:

@@ -9,7 +9,7 @@ the same time by different builds never replace each other, other tools can copy
 registries can garbage-collect them.
 
 ``open_cache`` gives a :class:`CacheRepository` (``registry.RegistryCache`` or
-``layout.LayoutCache``): ``lookup`` one key (a HEAD, then the manifest and record when it is
+``layout.LayoutCache``): ``lookup`` one key (a HEAD, then the manifest, which holds the record, when it is
 there), ``fetch`` an entry's layer into a store (verified: digest and diff_id), ``export`` an entry
 (blobs first, the tag last), ``prune`` old entries. The client code loads only when a cache is used.
 """
@@ -109,7 +109,7 @@ class CacheRepository(Protocol):
         ensure: Any,
     ) -> None:
         """Write ``key``'s entry: the layer (from ``store``: ``ensure()`` puts it there when it is
-        not yet), the record, then the tag."""
+        not yet), then the manifest that holds the record, under its tag (last)."""
 
     def prune(self, older_than: datetime) -> PruneResult:
         """Remove the entries written before ``older_than``."""

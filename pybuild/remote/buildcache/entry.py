@@ -1,19 +1,19 @@
 """One entry of the shared build cache: a step's record as an OCI manifest, and back.
 
-An entry is an OCI image manifest with an ``artifactType`` (manifest.md, "Guidelines for Artifact
-Usage"), tagged ``pybuild-cache-<hex key>`` in the cache's repository or layout:
+An entry is an OCI 1.1 artifact (manifest.md, "Guidelines for Artifact Usage"), tagged
+``pybuild-cache-<hex key>`` in the cache's repository or layout: an image manifest with
 
-- ``config``: the step's record (``RECORD_TYPE``, a small JSON document): its history entry, the
-  diff_id of the layer it made (or null), and what else the step engine keeps (COPY --from's match
-  record), with the key itself;
-- ``layers``: the layer the step made, compressed (the same blob a push of the image uploads, so
-  the two share it by digest), or the empty descriptor when it made none;
+- ``artifactType`` ``RECORD_TYPE`` and the empty config (``{}``);
+- one layer: the layer the step made, compressed (the same blob a push of the image uploads, so the
+  two share it by digest), or the empty descriptor when it made none;
 - ``annotations``: ``org.opencontainers.image.created``, when the entry was written (what
-  ``--cache-ttl`` and ``cache prune --older-than`` compare).
+  ``--cache-ttl`` and ``cache prune --older-than`` compare), and ``RECORD_ANNOTATION``, the step's
+  record as JSON (its history entry, the diff_id of its layer or null, COPY --from's match record,
+  and the key itself): one document per entry, so a hit costs one GET.
 
-Everything read from a cache is checked here before the step engine sees it: the tag's key is
-the record's, the layer is a layer media type whose diff_id the record names, the history entry
-has only the fields a history entry has. The layer itself is checked when it is fetched
+Everything read from a cache is checked here before the step engine sees it: the record is for the
+tag's key, the layer is a layer media type whose diff_id the record names, the history entry has
+only the fields a history entry has. The layer itself is checked when it is fetched
 (``check_diff_id``).
 """
 
@@ -40,10 +40,10 @@ from ...layout import (
 from ...layout.document import nesting_exceeds, parse_created
 
 RECORD_TYPE = "application/vnd.pybuild.cache.record.v1+json"
+RECORD_ANNOTATION = "io.pybuild.cache.record"
 TAG_PREFIX = "pybuild-cache-"
 CREATED = "org.opencontainers.image.created"
-RECORD_LIMIT = 1 << 20
-MANIFEST_LIMIT = 64 << 10
+MANIFEST_LIMIT = 1 << 20
 _KEY = re.compile(r"[0-9a-f]{64}")
 # what a history entry may hold (config.md)
 _HISTORY = {"created": str, "created_by": str, "author": str, "comment": str, "empty_layer": bool}
@@ -83,40 +83,36 @@ def now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def entry_documents(key: str, record: dict[str, Any], layer: Descriptor | None) -> tuple[bytes, bytes]:
-    """The record blob and the manifest of ``key``'s entry (``layer``: the compressed blob the
-    entry carries, None for a step without a layer). The manifest is written last, after both."""
+def entry_manifest(key: str, record: dict[str, Any], layer: Descriptor | None) -> bytes:
+    """The manifest of ``key``'s entry (``layer``: the compressed blob the entry carries, None for a
+    step without a layer). It is written last, after the blobs it names."""
     body = {name: record[name] for name in _FIELDS if name in record}
-    raw_record = dump_json({"key": key, **body})
-    config = Descriptor(RECORD_TYPE, Digest.of_bytes(raw_record), len(raw_record))
-    layers = [layer if layer is not None else EMPTY_DESCRIPTOR]
+    carried = layer if layer is not None else EMPTY_DESCRIPTOR
     manifest = {
         "schemaVersion": 2,
         "mediaType": mediatype.OCI_MANIFEST,
         "artifactType": RECORD_TYPE,
-        "config": config.to_dict(),
-        "layers": [
-            Descriptor(d.media_type, d.digest, d.size, annotations=d.annotations).to_dict() for d in layers
-        ],
-        "annotations": {CREATED: now_text()},
+        "config": EMPTY_DESCRIPTOR.to_dict(),
+        "layers": [Descriptor(carried.media_type, carried.digest, carried.size).to_dict()],
+        "annotations": {CREATED: now_text(), RECORD_ANNOTATION: dump_json({"key": key, **body}).decode()},
     }
-    return raw_record, Manifest.new(manifest).to_bytes()
+    return Manifest.new(manifest).to_bytes()
 
 
-def parse_manifest(key: str, raw: bytes, where: str) -> tuple[Manifest, datetime | None]:
-    """``key``'s entry manifest, checked: (the manifest, when it was written)."""
+def parse_entry(key: str, raw: bytes, where: str) -> Entry:
+    """``key``'s entry manifest ``raw`` (its digest already checked), checked, as an Entry."""
     if len(raw) > MANIFEST_LIMIT:
         raise BadEntry(f"{where}: the entry's manifest is {len(raw)} bytes, more than an entry has")
     try:
         manifest = Manifest.parse(raw, f"{where}: entry manifest")
     except PybuildError as exc:
         raise BadEntry(str(exc)) from None
-    if manifest.config.media_type != RECORD_TYPE or len(manifest.layers) != 1:
-        raise BadEntry(f"{where}: not a pybuild build cache entry (config {manifest.config.media_type[:80]})")
-    if manifest.config.size > RECORD_LIMIT:
-        raise BadEntry(f"{where}: the entry's record is {manifest.config.size} bytes, too large")
+    kind = manifest.to_dict().get("artifactType")
+    if kind != RECORD_TYPE or len(manifest.layers) != 1 or RECORD_ANNOTATION not in manifest.annotations:
+        raise BadEntry(f"{where}: not a pybuild build cache entry ({str(kind)[:80]})")
     created = manifest.annotations.get(CREATED)
-    return manifest, parse_created(created) if created else None
+    when = parse_created(created) if created else None
+    return parse_record(key, manifest.annotations[RECORD_ANNOTATION].encode(), manifest, when, where)
 
 
 def _history(value: Any, where: str) -> dict[str, Any]:
@@ -132,7 +128,7 @@ def _history(value: Any, where: str) -> dict[str, Any]:
 
 
 def parse_record(key: str, raw: bytes, manifest: Manifest, created: datetime | None, where: str) -> Entry:
-    """The record blob ``raw`` of ``key``'s entry (its digest already checked) as an Entry."""
+    """The record ``raw`` of ``key``'s entry ``manifest`` as an Entry."""
     if nesting_exceeds(raw):
         raise BadEntry(f"{where}: the entry's record nests too deeply")
     try:

@@ -17,7 +17,6 @@ from typing import Any
 
 from ...errors import BlobNotFound, LayoutError
 from ...layout import (
-    EMPTY_DESCRIPTOR,
     BlobInfoCache,
     Descriptor,
     Digest,
@@ -31,14 +30,12 @@ from ..recompress import layer_into
 from . import PruneResult, known_keys
 from .entry import (
     MANIFEST_LIMIT,
-    RECORD_LIMIT,
     RECORD_TYPE,
     BadEntry,
     Entry,
     check_diff_id,
-    entry_documents,
-    parse_manifest,
-    parse_record,
+    entry_manifest,
+    parse_entry,
     remember,
     stale,
     tag_of,
@@ -84,13 +81,9 @@ class LayoutCache:
             return None
         layout = self.layout()
         where = f"build cache {self.label}: {tag_of(key)}"
-        manifest, created = parse_manifest(
-            key, layout.blobs.read(desc.digest, desc.size, limit=MANIFEST_LIMIT), where
-        )
-        if stale(created, not_before):
+        entry = parse_entry(key, layout.blobs.read(desc.digest, desc.size, limit=MANIFEST_LIMIT), where)
+        if stale(entry.created, not_before):
             return None
-        raw = layout.blobs.read(manifest.config.digest, manifest.config.size, limit=RECORD_LIMIT)
-        entry = parse_record(key, raw, manifest, created, where)
         if entry.layer is not None and not layout.blobs.exists(entry.layer.digest):
             raise BlobNotFound(f"{where}: layer {entry.layer.digest} is missing")
         return entry
@@ -118,10 +111,9 @@ class LayoutCache:
     ) -> None:
         layout = self.layout()
         with layout.writing():
-            if layer is None:
-                layout.blobs.put(EMPTY_JSON)
-                out = EMPTY_DESCRIPTOR
-            else:
+            layout.blobs.put(EMPTY_JSON)
+            out = None
+            if layer is not None:
                 desc, diff_id = layer
                 if not store.blobs.exists(desc.digest) and not layout.blobs.exists(desc.digest):
                     ensure()
@@ -131,9 +123,7 @@ class LayoutCache:
                     writer.commit()
                 if self.blob_info is not None:
                     self.blob_info.record_location(out.digest, f"oci:{self.path}")
-            raw_record, raw_manifest = entry_documents(key, record, out)
-            layout.blobs.put(raw_record)
-            digest, size = layout.blobs.put(raw_manifest)
+            digest, size = layout.blobs.put(entry_manifest(key, record, out))
             listed = Descriptor(mediatype.OCI_MANIFEST, digest, size, artifact_type=RECORD_TYPE)
             layout.set_tag(tag_of(key), listed)  # last: the entry appears only once it is whole
 
@@ -145,7 +135,7 @@ class LayoutCache:
             desc = layout.resolve(tag)
             try:
                 raw = layout.blobs.read(desc.digest, desc.size, limit=MANIFEST_LIMIT)
-                _, created = parse_manifest(key, raw, f"build cache {self.label}: {tag}")
+                created = parse_entry(key, raw, f"build cache {self.label}: {tag}").created
             except (BadEntry, BlobNotFound):
                 result.skipped += 1
                 continue

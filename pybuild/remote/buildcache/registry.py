@@ -1,18 +1,19 @@
 """The shared build cache in a registry repository (``HOST/PATH``), on the registry client.
 
-A lookup is a HEAD of the entry's tag; only when it is there are its manifest and record (a few
-hundred bytes each) read, and the layer blob's presence checked with a HEAD. The layer itself is
-downloaded by ``fetch``, when the build needs it. An export pushes the layer as a push of the image
-would (compressed once: the blob-info cache names the compressed blob, which the registry may have
-or mount from the image's repository), then the record, then the manifest under the entry's tag.
+A lookup is a HEAD of the entry's tag; only when it is there is its manifest (which holds the
+record: a few hundred bytes) read, and the layer blob's presence checked with a HEAD. The layer
+itself is downloaded by ``fetch``, when the build needs it. An export pushes the layer as a push of
+the image would (compressed once: the blob-info cache names the compressed blob, which the registry
+may have or mount from the image's repository), then the manifest under the entry's tag.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
-from ...errors import DigestMismatch, RegistryError
+from ...errors import RegistryError
 from ...layout import EMPTY_DESCRIPTOR, BlobInfoCache, Descriptor, Digest, Layout, mediatype
 from ...layout.referrers import EMPTY_JSON
 from ..reference import RegistryReference
@@ -20,19 +21,7 @@ from ..registry import Registry, RegistryOptions
 from ..registry.pull import download, no_progress
 from ..registry.push import Outbound, Pusher
 from . import CacheRef, PruneResult, known_keys
-from .entry import (
-    RECORD_LIMIT,
-    RECORD_TYPE,
-    BadEntry,
-    Entry,
-    check_diff_id,
-    entry_documents,
-    parse_manifest,
-    parse_record,
-    remember,
-    stale,
-    tag_of,
-)
+from .entry import BadEntry, Entry, check_diff_id, entry_manifest, parse_entry, remember, stale, tag_of
 
 OUTBOUND = Outbound("gzip", only_uncompressed=True)  # as a push: plain layers gzipped, others as they are
 
@@ -51,6 +40,8 @@ class RegistryCache:
         self.blob_info = blob_info
         self.staging = staging
         self.location = f"docker://{ref.host}/{ref.repository}"
+        self._empty_there = False
+        self._lock = threading.Lock()
 
     def _ref(self, key: str) -> RegistryReference:
         return RegistryReference(self.registry.host, self.repository, tag_of(key))
@@ -59,17 +50,9 @@ class RegistryCache:
         ref = self._ref(key)
         if not self.registry.has_manifest(ref, what):
             return None
-        where = f"build cache {self.label}: {ref.tag}"
         _, raw = self.registry.get_manifest(ref, what)
-        manifest, created = parse_manifest(key, raw, where)
-        if stale(created, not_before):
-            return None
-        config = manifest.config
-        with self.registry.open_blob(self.repository, config, what) as resp:
-            data = resp.read(RECORD_LIMIT)
-        if len(data) != config.size or Digest.of_bytes(data, config.digest.algorithm) != config.digest:
-            raise DigestMismatch(f"{where}: the record {config.digest} does not verify")
-        return parse_record(key, data, manifest, created, where)
+        entry = parse_entry(key, raw, f"build cache {self.label}: {ref.tag}")
+        return None if stale(entry.created, not_before) else entry
 
     def lookup(self, key: str, not_before: datetime | None) -> Entry | None:
         what = "reading the build cache"
@@ -110,22 +93,23 @@ class RegistryCache:
         ensure: Any,
     ) -> None:
         assert self.staging is not None
-        ref = self._ref(key)
         pusher = Pusher(
             self.registry,
-            ref,
+            self._ref(key),
             no_progress,
             mount_from=None,
             cache=self.blob_info,
             chunk_size=16 << 20,
             chunked_threshold=64 << 20,
-            workers=2,
+            workers=1,
         )
-        pushed = EMPTY_DESCRIPTOR
-        if layer is None:
-            self.staging.blobs.put(EMPTY_JSON)
-            pusher.upload(self.staging, EMPTY_DESCRIPTOR)
-        else:
+        with self._lock:  # the entries' config: once a build (a HEAD; the first time, an upload)
+            if not self._empty_there:
+                self.staging.blobs.put(EMPTY_JSON)
+                pusher.upload(self.staging, EMPTY_DESCRIPTOR)
+                self._empty_there = True
+        pushed = None
+        if layer is not None:
             desc, diff_id = layer
             there = False
             if not store.blobs.exists(desc.digest):
@@ -138,10 +122,8 @@ class RegistryCache:
             pushed = (
                 desc if there else pusher.settle_layer(store, desc, diff_id, OUTBOUND, self.staging, docker)
             )
-        raw_record, raw_manifest = entry_documents(key, record, pushed)
-        digest, size = self.staging.blobs.put(raw_record)
-        pusher.upload(self.staging, Descriptor(RECORD_TYPE, digest, size))
-        pusher.put_manifest(raw_manifest, mediatype.OCI_MANIFEST, Digest.of_bytes(raw_manifest), top=True)
+        raw = entry_manifest(key, record, pushed)
+        pusher.put_manifest(raw, mediatype.OCI_MANIFEST, Digest.of_bytes(raw), top=True)
 
     def prune(self, older_than: datetime) -> PruneResult:
         what = "pruning the build cache"
@@ -150,13 +132,13 @@ class RegistryCache:
             ref = self._ref(key)
             try:
                 desc, raw = self.registry.get_manifest(ref, what)
-                _, created = parse_manifest(key, raw, f"build cache {self.label}: {ref.tag}")
+                created = parse_entry(key, raw, f"build cache {self.label}: {ref.tag}").created
             except BadEntry:
                 result.skipped += 1
                 continue
             except RegistryError as exc:
                 if "not found" in str(exc) or "unknown" in str(exc):
-                    continue  # removed meanwhile (another prune, or a tag of an entry removed above)
+                    continue  # removed meanwhile (another prune)
                 raise
             if created is not None and created >= older_than:
                 result.kept += 1
