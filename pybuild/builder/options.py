@@ -183,9 +183,9 @@ class BuildOptions:
         if isinstance(self.cache_from, str):
             raise UsageError(f"--cache-from {self.cache_from!r}: expected a list of repositories")
         object.__setattr__(self, "cache_from", tuple(self.cache_from))
+        if self.cache_ttl is not None and (isinstance(self.cache_ttl, bool) or not self.cache_ttl > 0):
+            raise UsageError(f"--cache-ttl {self.cache_ttl!r}: expected a duration of more than 0s")
         if not self.cache_from and self.cache_to is None:
-            if self.cache_ttl is not None:
-                raise UsageError("--cache-ttl needs --cache-from or --cache-to")
             return
         if not self.layers:
             raise UsageError("--cache-from and --cache-to need --layers (the step cache)")
@@ -193,8 +193,6 @@ class BuildOptions:
             self.cache_ref(text, "--cache-from")
         if self.cache_to is not None:
             self.cache_ref(self.cache_to, "--cache-to")
-        if self.cache_ttl is not None and (isinstance(self.cache_ttl, bool) or not self.cache_ttl > 0):
-            raise UsageError(f"--cache-ttl {self.cache_ttl!r}: expected a duration of more than 0s")
 
     @staticmethod
     def cache_ref(text: str, flag: str) -> CacheRef:

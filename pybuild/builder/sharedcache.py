@@ -90,9 +90,14 @@ class StepCache:
         return bool(self._refs) or self._sink_ref is not None
 
     def _open(self) -> None:
-        if self._opened:
-            return
-        self._opened = True
+        """Open the shared caches: at the first look-up, or in the first export (so that a build
+        that only exports loads the registry client beside its steps, not before them)."""
+        with self._lock:
+            if not self._opened:
+                self._open_now()
+                self._opened = True
+
+    def _open_now(self) -> None:
         from ..remote.buildcache import open_cache
 
         blob_info = BlobInfoCache(self.store.root)
@@ -251,7 +256,6 @@ class StepCache:
     def _export(self, key: str, record: dict[str, Any]) -> None:
         if self._sink_ref is None or key in self._from_sink:
             return
-        self._open()
         with self._lock:
             if self._export_error is not None:
                 return
@@ -275,7 +279,12 @@ class StepCache:
             if not self.has_layer(desc):
                 return  # its blob is gone: the step runs again and gives a new record
         try:
-            if key not in self._not_in_sink and self._sink.has(key, self.not_before):
+            self._open()
+            # the first entry written for a key stays (the steps others built on its layer are
+            # keyed on its diff_id): asked unless the look-up just said it is not there, or
+            # --no-cache asked for every step anew
+            known_absent = key in self._not_in_sink or self.options.no_cache
+            if not known_absent and self._sink.has(key, self.not_before):
                 return
             self._sink.export(
                 key, record, layer, self.store, self._ensure(layer[0].digest) if layer else None
