@@ -408,3 +408,35 @@ def test_entries_are_oci_manifests_skopeo_copies_and_a_push_shares_layers(
     copied_manifest = copied.blobs.read(copied.resolve(tag).digest)
     assert json.loads(copied_manifest)["artifactType"] == RECORD_TYPE
     assert all(t.startswith(TAG_PREFIX) for t in registry_tags(registry.host, "cache"))
+
+
+def test_credentials_from_auth_json_and_several_cache_from(pb: Pybuild, tmp_path: Path, source: Path) -> None:
+    """A registry that wants credentials: they come from auth.json (`pybuild login`), as for push;
+    without them the cache is one warning and the build runs whole. Several --cache-from are looked
+    up in order: a key missing from the first is taken from the second."""
+    htpasswd = tmp_path / "htpasswd"
+    subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "alice", "s3cret"], check=True, capture_output=True)
+    server = start_registry(tmp_path / "registry", htpasswd)
+    try:
+        authfile = tmp_path / "auth.json"
+        pb("login", "--creds", "alice:s3cret", "--authfile", str(authfile), server.host)
+        repo = f"{server.host}/team/cache"
+        a = make_runner(pb, tmp_path, "a", source)
+        built = a.build("-t", "localhost/app", "--cache-to", repo, "--authfile", str(authfile))
+        assert a.runs == ["first", "second"] and warnings_of(built) == [], built.stderr
+        b = make_runner(pb, tmp_path, "b", source)
+        denied = b.build("-t", "localhost/app", "--cache-from", repo)
+        warned = warnings_of(denied)
+        assert len(warned) == 1 and server.host in warned[0], denied.stderr
+        assert "authentication required" in warned[0], warned[0]
+        assert b.runs == ["first", "second"]
+        c = make_runner(pb, tmp_path, "c", source)
+        empty = f"{server.host}/team/empty"
+        hit = c.build(
+            "-t", "localhost/app", "--cache-from", empty, "--cache-from", repo, "--authfile", str(authfile)
+        )
+        assert c.runs == [] and warnings_of(hit) == [], hit.stderr
+        assert c.image_id("localhost/app") == a.image_id("localhost/app")
+        c.check()
+    finally:
+        stop_registry(server)
