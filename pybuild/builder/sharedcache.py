@@ -72,6 +72,8 @@ class StepCache:
         self._all: list[Any] = []  # every cache opened (closed at the end)
         self._sink: Any = None
         self._lock = threading.RLock()
+        self._open_lock = threading.Lock()  # apart: opening imports and connects, while the steps
+        # go on queuing their exports under ``_lock``
         self._bad: set[str] = set()  # keys whose entry lost its layer: never taken again
         self._pending: dict[Digest, _Pending] = {}
         self._fetches: dict[Digest, Future[None]] = {}
@@ -92,7 +94,9 @@ class StepCache:
     def _open(self) -> None:
         """Open the shared caches: at the first look-up, or in the first export (so that a build
         that only exports loads the registry client beside its steps, not before them)."""
-        with self._lock:
+        if self._opened:
+            return
+        with self._open_lock:
             if not self._opened:
                 self._open_now()
                 self._opened = True
