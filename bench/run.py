@@ -35,6 +35,7 @@ Benchmarks so far:
   the rounds (no goal in issue 7 beyond the figures; issue 13: the pull <= 0.6x skopeo).
 - push-again, rebuild-layout: issue 13's, in bench/transfer.py (see there).
 - copy-from, copy-from-hit: issue 14's COPY --from, in bench/copyfrom.py (see there).
+- cache-cold, cache-export: issue 16's shared build cache, in bench/cache.py (see there).
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -658,11 +659,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=5)
+    import cache  # issue 16's (bench/cache.py), beside this file
     import copyfrom  # issue 14's (bench/copyfrom.py), beside this file
     import transfer  # issue 13's benchmarks (bench/transfer.py), beside this file
 
     BENCHMARKS.update(transfer.BENCHMARKS)
     BENCHMARKS.update(copyfrom.BENCHMARKS)
+    BENCHMARKS.update(cache.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:
