@@ -376,11 +376,17 @@ def test_prune_and_ttl(pb: Pybuild, tmp_path: Path, registry: RegistryServer, so
     c.build("-t", "localhost/app", "--cache-from", repo, "--cache-ttl", "1h")
     assert c.runs == []
     # prune: nothing is older than an hour; everything is older than a nanosecond
+    layer = registry.blob_path(str(entry_for(registry, "pruned", "echo first")[1].layers[0].digest))
     kept = pb("cache", "prune", repo, "--older-than", "1h")
     assert kept.stdout == f"removed 0 entries from {repo}, kept 9\n"
     gone = pb("cache", "prune", repo, "--older-than", "1ns")
     assert gone.stdout == f"removed 9 entries from {repo}, kept 0\n"
     assert registry_tags(registry.host, "pruned") == []
+    # the registry's own garbage collection then frees the blobs no manifest names any more
+    assert layer.exists()
+    config = registry.storage.parent / "config.yml"
+    subprocess.run(["docker-registry", "garbage-collect", str(config)], check=True, capture_output=True)
+    assert not layer.exists()
     d = make_runner(pb, tmp_path, "d", source)
     d.build("-t", "localhost/app", "--cache-from", repo)
     assert d.runs == ["first", "second"]
