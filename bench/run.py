@@ -38,6 +38,7 @@ Benchmarks so far:
 - emulated, two-platforms: issue 17's foreign-platform builds, in bench/platforms.py (see there).
 - startup: issue 19's `pybuild --version` vs `python -c pass`, buildah and skopeo, in
   bench/startup.py (see there).
+- cache-cold, cache-export: issue 16's shared build cache, in bench/cache.py (see there).
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -661,6 +662,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=5)
+    import cache  # issue 16's (bench/cache.py), beside this file
     import copyfrom  # issue 14's (bench/copyfrom.py), beside this file
     import platforms  # issue 17's (bench/platforms.py)
     import startup  # issue 19's start-up (bench/startup.py)
@@ -670,6 +672,7 @@ def main() -> None:
     BENCHMARKS.update(copyfrom.BENCHMARKS)
     BENCHMARKS.update(platforms.BENCHMARKS)
     BENCHMARKS.update(startup.BENCHMARKS)
+    BENCHMARKS.update(cache.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:

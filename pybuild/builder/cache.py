@@ -1,6 +1,7 @@
 """The build cache: one small JSON record per step, keyed by a digest of everything the step's result
-depends on (the parent chain, the expanded instruction, the content and modes of its sources, the
-build args in scope, its mounts, the output format). A record names the layer blob the step made (if
+depends on (the parent's diff_ids and the config a step sees, the expanded instruction, the content
+and modes of its sources, the build args in scope, its mounts, the platform and output format; see
+``engine.step_key_of``). A record names the layer blob the step made (if
 any) and its history entry, so a rebuild where every step hits gives the same image, byte for byte.
 
 Records live in the store's private area (``PrivateArea.build_cache``), whose gc removes a record
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,14 @@ class BuildCache:
             raise ValueError(f"bad cache key {key!r}")
         return self.root / key
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, max_age: float | None = None) -> dict[str, Any] | None:
+        """``key``'s record; None when there is none, it is unreadable, or (with ``max_age``) it
+        was written more than ``max_age`` seconds ago (--cache-ttl)."""
         try:
-            record = json.loads(self._path(key).read_bytes())
+            path = self._path(key)
+            if max_age is not None and time.time() - path.stat().st_mtime > max_age:
+                return None
+            record = json.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
         if not isinstance(record, dict) or not isinstance(record.get("history"), dict):

@@ -6,32 +6,23 @@ USER, WORKDIR, VOLUME, EXPOSE, STOPSIGNAL, CMD, ENTRYPOINT, SHELL, ONBUILD and H
 from __future__ import annotations
 
 import os
-import re
 import signal as _signal
 from collections.abc import Mapping
 from typing import Any
 
 from .containerfile import Instruction, expand_in, parse_arg
 from .engine import config_step
+from .options import go_duration
 from .state import StageState
 from .stepcontext import StepContext
 
 
 def parse_duration(text: str, inst: Instruction) -> int:
     """A Go duration (``1m30s``, ``500ms``) in nanoseconds."""
-    units = {
-        "ns": 1,
-        "us": 1_000,
-        "µs": 1_000,
-        "ms": 1_000_000,
-        "s": 10**9,
-        "m": 60 * 10**9,
-        "h": 3600 * 10**9,
-    }
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not text or "".join(n + u for n, u in parts) != text:
+    ns = go_duration(text)
+    if ns is None:
         raise inst.error(f"invalid duration {text!r}: expected e.g. 30s, 5m, 1h30m")
-    return int(sum(float(n) * units[u] for n, u in parts))
+    return ns
 
 
 def arg_step(ctx: StepContext, state: StageState, inst: Instruction, global_args: Mapping[str, str]) -> None:

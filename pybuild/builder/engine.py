@@ -31,10 +31,45 @@ from .stepcontext import StepContext
 Action = Callable[[Path, list[Path]], None]
 
 
+# the version of the key's definition: a new one never matches a key made by an older pybuild
+KEY_VERSION = 2
+
+
+def step_key_of(ctx: StepContext, state: StageState, *parts: Any) -> str:
+    """A step's cache key: the same on every machine where the step would give the same result.
+
+    What goes in (the README's "The cache key" says it for users): the parent, by its layers'
+    diff_ids and the part of its config that a step sees (Env, User, WorkingDir, the shell), the
+    stage's platform (os, architecture, variant), the build args in scope, the output format and
+    layer compression, the --timestamp / SOURCE_DATE_EPOCH, and ``parts``: the step's expanded
+    instruction with what the step itself adds (the content and modes of COPY/ADD sources, the
+    mounts that can change the result, ...). Never a path of this machine, a user, an mtime, a
+    secret's value or the store."""
+    runtime = state.runtime
+    parent = {
+        "diff_ids": [str(diff_id) for _, diff_id in state.layers],
+        "env": list(runtime.get("Env") or []),
+        "user": runtime.get("User") or "",
+        "workdir": runtime.get("WorkingDir") or "",
+        "shell": list(state.shell),
+        "platform": [state.config.get(k) or "" for k in ("os", "architecture", "variant")],
+        "args": sorted(state.args.items()),
+    }
+    return step_key("pybuild step", KEY_VERSION, parent, ctx.layer_media_type, ctx.epoch, *parts)
+
+
+def final_stage(ctx: StepContext, state: StageState) -> bool:
+    """Whether ``state`` is the stage the build commits (--target, else the last one)."""
+    target = ctx.options.target.lower() if ctx.options.target else None
+    named = [s for s in ctx.stages if target is not None and s.name == target]
+    final = named[0] if named else (ctx.stages[-1] if ctx.stages else None)
+    return final is not None and final.index == state.stage.index
+
+
 def config_step(ctx: StepContext, state: StageState, inst: Instruction, text: str | None = None) -> None:
     """Record a config-only step in the history (cached, so rebuilds keep its timestamp)."""
     created_by = f"/bin/sh -c #(nop) {text or inst.text}"
-    key = step_key(state.key, "config", created_by, sorted(state.args.items()))
+    key = step_key_of(ctx, state, "config", created_by)
     entry = history_entry(ctx, key, created_by, empty=True)
     state.history.append(entry)
     state.key = key
@@ -63,7 +98,7 @@ def fs_step(
     pending = list(state.pending_dirs)
     state.pending_dirs.clear()
     media = ctx.layer_media_type
-    key = step_key(state.key, created_by, key_parts, pending, sorted(state.args.items()), media, ctx.epoch)
+    key = step_key_of(ctx, state, created_by, key_parts, pending)
     record = None if ctx.options.no_cache or not ctx.options.layers else ctx.cache.get(key)
     if record is not None and take_cached(ctx, state, record, key):
         ctx.reporter.info("--> Using cache")
@@ -120,9 +155,11 @@ def take_cached(ctx: StepContext, state: StageState, record: dict[str, Any], key
             diff_id = Digest.parse(str(record.get("diff_id")))
         except PybuildError:
             return False
-        if not ctx.store.blobs.exists(desc.digest):
+        if not ctx.cache.has_layer(desc):
             return False
         state.add_layer(desc, diff_id)
+        if final_stage(ctx, state):
+            ctx.cache.want(desc)  # the image holds it: fetched now, beside the steps that follow
     if record.get("in_history", True):
         state.history.append(dict(record["history"]))
     state.key = key

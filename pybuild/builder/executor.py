@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 
-from ..errors import ContainerfileError, PybuildError, StepFailed, collect_warnings, warn
+from ..errors import ContainerfileError, PybuildError, StepFailed, warn
 from ..layout import ImageStore
 from . import configsteps
 from .commit import BuildResult, commit
@@ -61,17 +61,7 @@ class Builder:
         self.scope: dict[str, str] = {}
         self.stages: list[Stage] = []  # the stages the target needs, in Containerfile order
         self.first_step: dict[int, int] = {}  # stage index -> the number of steps before it
-
-    def build(self) -> BuildResult:
-        with collect_warnings() as warnings:
-            self.prepare(self.read_containerfile())
-            assert self.plan is not None
-            for w in self.plan.warnings:
-                warn(w)
-            for stage in self.stages:
-                self.ctx.results[stage.index] = self.build_stage(stage)
-            self.warn_unused(self.ctx.used_args)
-            return self.finish(warnings)
+        self._text: bytes | None = None  # -f -: what standard input gave
 
     def prepare(self, text: bytes) -> None:
         """Plan the build of the Containerfile ``text``: the target, the scope of FROM lines, the
@@ -108,12 +98,16 @@ class Builder:
     def finish(self, warnings: list[str]) -> BuildResult:
         """Commit the target stage's image."""
         assert self.target is not None
-        return commit(self.ctx, self.ctx.results[self.target.index], warnings)
+        final = self.ctx.results[self.target.index]
+        self.ctx.cache.fetch(final.layers)  # the layers a shared cache gave, for the image
+        return commit(self.ctx, final, warnings)
 
     def read_containerfile(self) -> bytes:
         file = self.ctx.file
-        if str(file) == "-":  # -f -: the Containerfile comes on standard input
-            return sys.stdin.buffer.read()
+        if str(file) == "-":  # -f -: the Containerfile comes on standard input (read once)
+            if self._text is None:
+                self._text = sys.stdin.buffer.read()
+            return self._text
         try:
             return file.read_bytes()
         except OSError as exc:

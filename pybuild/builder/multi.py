@@ -75,17 +75,24 @@ def build(store: ImageStore, options: BuildOptions, reporter: Reporter | None = 
         builders = _builders(store, options, reporter, first, platforms)
         for builder in builders:
             builder.prepare(text)
+            builder.ctx.cache = first.ctx.cache  # one set of shared caches (keys name the platform)
         assert builders[0].plan is not None
         for w in builders[0].plan.warnings:
             warn(w)
-        _run(builders, options)
-        builders[0].warn_unused(set().union(*(b.ctx.used_args for b in builders)))
-        if len(builders) == 1:
-            result = builders[0].finish(warnings)
-            if options.manifest is not None:
-                add_to_list(store, options.manifest, [result.descriptor], same_platform=True)
-            return result
-        return _commit_index(store, options, builders, warnings)
+
+        def attempt() -> BuildResult:
+            _run(builders, options)
+            builders[0].warn_unused(set().union(*(b.ctx.used_args for b in builders)))
+            if len(builders) == 1:
+                result = builders[0].finish(warnings)
+                if options.manifest is not None:
+                    add_to_list(store, options.manifest, [result.descriptor], same_platform=True)
+                return result
+            return _commit_index(store, options, builders, warnings)
+
+        # a build starts over when a shared cache's entry lost its layer; the exports' warnings
+        # reach ``warnings`` through the channel
+        return first.ctx.cache.run(attempt)[0]
 
 
 def _builders(
@@ -181,6 +188,10 @@ def _run(builders: list[Builder], options: BuildOptions) -> None:
                     functools.partial(_record, builders if common else [builder], stage.index),
                 )
             )
+    if first.ctx.cache.shared:  # its look-ups and export threads live in this process
+        for unit in units:
+            unit.done(unit.run())
+        return
     if not is_chain(units):
         try:  # probed once here, not in every worker
             mode = overlay_mode(None, first.ctx.scratch)

@@ -5,6 +5,7 @@ splitting: build args and secrets, as buildah and podman read them."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..layout import Platform, host_platform, parse_name, parse_platform, parse_
 
 if TYPE_CHECKING:
     from ..remote import RegistryOptions
+    from ..remote.buildcache import CacheRef
 
 FORMATS = ("oci", "docker")
 COMPRESSIONS = ("gzip", "zstd", "none")
@@ -24,6 +26,64 @@ NETWORKS = ("host", "none")
 # how steps run (run/modes.py): None or "auto" probes native overlay, fuse-overlayfs, copy
 ISOLATIONS = ("auto", "native", "fuse", "copy", "inplace")
 SBOM_FORMATS = ("spdx", "cyclonedx")
+
+
+# Go's time.ParseDuration units (what buildah's --cache-ttl and a HEALTHCHECK's durations take)
+DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
+
+
+def go_duration(text: str) -> int | None:
+    """A Go duration (``1m30s``, ``500ms``, ``168h``) in nanoseconds; None when it is not one."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)", text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        return None
+    return int(sum(float(n) * DURATION_UNITS[u] for n, u in parts))
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """A flag's Go duration (``--cache-ttl 168h``), in seconds; more than zero."""
+    ns = go_duration(text.strip())
+    if ns is None or ns <= 0:
+        raise UsageError(f"{flag} {text!r}: expected a duration such as 30m, 12h or 168h")
+    return ns / 1e9
+
+
+@dataclass(frozen=True)
+class Volume:
+    """``--volume HOST:CONTAINER[:ro|rw]``: a host directory or file bound into every RUN step, as
+    ``buildah build -v`` binds it. The host path never enters a step's cache key."""
+
+    host: Path
+    target: str
+    readonly: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Volume:
+        host, sep, rest = text.partition(":")
+        target, _, opts = rest.partition(":")
+        if not sep or not host or not target.startswith("/"):
+            raise UsageError(f"--volume {text!r}: expected HOST:CONTAINER[:ro|rw], CONTAINER absolute")
+        readonly = False
+        for opt in opts.split(",") if opts else []:
+            if opt not in ("ro", "rw"):
+                raise UsageError(f"--volume {text!r}: option {opt!r}: pybuild takes ro or rw")
+            readonly = opt == "ro"
+        path = Path(os.path.abspath(host))
+        if not path.exists():
+            raise UsageError(f"--volume {text!r}: {path} does not exist")
+        return cls(path, os.path.normpath(target), readonly)
+
+    def key(self) -> list[str]:
+        """What a RUN step's cache key holds of it: the target and the mode, not the host path."""
+        return [self.target, "ro" if self.readonly else "rw"]
 
 
 def _frozen(values: Mapping[str, str] | Iterable[tuple[str, str]], flag: str) -> Mapping[str, str]:
@@ -73,6 +133,13 @@ class BuildOptions:
     sbom: bool = False
     sbom_format: str = "spdx"
     provenance: bool = False
+    # the shared build cache: REPO (HOST/PATH in a registry) or oci:DIR, to import from (in order)
+    # and to export to; entries older than ``cache_ttl`` seconds are ignored
+    cache_from: Sequence[str] = ()
+    cache_to: str | None = None
+    cache_ttl: float | None = None
+    # --volume: host paths bound into every RUN step
+    volumes: Sequence[Volume] = ()
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -128,6 +195,33 @@ class BuildOptions:
             raise UsageError(f"build context {self.context} is not a directory")
         if self.ignorefile is not None and not self.ignorefile.is_file():
             raise UsageError(f"ignore file {self.ignorefile}: no such file")
+        self._check_cache()
+        put(self, "volumes", tuple(self.volumes))
+        for volume in self.volumes:
+            if not isinstance(volume, Volume):
+                raise UsageError(f"--volume {volume!r}: expected a Volume (Volume.parse('HOST:CONTAINER'))")
+
+    def _check_cache(self) -> None:
+        if isinstance(self.cache_from, str):
+            raise UsageError(f"--cache-from {self.cache_from!r}: expected a list of repositories")
+        object.__setattr__(self, "cache_from", tuple(self.cache_from))
+        if self.cache_ttl is not None and (isinstance(self.cache_ttl, bool) or not self.cache_ttl > 0):
+            raise UsageError(f"--cache-ttl {self.cache_ttl!r}: expected a duration of more than 0s")
+        if not self.cache_from and self.cache_to is None:
+            return
+        if not self.layers:
+            raise UsageError("--cache-from and --cache-to need --layers (the step cache)")
+        for text in self.cache_from:
+            self.cache_ref(text, "--cache-from")
+        if self.cache_to is not None:
+            self.cache_ref(self.cache_to, "--cache-to")
+
+    @staticmethod
+    def cache_ref(text: str, flag: str) -> CacheRef:
+        """A --cache-from or --cache-to value, checked (``HOST/PATH`` or ``oci:DIR``)."""
+        from ..remote.buildcache import parse_cache_ref
+
+        return parse_cache_ref(text, flag)
 
     @property
     def platforms(self) -> tuple[str, ...]:

@@ -13,14 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..bundle.process import image_process
-from ..errors import StepFailed
+from ..errors import ContainerfileError, StepFailed
 from ..run import RunSpec, run_container
 from ..run.layers import remove_tree
 from .containerfile import Instruction
 from .engine import fs_step
+from .ignore import IgnoreRules
 from .images import source_layers
-from .mounts import RunMounts, check_required, parse_mount
+from .mounts import RunMount, RunMounts, check_required, parse_mount
 from .platforms import check_runnable
+from .sources import sources_digest
 from .state import StageState
 from .stepcontext import StepContext
 
@@ -57,6 +59,8 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
         network,
         state.runtime.get("User"),
         state.workdir,
+        bound_content(ctx, inst, mounts),
+        [v.key() for v in ctx.options.volumes],  # --volume: the targets, never the host paths
     ]
 
     def action(upper: Path, lowers: list[Path]) -> None:
@@ -66,7 +70,7 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
             prepared.hold_caches(mounts, stack)  # for the whole RUN, as their sharing= says
             for m in mounts:
                 prepared.add(m, stack, inst)
-            binds = prepared.binds
+            binds = prepared.binds + [(str(v.host), v.target, v.readonly) for v in ctx.options.volumes]
             run_args = list(args)
             if script is not None:
                 folder = Path(tempfile.mkdtemp(prefix="heredoc-", dir=ctx.scratch))
@@ -102,6 +106,22 @@ def run_step(ctx: StepContext, state: StageState, inst: Instruction, _: Mapping[
             )
 
     fs_step(ctx, state, inst, created_by, key_parts, action)
+
+
+def bound_content(ctx: StepContext, inst: Instruction, mounts: list[RunMount]) -> list[str]:
+    """The content digest of each bind mount from the build context (what the command reads there),
+    for the step's key: the path names only what is bound, its content what the step sees."""
+    digests = []
+    for mount in mounts:
+        if mount.kind == "bind" and mount.layers is None:
+            rel = os.path.relpath(mount.source, ctx.context)
+            try:
+                digests.append(
+                    sources_digest(ctx.context, ["" if rel == "." else rel], IgnoreRules((), None))
+                )
+            except ContainerfileError as exc:
+                raise inst.error(f"RUN --mount=type=bind: {exc.reason}") from None
+    return digests
 
 
 def run_args(state: StageState, inst: Instruction) -> tuple[list[str], str | None]:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from ..layout import ImageStore, Platform, mediatype
 from ..layout.mutate import source_date_epoch as environment_epoch
-from ..run.layers import layer_dirs_of, remove_tree
+from ..run.layers import layer_dir, layer_dirs_of, remove_tree
 from .attestations import BuildFacts
-from .cache import BuildCache
 from .containerfile import Stage
 from .ignore import IgnoreRules
 from .options import BuildOptions
+from .sharedcache import StepCache
 from .state import Layers, StageState
 
 
@@ -48,7 +48,7 @@ class StepContext:
     reporter: Reporter
     epoch: int | None
     platform: Platform  # the target platform
-    cache: BuildCache
+    cache: StepCache  # the store's step records, and the shared caches behind them
     scratch: Path  # the store's build workspaces
     stages: list[Stage] = field(default_factory=list)  # every stage of the plan
     results: dict[int, StageState] = field(default_factory=dict)  # the stages built so far
@@ -78,7 +78,11 @@ class StepContext:
         return self._rules
 
     def layer_dirs(self, layers: Layers) -> list[Path]:
-        """The layer directories of ``layers`` (top first), extracted once each into the store."""
+        """The layer directories of ``layers`` (top first), extracted once each into the store (the
+        blobs a shared cache named are fetched first, for the layers not extracted yet)."""
+        self.cache.fetch(
+            [(d, diff_id) for d, diff_id in layers if not layer_dir(self.store, diff_id).is_dir()]
+        )
         return layer_dirs_of(self.store, self.store, layers)
 
     @contextlib.contextmanager
@@ -103,6 +107,6 @@ def make_context(store: ImageStore, options: BuildOptions, reporter: Reporter) -
         reporter=reporter,
         epoch=source_date_epoch(options),
         platform=options.target_platform,
-        cache=BuildCache(store),
+        cache=StepCache(store, options, store.private.workspaces),
         scratch=store.private.workspaces,
     )

@@ -99,11 +99,26 @@ def build_command(
     attest: list[str] = typer.Option(
         [], "--attest", help="type=sbom or type=provenance: BuildKit's spelling of --sbom and --provenance."
     ),
+    cache_from: list[str] = typer.Option(
+        [],
+        "--cache-from",
+        help="A shared build cache to take step results from: a registry repository HOST/PATH, or "
+        "oci:DIR; repeat for more (looked up in order).",
+    ),
+    cache_to: str | None = typer.Option(
+        None, "--cache-to", help="A shared build cache (HOST/PATH or oci:DIR) for every step's result."
+    ),
+    cache_ttl: str | None = typer.Option(
+        None, "--cache-ttl", help="Ignore cached step results older than this duration (30m, 12h, 168h)."
+    ),
+    volume: list[str] = typer.Option(
+        [], "-v", "--volume", help="HOST:CONTAINER[:ro|rw]: bind a host path into every RUN step; repeat."
+    ),
 ) -> None:
     """Build an image from a Containerfile (like `buildah build`)."""
     from ..builder import BuildOptions, IndexResult, Reporter, build
     from ..builder.attestations import parse_attest
-    from ..builder.options import parse_secret, read_build_args
+    from ..builder.options import Volume, parse_duration, parse_secret, read_build_args
 
     secrets = dict(parse_secret(spec) for spec in secret)
     kinds = {parse_attest(spec) for spec in attest}
@@ -136,6 +151,10 @@ def build_command(
         sbom=sbom,
         sbom_format=sbom_format or "spdx",
         provenance=provenance,
+        cache_from=list(cache_from),
+        cache_to=cache_to,
+        cache_ttl=parse_duration(cache_ttl, "--cache-ttl") if cache_ttl is not None else None,
+        volumes=[Volume.parse(v) for v in volume],
         # (pybuild.remote is loaded only when a flag asks for it: a cached rebuild stays quick)
         registry=registry_options(creds, tls_verify, cert_dir, authfile)
         if (creds, tls_verify, cert_dir, authfile) != (None, None, None, None)

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "doctor": "run",
     "manifest": "manifest",  # a group: listed after the commands, wherever it is registered
+    "cache": "cache",  # a group too
 }
 #: the global options that take a value (they come before the command)
 VALUE_OPTIONS = ("--store",)

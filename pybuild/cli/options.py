@@ -33,7 +33,7 @@ CertDirOption = typer.Option(
 )
 #: flags that take true|false after "=", or mean true alone (as podman's and buildah's do)
 BOOL_FLAGS = ("--tls-verify", "--src-tls-verify", "--dest-tls-verify")
-REGISTRY_COMMANDS = ("build", "pull", "push", "copy", "inspect", "login", "manifest")
+REGISTRY_COMMANDS = ("build", "pull", "push", "copy", "inspect", "login", "manifest", "cache")
 
 
 def bare_bool_flags(argv: list[str]) -> list[str]:

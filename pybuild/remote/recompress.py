@@ -164,6 +164,39 @@ def _from_elsewhere(
     return None
 
 
+def layer_into(
+    src: Layout,
+    layer: Descriptor,
+    diff_id: Digest,
+    dst: Layout,
+    compression: str,
+    only_uncompressed: bool,
+    cache: BlobInfoCache | None,
+    docker: bool,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Descriptor, BlobWriter | None]:
+    """``layer`` (from ``src``) for the layout ``dst`` in ``compression`` (see ``recompress_image``):
+    the descriptor to name there, and a sealed writer to commit when a blob had to be written
+    (None when ``dst`` holds it already). Hold ``dst.writing()``."""
+    if not converts(layer, compression, only_uncompressed):
+        # (named with OCI's media type unless ``docker``: a Docker image written as OCI, convert.py)
+        named = layer if docker else replace(layer, media_type=mediatype.to_oci(layer.media_type))
+        if dst.blobs.exists(layer.digest):
+            return named, None
+        return named, stage_copy(src, dst, layer)
+    uncompressed = layer.size if _plain(layer) else None
+    candidate = cached(cache, layer, diff_id, compression, docker)
+    if candidate is not None and cache is not None:
+        if _in_layout(dst, candidate, uncompressed):
+            return candidate, None
+        writer = _from_elsewhere(cache, candidate, dst, uncompressed)
+        if writer is not None:
+            return candidate, writer
+    if progress is not None:
+        progress(f"compressing layer {layer.digest.short} ({compression})")
+    return compress(src, layer, diff_id, compression, docker, dst, cache)
+
+
 def recompress_image(
     src: Layout,
     desc: Descriptor,
@@ -193,28 +226,11 @@ def recompress_image(
     with dst.writing():
         with StagedBlobs() as staged:
             for layer, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
-                if not converts(layer, compression, only_uncompressed):
-                    if not dst.blobs.exists(layer.digest):
-                        staged.add(stage_copy(src, dst, layer))
-                    layers.append(
-                        layer if docker else replace(layer, media_type=mediatype.to_oci(layer.media_type))
-                    )
-                    continue
-                uncompressed = layer.size if _plain(layer) else None
-                candidate = cached(cache, layer, diff_id, compression, docker)
-                if candidate is not None and cache is not None:
-                    if _in_layout(dst, candidate, uncompressed):
-                        layers.append(candidate)
-                        continue
-                    writer = _from_elsewhere(cache, candidate, dst, uncompressed)
-                    if writer is not None:
-                        staged.add(writer)
-                        layers.append(candidate)
-                        continue
-                if progress is not None:
-                    progress(f"compressing layer {layer.digest.short} ({compression})")
-                out, writer = compress(src, layer, diff_id, compression, docker, dst, cache)
-                staged.add(writer)
+                out, writer = layer_into(
+                    src, layer, diff_id, dst, compression, only_uncompressed, cache, docker, progress
+                )
+                if writer is not None:
+                    staged.add(writer)
                 layers.append(out)
             staged.commit()
         if cache is not None:

@@ -368,3 +368,37 @@ def test_a_stopped_parallel_build_leaves_nothing_running(pb: Pybuild, tmp_path: 
     while _leftovers(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _leftovers(marker) == []
+
+
+def test_a_platform_list_through_the_shared_cache(
+    pb: Pybuild, multiarch_layout: Path, tmp_path: Path
+) -> None:
+    """Each platform's steps go to an oci: cache (one set of caches for the whole build); another
+    runner's empty store builds the same index from it without running a RUN (the counter bound
+    with -v is unchanged)."""
+    counter = tmp_path / "counter"
+    counter.mkdir()
+    ctx = context(
+        tmp_path / "ctx",
+        "FROM busybox\nARG TARGETARCH\nRUN echo $TARGETARCH >> /counter/runs && uname -m > /arch\n",
+    )
+    cache = f"oci:{tmp_path / 'cache'}"
+    flags = ["--platform", "linux/amd64,linux/arm64", "-v", f"{counter}:/counter", "--timestamp", "0"]
+    flags += ["--cache-from", cache, "--cache-to", cache, "-t", "localhost/multi-cached", str(ctx)]
+    pb("build", *flags)
+    assert sorted((counter / "runs").read_text().split()) == ["amd64", "arm64"]
+    other = Pybuild(tmp_path / "other" / "store", tmp_path / "other" / "scratch")
+    other.scratch.mkdir(parents=True)
+    other("copy", "-q", f"oci:{multiarch_layout}:latest", "busybox")
+    other("build", *flags)
+    assert sorted((counter / "runs").read_text().split()) == ["amd64", "arm64"]  # no RUN ran
+    assert _configs(other, "localhost/multi-cached") == _configs(pb, "localhost/multi-cached")  # same images
+    assert _file(other, "localhost/multi-cached", "linux/arm64", "arch") == ["aarch64"]
+
+
+def _configs(tool: Pybuild, ref: str) -> list[str]:
+    """The config digest (the image ID) of each image of the index ``ref``, in order: the layers of
+    images taken from a shared cache are gzipped there, so the manifests differ, not the images."""
+    store = Layout.open(tool.store)
+    index = read_index(store, store.resolve(f"{ref}:latest"))
+    return [str(load_image(store, child).manifest.config.digest) for child in index.manifests]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -33,6 +34,8 @@ ACCEPT = ", ".join(
     [mediatype.OCI_MANIFEST, mediatype.OCI_INDEX, mediatype.DOCKER_MANIFEST, mediatype.DOCKER_MANIFEST_LIST]
 )
 _LOCAL = ("localhost", "127.0.0.1", "[::1]", "::1")
+_LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?', re.IGNORECASE)
+TAGS_LIMIT = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,74 @@ class Registry:
         if scheme == "http" and urllib.parse.urlsplit(url).scheme == "https":
             raise RegistryError(f"registry {self.host}: {what}: refused a redirect from https to {shown!r}")
         return target
+
+    def pages(
+        self,
+        url: str,
+        *,
+        scope: str,
+        what: str,
+        headers: dict[str, str],
+        error: type[RegistryError],
+        limit: int,
+        listing: str,
+    ) -> Iterator[Response]:
+        """The answers for a paged listing at ``url`` (200 or 404), following ``Link: <...>;
+        rel="next"`` on this registry's http(s), at most ``limit`` pages (else ``error``)."""
+        for _ in range(limit):
+            resp = self.request("GET", url, scope=scope, what=what, headers=headers, ok=(200, 404))
+            link = _LINK.search(resp.header("Link") or "")
+            yield resp
+            if resp.status != 200 or link is None:
+                return
+            url = urllib.parse.urljoin(self.base + url if url.startswith("/") else url, link.group(1))
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                raise error(f"registry {self.host}: {what}: refused a next page at {url[:100]!r}")
+        raise error(f"registry {self.host}: {what}: {listing} has more than {limit} pages")
+
+    def tags(self, repository: str, what: str, limit: int = 256) -> list[str]:
+        """Every tag of ``repository`` (``/v2/NAME/tags/list``, paged); none when it is unknown."""
+        found: list[str] = []
+        url = f"/v2/{repository}/tags/list?n=1000"
+        scope = f"repository:{repository}:pull"
+        for resp in self.pages(
+            url, scope=scope, what=what, headers={}, error=RegistryError, limit=limit, listing="the tag list"
+        ):
+            if resp.status == 404:
+                resp.close()
+                return found
+            doc = _json(resp.read(TAGS_LIMIT))
+            tags = doc.get("tags") if isinstance(doc, dict) else None
+            if tags is None:
+                continue
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise RegistryError(f"registry {self.host}: {what}: the tag list is not a list of tags")
+            found += tags
+        return found
+
+    def has_manifest(self, ref: RegistryReference, what: str) -> bool:
+        """Whether the registry has the manifest ``ref`` names (a HEAD: nothing is downloaded)."""
+        resp = self.request(
+            "HEAD",
+            f"/v2/{ref.repository}/manifests/{ref.reference}",
+            scope=f"repository:{ref.repository}:pull",
+            what=what,
+            headers={"Accept": ACCEPT},
+            ok=(200, 404),
+        )
+        resp.close()
+        return resp.status == 200
+
+    def delete_manifest(self, repository: str, digest: Digest, what: str) -> None:
+        """DELETE the manifest ``digest`` (and so every tag naming it) from ``repository``."""
+        resp = self.request(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            scope=f"repository:{repository}:delete",
+            what=what,
+            ok=(202, 200, 404),
+        )
+        resp.read(ERROR_LIMIT)
 
     def ping(self) -> None:
         """GET /v2/ with credentials: raises AuthError when they are refused."""

@@ -323,6 +323,37 @@ class Pusher:
             self.parallel([(layout, child) for child in children])
         return self.put_manifest(raw, desc.media_type, Digest.of_bytes(raw, desc.digest.algorithm), top)
 
+    def settle_layer(
+        self,
+        layout: Layout,
+        layer: Descriptor,
+        diff_id: Digest,
+        outbound: Outbound,
+        staging: Callable[[], Layout],
+        docker: bool,
+    ) -> Descriptor:
+        """Make sure the repository has ``layer`` (from ``layout``) as ``outbound`` says: as it is, or
+        compressed once (the blob-info cache names the compressed blob, which the registry may
+        have or mount; else it is compressed into the layout ``staging()`` gives, made only when
+        needed, and uploaded). The blob pushed, named in ``docker``'s format."""
+        if not converts(layer, outbound.compression, outbound.only_uncompressed):
+            self.upload(layout, layer)
+            return format_layer(layer, docker)
+        candidate = cached(self.cache, layer, diff_id, outbound.compression, docker)
+        if candidate is not None:
+            there, session = self.present(candidate)
+            if session is not None:
+                session.close()
+            if there:
+                self.progress("skip", candidate, candidate.size)
+                self._remember(candidate)
+                return candidate
+        into = staging()
+        out, writer = compress(layout, layer, diff_id, outbound.compression, docker, into, self.cache)
+        writer.commit()
+        self.upload(into, out)
+        return out
+
     def push_converted(
         self,
         layout: Layout,
@@ -345,23 +376,7 @@ class Pusher:
             raise UsageError(f"{layout.label}: Docker-format images have gzip or plain tar layers, not zstd")
 
         def settle(layer: Descriptor, diff_id: Digest) -> Descriptor:
-            if not converts(layer, outbound.compression, outbound.only_uncompressed):
-                self.upload(layout, layer)
-                return format_layer(layer, docker)
-            candidate = cached(self.cache, layer, diff_id, outbound.compression, docker)
-            if candidate is not None:
-                there, session = self.present(candidate)
-                if session is not None:
-                    session.close()
-                if there:
-                    self.progress("skip", candidate, candidate.size)
-                    self._remember(candidate)
-                    return candidate
-            into = staging()
-            out, writer = compress(layout, layer, diff_id, outbound.compression, docker, into, self.cache)
-            writer.commit()
-            self.upload(into, out)
-            return out
+            return self.settle_layer(layout, layer, diff_id, outbound, staging, docker)
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = [

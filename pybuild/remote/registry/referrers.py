@@ -51,7 +51,6 @@ FALLBACK_ATTEMPTS = 6
 #: how deeply an index referrer may nest indexes
 INDEX_DEPTH = 4
 _NOT_TAG = re.compile(r"[^a-zA-Z0-9_.-]")
-_LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?', re.IGNORECASE)
 _TRANSPORT = (ConnectionDropped, DeadlineExceeded, InvalidResponse)
 
 Warn = Callable[[str], None]
@@ -111,24 +110,14 @@ def _entries(index: Index, subject: Digest, where: str, warn: Warn) -> list[Desc
 
 def _pages(registry: Registry, repository: str, url: str, what: str) -> Iterator[Response]:
     """The referrers API's answers for ``url``, following ``Link: <...>; rel="next"``."""
-    for _ in range(PAGE_LIMIT):
-        resp = registry.request(
-            "GET",
-            url,
-            scope=f"repository:{repository}:pull",
-            what=what,
-            headers={"Accept": mediatype.OCI_INDEX},
-            ok=(200, 404),
-        )
-        link = _LINK.search(resp.header("Link") or "")
-        yield resp
-        if resp.status != 200 or link is None:
-            return
-        url = urllib.parse.urljoin(registry.base + url if url.startswith("/") else url, link.group(1))
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise BadReferrers(f"registry {registry.host}: {what}: refused a next page at {url[:100]!r}")
-    raise BadReferrers(
-        f"registry {registry.host}: {what}: the referrers listing has more than {PAGE_LIMIT} pages"
+    return registry.pages(
+        url,
+        scope=f"repository:{repository}:pull",
+        what=what,
+        headers={"Accept": mediatype.OCI_INDEX},
+        error=BadReferrers,
+        limit=PAGE_LIMIT,
+        listing="the referrers listing",
     )
 
 
