@@ -36,6 +36,8 @@ Benchmarks so far:
 - push-again, rebuild-layout: issue 13's, in bench/transfer.py (see there).
 - copy-from, copy-from-hit: issue 14's COPY --from, in bench/copyfrom.py (see there).
 - emulated, two-platforms: issue 17's foreign-platform builds, in bench/platforms.py (see there).
+- cold-small, cold-big, big-oci-floor, small-files, base-1g, ci-pipeline, startup: issue 19's cold
+  builds, floor, metadata-bound layer, 1 GiB base, CI pipeline and start-up, in bench/perf19.py.
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -470,9 +472,12 @@ def setup_sized(work: Path, mib: int) -> Path:
     return layout
 
 
-def bench_small_change(work: Path, rounds: int) -> list[dict[str, object]]:
+def bench_small_change(
+    work: Path, rounds: int, sizes: tuple[int, int] = (200, 20)
+) -> list[dict[str, object]]:
+    """``RUN echo x > /etc/one-file`` on a base of ``sizes[0]`` MiB and one of ``sizes[1]`` MiB (see
+    setup_sized), interleaved in each round; bench/perf19.py's base-1g runs it with (1024, 1)."""
     b = Builders(work)
-    sizes = (200, 20)
     contexts: dict[int, Path] = {}
     layouts = {mib: setup_sized(work, mib) for mib in sizes}
     for mib in sizes:
@@ -513,12 +518,14 @@ def bench_small_change(work: Path, rounds: int) -> list[dict[str, object]]:
                 "peer_peak_mib": max(mem_theirs),
             }
         )
-    big, small = times[200][0], times[20][0]
+    large, tiny = sizes
+    big, small = times[large][0], times[tiny][0]
     growth = statistics.median(x / y for x, y in zip(big, small, strict=True))
-    growth_peer = statistics.median(x / y for x, y in zip(times[200][1], times[20][1], strict=True))
+    growth_peer = statistics.median(x / y for x, y in zip(times[large][1], times[tiny][1], strict=True))
     results[0]["note"] = note
     results[1]["note"] = (
-        f"pybuild 200 MiB base {statistics.median(big):.2f}s vs 20 MiB base {statistics.median(small):.2f}s: "
+        f"pybuild {large} MiB base {statistics.median(big):.2f}s vs {tiny} MiB base "
+        f"{statistics.median(small):.2f}s: "
         f"{growth:.2f}x (median of per-round ratios; goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
         f"buildah {growth_peer:.2f}x"
     )
@@ -660,12 +667,14 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5)
     import copyfrom  # issue 14's (bench/copyfrom.py), beside this file
+    import perf19  # issue 19's (bench/perf19.py)
     import platforms  # issue 17's (bench/platforms.py)
     import transfer  # issue 13's benchmarks (bench/transfer.py), beside this file
 
     BENCHMARKS.update(transfer.BENCHMARKS)
     BENCHMARKS.update(copyfrom.BENCHMARKS)
     BENCHMARKS.update(platforms.BENCHMARKS)
+    BENCHMARKS.update(perf19.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:
