@@ -514,19 +514,21 @@ def bench_small_change(
                 "pybuild_s": statistics.median(ours),
                 "peer_s": statistics.median(theirs),
                 "ratio": statistics.median(o / t for o, t in zip(ours, theirs, strict=True)),
+                "ratios": [o / t for o, t in zip(ours, theirs, strict=True)],
                 "pybuild_peak_mib": max(mem_ours),
                 "peer_peak_mib": max(mem_theirs),
             }
         )
     large, tiny = sizes
     big, small = times[large][0], times[tiny][0]
-    growth = statistics.median(x / y for x, y in zip(big, small, strict=True))
+    growths = [x / y for x, y in zip(big, small, strict=True)]
+    growth = statistics.median(growths)
     growth_peer = statistics.median(x / y for x, y in zip(times[large][1], times[tiny][1], strict=True))
     results[0]["note"] = note
     results[1]["note"] = (
         f"pybuild {large} MiB base {statistics.median(big):.2f}s vs {tiny} MiB base "
         f"{statistics.median(small):.2f}s: "
-        f"{growth:.2f}x (median of per-round ratios; goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
+        f"{growth:.2f}x (median of per-round ratios {' '.join(f'{g:.2f}' for g in growths)}; goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
         f"buildah {growth_peer:.2f}x"
     )
     return results
