@@ -528,7 +528,8 @@ def bench_small_change(
     results[1]["note"] = (
         f"pybuild {large} MiB base {statistics.median(big):.2f}s vs {tiny} MiB base "
         f"{statistics.median(small):.2f}s: "
-        f"{growth:.2f}x (median of per-round ratios {' '.join(f'{g:.2f}' for g in growths)}; goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
+        f"{growth:.2f}x (median of per-round ratios {' '.join(f'{g:.2f}' for g in growths)}; "
+        f"goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
         f"buildah {growth_peer:.2f}x"
     )
     return results
