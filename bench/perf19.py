@@ -259,17 +259,7 @@ def bench_big_oci_floor(work: Path, rounds: int) -> list[dict[str, object]]:
 
 
 def bench_small_files(work: Path, rounds: int) -> dict[str, object]:
-    b = run.Builders(work)
-    layout = run.setup_busybox(work)
-    context = work / "smallfiles"
-    context.mkdir()
-    (context / "Containerfile").write_text(SMALL_FILES_CONTAINERFILE)
-    b.chown()
-    b.add_base(layout, "busybox")
-    note = b.storage_driver()
-    tag = "localhost/smallfiles"
-    b.warm_up(context, tag)
-    result = b.no_cache_rounds(rounds, context, tag)
+    result, note = run.busybox_no_cache(work, rounds, "smallfiles", SMALL_FILES_CONTAINERFILE)
     bench = "small-files: busybox, one RUN writing 100,000 small files, --no-cache (vs buildah --no-cache)"
     return {"benchmark": bench, "note": note, **result}
 
