@@ -52,6 +52,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import statistics
@@ -658,6 +659,21 @@ def bench_push_pull(work: Path, rounds: int) -> list[dict[str, object]]:
     ]
 
 
+# a path component that a reference name may hold: buildah names what it pulls from oci:PATH after PATH
+NAME_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
+def work_dir(name: str) -> Path:
+    """A new work directory for benchmark ``name`` whose random part buildah accepts in an image
+    name (mkdtemp's may start or end with "_", e.g. `...-_6na63yn`, which made `buildah pull
+    oci:...` fail now and then)."""
+    while True:
+        work = Path(tempfile.mkdtemp(prefix=f"pybuild-bench-{name}-"))
+        if NAME_COMPONENT.fullmatch(work.name):
+            return work
+        work.rmdir()
+
+
 Result = dict[str, object]
 BENCHMARKS: dict[str, Callable[[Path, int], Result | list[Result]]] = {
     "unpack": bench_unpack,
@@ -692,7 +708,7 @@ def main() -> None:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run scripts/setup.sh")
     for name in args.only or sorted(BENCHMARKS):
-        work = Path(tempfile.mkdtemp(prefix=f"pybuild-bench-{name}-"))
+        work = work_dir(name)
         os.chmod(work, 0o755)
         try:
             out = BENCHMARKS[name](work, args.rounds)
