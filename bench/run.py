@@ -39,6 +39,8 @@ Benchmarks so far:
 - startup: issue 19's `pybuild --version` vs `python -c pass`, buildah and skopeo, in
   bench/startup.py (see there).
 - cache-cold, cache-export: issue 16's shared build cache, in bench/cache.py (see there).
+- cold-small, cold-big, big-oci-floor, small-files, base-1g, ci-pipeline: issue 19's cold builds,
+  floor, metadata-bound layer, 1 GiB base and CI pipeline, in bench/perf19.py.
 
 The base images go into each tool's store before the timed rounds, and one untimed warm-up build
 each lets pybuild extract the base layers (buildah does so at pull time); buildah gets its own
@@ -53,6 +55,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import statistics
@@ -414,18 +417,24 @@ RUN dd if=/dev/urandom of=/big-random bs=1M count=512 2>/dev/null && \\
 """
 
 
-def bench_commit_1g(work: Path, rounds: int) -> dict[str, object]:
+def busybox_no_cache(work: Path, rounds: int, name: str, containerfile: str) -> tuple[dict[str, object], str]:
+    """``containerfile`` (FROM localhost/busybox) built `--no-cache` by both, after one warm-up
+    build each (see Builders.warm_up); the rounds' figures and the storage note."""
     b = Builders(work)
     layout = setup_busybox(work)
-    context = work / "commit1g"
+    context = work / name
     context.mkdir()
-    (context / "Containerfile").write_text(COMMIT_1G_CONTAINERFILE)
+    (context / "Containerfile").write_text(containerfile)
     b.chown()
     b.add_base(layout, "busybox")
     note = b.storage_driver()
-    tag = "localhost/commit1g"
+    tag = f"localhost/{name}"
     b.warm_up(context, tag)
-    r = b.no_cache_rounds(rounds, context, tag)
+    return b.no_cache_rounds(rounds, context, tag), note
+
+
+def bench_commit_1g(work: Path, rounds: int) -> dict[str, object]:
+    r, note = busybox_no_cache(work, rounds, "commit1g", COMMIT_1G_CONTAINERFILE)
     peak = r["pybuild_peak_mib"]
     verdict = "met" if peak <= 100 else "missed"  # type: ignore[operator]
     note += f"; goal pybuild peak RSS <= 100 MiB: {verdict} ({peak} MiB)"
@@ -473,9 +482,12 @@ def setup_sized(work: Path, mib: int) -> Path:
     return layout
 
 
-def bench_small_change(work: Path, rounds: int) -> list[dict[str, object]]:
+def bench_small_change(
+    work: Path, rounds: int, sizes: tuple[int, int] = (200, 20)
+) -> list[dict[str, object]]:
+    """``RUN echo x > /etc/one-file`` on a base of ``sizes[0]`` MiB and one of ``sizes[1]`` MiB (see
+    setup_sized), interleaved in each round; bench/perf19.py's base-1g runs it with (1024, 1)."""
     b = Builders(work)
-    sizes = (200, 20)
     contexts: dict[int, Path] = {}
     layouts = {mib: setup_sized(work, mib) for mib in sizes}
     for mib in sizes:
@@ -512,17 +524,22 @@ def bench_small_change(work: Path, rounds: int) -> list[dict[str, object]]:
                 "pybuild_s": statistics.median(ours),
                 "peer_s": statistics.median(theirs),
                 "ratio": statistics.median(o / t for o, t in zip(ours, theirs, strict=True)),
+                "ratios": [o / t for o, t in zip(ours, theirs, strict=True)],
                 "pybuild_peak_mib": max(mem_ours),
                 "peer_peak_mib": max(mem_theirs),
             }
         )
-    big, small = times[200][0], times[20][0]
-    growth = statistics.median(x / y for x, y in zip(big, small, strict=True))
-    growth_peer = statistics.median(x / y for x, y in zip(times[200][1], times[20][1], strict=True))
+    large, tiny = sizes
+    big, small = times[large][0], times[tiny][0]
+    growths = [x / y for x, y in zip(big, small, strict=True)]
+    growth = statistics.median(growths)
+    growth_peer = statistics.median(x / y for x, y in zip(times[large][1], times[tiny][1], strict=True))
     results[0]["note"] = note
     results[1]["note"] = (
-        f"pybuild 200 MiB base {statistics.median(big):.2f}s vs 20 MiB base {statistics.median(small):.2f}s: "
-        f"{growth:.2f}x (median of per-round ratios; goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
+        f"pybuild {large} MiB base {statistics.median(big):.2f}s vs {tiny} MiB base "
+        f"{statistics.median(small):.2f}s: "
+        f"{growth:.2f}x (median of per-round ratios {' '.join(f'{g:.2f}' for g in growths)}; "
+        f"goal <= ~1.2x: {'met' if growth <= 1.2 else 'missed'}); "
         f"buildah {growth_peer:.2f}x"
     )
     return results
@@ -645,6 +662,21 @@ def bench_push_pull(work: Path, rounds: int) -> list[dict[str, object]]:
     ]
 
 
+# a path component that a reference name may hold: buildah names what it pulls from oci:PATH after PATH
+NAME_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+
+def work_dir(name: str) -> Path:
+    """A new work directory for benchmark ``name`` whose random part buildah accepts in an image
+    name (mkdtemp's may start or end with "_", e.g. `...-_6na63yn`, which made `buildah pull
+    oci:...` fail now and then)."""
+    while True:
+        work = Path(tempfile.mkdtemp(prefix=f"pybuild-bench-{name}-"))
+        if NAME_COMPONENT.fullmatch(work.name):
+            return work
+        work.rmdir()
+
+
 Result = dict[str, object]
 BENCHMARKS: dict[str, Callable[[Path, int], Result | list[Result]]] = {
     "unpack": bench_unpack,
@@ -664,6 +696,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     import cache  # issue 16's (bench/cache.py), beside this file
     import copyfrom  # issue 14's (bench/copyfrom.py), beside this file
+    import perf19  # issue 19's (bench/perf19.py)
     import platforms  # issue 17's (bench/platforms.py)
     import startup  # issue 19's start-up (bench/startup.py)
     import transfer  # issue 13's benchmarks (bench/transfer.py), beside this file
@@ -673,6 +706,7 @@ def main() -> None:
     BENCHMARKS.update(platforms.BENCHMARKS)
     BENCHMARKS.update(startup.BENCHMARKS)
     BENCHMARKS.update(cache.BENCHMARKS)
+    BENCHMARKS.update(perf19.BENCHMARKS)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -681,7 +715,7 @@ def main() -> None:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run scripts/setup.sh")
     for name in args.only or sorted(BENCHMARKS):
-        work = Path(tempfile.mkdtemp(prefix=f"pybuild-bench-{name}-"))
+        work = work_dir(name)
         os.chmod(work, 0o755)
         try:
             out = BENCHMARKS[name](work, args.rounds)
