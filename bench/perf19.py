@@ -360,7 +360,6 @@ def bench_ci_pipeline(work: Path, rounds: int) -> list[dict[str, object]]:
 
 # --- startup: pybuild --version ------------------------------------------------------------------
 
-STARTS = 10
 
 
 BENCHMARKS: dict[str, Callable[[Path, int], dict[str, object] | list[dict[str, object]]]] = {
