@@ -35,7 +35,7 @@ from .tarreader import member_parts as _clean_name
 from .workers import Pool, write_all
 
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-CHUNK = 1 << 20
+CHUNK = 256 << 10  # bytes of a large file read and written at a time
 WORKERS = 2  # threads that create files while the stream is parsed (syscalls release the GIL)
 SMALL = 512 << 10  # files up to this size are read whole and written by a worker; larger ones inline
 READ_AHEAD = 256 << 10  # decompressed bytes per chunk read ahead on a thread of its own (4 chunks ahead)
