@@ -90,7 +90,7 @@ def _gzip_header(level: int) -> bytes:
     return struct.pack("<4sIBB", b"\x1f\x8b\x08\x00", 0, xfl, 0xFF)
 
 
-def _deflate_block(block: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+def _deflate_block(block: bytes | bytearray, zdict: bytes, level: int, last: bool) -> bytes:
     """Raw deflate of one block, primed with ``zdict``; byte-aligned (sync flush) unless it is the last."""
     if zdict:
         c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
@@ -106,7 +106,8 @@ def _stop_pool(pool: ThreadPoolExecutor, wait: bool) -> None:
 class _ParallelGzip:
     """One gzip member, its blocks deflated on up to ``workers`` threads and written to ``out`` in order.
 
-    At most ``2 * workers`` blocks are in flight; the caller's ``write`` waits for the oldest when the
+    At most ``workers + 1`` blocks are in flight (one ready for each thread to take next: more only
+    costs memory); the caller's ``write`` waits for the oldest when the
     queue is full, and writes finished blocks to ``out`` itself, so errors from ``out`` come out of
     ``write``/``close``. Any error aborts: pending blocks are cancelled and the threads joined. A layer
     of at most one block, or one worker, never starts a thread.
@@ -116,7 +117,7 @@ class _ParallelGzip:
         self._out = out
         self._level = level
         self._workers = workers
-        self._limit = 2 * workers
+        self._limit = workers + 1
         self._buffer = bytearray()  # input not yet in a block; never more than GZIP_BLOCK bytes
         self._zdict = b""
         self._crc = 0
@@ -134,14 +135,15 @@ class _ParallelGzip:
         n = len(view)
         buf = self._buffer
         pos = 0
+        block: bytes | bytearray
         try:
             # a block is cut only once a byte after it is known, so the last block always ends the stream
             while n - pos + len(buf) > GZIP_BLOCK:
                 take = GZIP_BLOCK - len(buf)
                 if buf:
                     buf += view[pos : pos + take]
-                    block = bytes(buf)
-                    buf.clear()
+                    block = buf  # handed over whole, not copied
+                    buf = self._buffer = bytearray()
                 else:
                     block = bytes(view[pos : pos + take])
                 pos += take
@@ -179,10 +181,10 @@ class _ParallelGzip:
         self._buffer = bytearray()
         self._stop(wait=True)
 
-    def _submit(self, block: bytes, last: bool) -> None:
+    def _submit(self, block: bytes | bytearray, last: bool) -> None:
         self._crc = zlib.crc32(block, self._crc)
         self._isize += len(block)
-        zdict, self._zdict = self._zdict, block[-_WINDOW:]
+        zdict, self._zdict = self._zdict, bytes(block[-_WINDOW:])
         if self._workers <= 1 or (last and self._pool is None):
             self._emit(_deflate_block(block, zdict, self._level, last))  # tiny layer or one CPU: inline
             return
@@ -309,7 +311,9 @@ def detect_compression(head: bytes) -> str:
 
 def open_layer(fileobj: BinaryIO, media_type: str | None = None, what: str = "layer") -> BinaryIO:
     """A reader of the uncompressed tar inside ``fileobj`` (gzip, zstd or none, by magic bytes)."""
-    buffered: Any = fileobj if isinstance(fileobj, io.BufferedReader) else io.BufferedReader(fileobj, READ_CHUNK)
+    buffered: Any = fileobj
+    if not isinstance(fileobj, io.BufferedReader):
+        buffered = io.BufferedReader(fileobj, READ_CHUNK)
     head = buffered.peek(4)[:4]
     kind = detect_compression(head)
     inner: Any
