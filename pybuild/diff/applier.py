@@ -35,11 +35,11 @@ from .tarreader import member_parts as _clean_name
 from .workers import Pool, write_all
 
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-CHUNK = 1 << 20
+CHUNK = 256 << 10  # bytes of a large file read and written at a time
 WORKERS = 2  # threads that create files while the stream is parsed (syscalls release the GIL)
 SMALL = 512 << 10  # files up to this size are read whole and written by a worker; larger ones inline
-READ_AHEAD = 256 << 10  # decompressed bytes per chunk read ahead on a thread of its own (4 chunks ahead)
-MAX_PENDING = 8192  # paths tracked as "queued" before a barrier drains the workers
+READ_AHEAD = 128 << 10  # decompressed bytes per chunk read ahead on a thread of its own (4 chunks ahead)
+MAX_PENDING = 4096  # paths tracked as "queued" before a barrier drains the workers
 SWITCH_INTERVAL = 0.0005  # let a worker back onto the GIL soon after its syscall returns
 
 
@@ -56,7 +56,8 @@ class _Applier:
         self.id_map = id_map
         self.what = what
         self.report = ApplyReport()
-        self.added: set[tuple[str, ...]] = set()
+        # each entry's path ("/".join of its parts: a third of a tuple's memory), for whiteouts
+        self.added: set[str] = set()
         self.dir_meta: dict[tuple[str, ...], tuple[int, int]] = {}  # parts -> (mode, mtime)
         # times of each directory the layer changes inside, taken before the first change: a
         # directory the layer does not itself carry gets them back at the end (overlay keeps a
@@ -134,7 +135,7 @@ class _Applier:
         if base in ("", ".", ".."):
             raise UnsafeLayer(f"{self.what}: entry {name!r} is not a valid whiteout")
         target = (*parts[:-1], base)
-        if target in self.added:
+        if "/".join(target) in self.added:
             return  # a whiteout removes lower content only
         fd = self.parent_fd(parts, name)
         try:
@@ -152,7 +153,7 @@ class _Applier:
         fd = self.parent_fd(parts, name)
         try:
             for child in os.listdir(fd):
-                if (*dir_parts, child) not in self.added:
+                if "/".join((*dir_parts, child)) not in self.added:
                     self.remove(fd, child)
             if self.overlay:
                 try:
@@ -206,7 +207,7 @@ class _Applier:
             raise self.fail(name, exc) from None
         except OverflowError:
             raise LayerError(f"{self.what}: entry {name!r} has a field out of range") from None
-        self.added.add(key)
+        self.added.add("/".join(key))
 
     def create(self, reader: TarReader, entry: TarEntry, key: tuple[str, ...], base: str) -> None:
         pkey = key[:-1]

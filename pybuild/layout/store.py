@@ -22,6 +22,7 @@ from .digest import Digest
 from .private import PrivateArea
 
 CHUNK = 1 << 20
+READ_BUFFER = 256 << 10
 WRITEBACK = 8 << 20  # a blob writer starts the disk writes every this many bytes (see _start_writeback)
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -161,7 +162,8 @@ class BlobStore:
         except OSError as exc:
             raise LayoutError(f"cannot read {self.name(digest)}: {exc.strerror or exc}") from None
         expected = size if size is not None else os.fstat(f.fileno()).st_size
-        reader = io.BufferedReader(VerifyingReader(f, digest, expected, self.name(digest)), CHUNK)
+        # a small buffer: readers of large blobs read ahead or in chunks of their own
+        reader = io.BufferedReader(VerifyingReader(f, digest, expected, self.name(digest)), READ_BUFFER)
         try:
             yield reader
         finally:

@@ -10,6 +10,7 @@ import random
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -286,3 +287,53 @@ def test_zstd_same_bytes_for_any_split_and_workers() -> None:
 def test_other_compressions_round_trip(kind: str, size: int) -> None:
     data = mixed(size)
     assert open_layer(io.BytesIO(compress(data, kind, workers=2))).read() == data
+
+
+# --- reading gzip layers (inflated by ISA-L) ------------------------------------------------------
+
+
+def test_gzip_reader_gives_zlibs_bytes_for_every_member_layout() -> None:
+    """Several members (as `cat a.gz b.gz` makes), pybuild's own pigz-style member, and the zero
+    padding some tools leave after the last member: the same bytes as Python's gzip module reads."""
+    a, b = compressible(3 * B + 5, seed=1), noise(B // 2)
+    members = gzip.compress(a, mtime=0) + gzip.compress(b, mtime=0) + b"\0" * 700
+    assert gzip.decompress(members) == a + b
+    assert open_layer(io.BytesIO(members)).read() == a + b
+    ours = io.BytesIO()
+    with LayerWriter(ours, "gzip", workers=2) as w:
+        w.write(a)
+    assert open_layer(io.BytesIO(ours.getvalue())).read() == gzip.decompress(ours.getvalue()) == a
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad crc", "bad size", "bad deflate", "bad header"])
+def test_damaged_gzip_is_one_layer_error(damage: str) -> None:
+    data = bytearray(gzip.compress(compressible(200_000), mtime=0))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "bad crc":
+        data[-8] ^= 0xFF
+    elif damage == "bad size":
+        data[-1] ^= 0xFF
+    elif damage == "bad deflate":
+        data[10:30] = b"\xff" * 20
+    else:
+        data = bytearray(b"\x1f\x8b\x09") + data[3:]  # compression method 9 does not exist
+    with pytest.raises(LayerError, match=r"^layer L is corrupt: "):
+        open_layer(io.BytesIO(bytes(data)), what="layer L").read()
+
+
+def test_zstandard_is_imported_only_for_zstd(tmp_path: Path) -> None:
+    """Reading and writing gzip layers never loads zstandard (its import costs start-up and memory)."""
+    layer = tmp_path / "layer.gz"
+    layer.write_bytes(gzip.compress(compressible(50_000)))
+    script = (
+        "import io, sys\n"
+        "from pybuild.diff import LayerWriter, open_layer\n"
+        f"data = open_layer(open({str(layer)!r}, 'rb')).read()\n"
+        "LayerWriter(io.BytesIO(), 'gzip').write(data)\n"
+        "print('zstandard' in sys.modules)\n"
+        "LayerWriter(io.BytesIO(), 'zstd').write(data)\n"
+        "print('zstandard' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
