@@ -361,7 +361,6 @@ def bench_ci_pipeline(work: Path, rounds: int) -> list[dict[str, object]]:
 # --- startup: pybuild --version ------------------------------------------------------------------
 
 
-
 BENCHMARKS: dict[str, Callable[[Path, int], dict[str, object] | list[dict[str, object]]]] = {
     "cold-small": bench_cold_small,
     "cold-big": bench_cold_big,
