@@ -14,7 +14,7 @@ from .overlay import REFUSED_XATTR_SUFFIXES, LowerStack, is_whiteout_entry, opaq
 from .trees import Difference, DirTree, Meta, compare, read_xattrs, unchanged, walk
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Change:
     """One entry of a changeset. ``kind``: "add" (take the entry from the upper tree), "delete"
     (a whiteout ``.wh.NAME``) or "opaque" (``DIR/.wh..wh..opq``: hide the lower content of DIR)."""

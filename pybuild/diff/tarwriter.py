@@ -42,9 +42,16 @@ def tar_name(change: Change) -> str:
     return f"{target}/{name}" if target else name
 
 
-def sort_key(name: str) -> list[tuple[int, str]]:
-    """Parents before children; in a directory, whiteouts before their siblings."""
-    return [(0 if part.startswith(WHITEOUT_PREFIX) else 1, part) for part in name.split("/")]
+def sort_key(name: str) -> str:
+    """Parents before children; in a directory, whiteouts before their siblings.
+
+    One string, ordered as the list of (0 for a whiteout else 1, component) pairs would be: each
+    component behind a marker (\x01 whiteout, \x02 other), joined by NUL, which sorts below any
+    character a name can hold (so a shorter component, or fewer of them, comes first). A list of
+    tuples per entry cost ~100 bytes a component: 10 MiB for a layer of 100,000 files."""
+    return "\0".join(
+        ("\x01" if part.startswith(WHITEOUT_PREFIX) else "\x02") + part for part in name.split("/")
+    )
 
 
 _ENCODING = tarfile.ENCODING  # what a TarFile encodes names with, and

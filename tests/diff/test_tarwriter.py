@@ -409,6 +409,7 @@ def test_sink_exception_propagates_and_threads_end(tmp_path: Path) -> None:
 
 def test_file_that_shrank_is_a_layer_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = big_tree(tmp_path / "r", files=2)
+    changes = all_of(root)  # (walking the tree lstats too: before the patch)
     real = os.lstat
 
     def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
@@ -420,7 +421,7 @@ def test_file_that_shrank_is_a_layer_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(os, "lstat", lstat)
     before = threading.active_count()
     with pytest.raises(LayerError, match=r"^cannot write a layer from .*: unexpected end of data$"):
-        write_layer(all_of(root), root, io.BytesIO(), compression="gzip")
+        write_layer(changes, root, io.BytesIO(), compression="gzip")
     assert threading.active_count() == before
 
 
@@ -496,3 +497,16 @@ def test_shared_hasher_only_for_a_fresh_sha256_writer(tmp_path: Path) -> None:
         stats = sink.close()
     assert stats.diff_id == "sha256:" + hashlib.sha256(b"layer").hexdigest()
     assert str(writer.digest) == "sha256:" + hashlib.sha256(b"alreadylayer").hexdigest()
+
+
+def test_sort_key_orders_as_component_pairs() -> None:
+    """The one-string key sorts as the list of (whiteout first, component) pairs it stands for,
+    including names with control characters, prefixes of each other and whiteouts."""
+    import itertools
+
+    def pairs(name: str) -> list[tuple[int, str]]:
+        return [(0 if part.startswith(".wh.") else 1, part) for part in name.split("/")]
+
+    parts = ["a", "b", "a!", "ab", "a\x01", "\x01", "\x02", "é", ".wh.a", ".wh..wh..opq", "z"]
+    names = {"/".join(c) for n in (1, 2, 3) for c in itertools.product(parts, repeat=n)}
+    assert sorted(names, key=sort_key) == sorted(names, key=pairs)
