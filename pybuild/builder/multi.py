@@ -236,7 +236,12 @@ def _commit_index(
 
             assert ref.path is not None
             layout = Layout.create(ref.path, label=f"oci:{ref.path}")
-            copy_index(store, desc, layout, ref.name, cache=BlobInfoCache(store.root))
+            _, moved = copy_index(store, desc, layout, ref.name, cache=BlobInfoCache(store.root))
+            if options.sbom or options.provenance:  # each image's attestations go along (their
+                # subject, and the provenance statement's, name the manifest written there)
+                from ..remote.referrers import LayoutDestination, carry_referrers
+
+                carry_referrers(store, moved, LayoutDestination(layout))
             tags.append(tag)
     platforms = [str(b.ctx.options.platform) for b in builders]
     return IndexResult(desc, digest.encoded, tags, warnings, images=results, platforms=platforms)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.layout import Layout, load_image, read_index
+from pybuild.layout import Digest, Layout, load_image, read_index
 from tests.fixtures.cli import PYBUILD, Pybuild, assert_fails, build_as, context
 from tests.fixtures.emulation import arm64_emulation_disabled, require_arm64_emulation
 from tests.fixtures.rootless import as_test_user
@@ -402,3 +402,32 @@ def _configs(tool: Pybuild, ref: str) -> list[str]:
     store = Layout.open(tool.store)
     index = read_index(store, store.resolve(f"{ref}:latest"))
     return [str(load_image(store, child).manifest.config.digest) for child in index.manifests]
+
+
+def test_a_platform_list_into_oci_carries_each_images_attestations(pb: Pybuild, tmp_path: Path) -> None:
+    """`--sbom --provenance` with a platform list and an oci: target: each image of the index there
+    has its SBOM and provenance as referrers, the statement naming that image's manifest."""
+    from pybuild.layout import referrers
+
+    ctx = context(tmp_path / "ctx", "FROM busybox\nRUN echo hi > /hi\n")
+    out = tmp_path / "out"
+    pb(
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom",
+        "--provenance",
+        "-t",
+        f"oci:{out}:v1",
+        str(ctx),
+    )
+    validate_layout(out, "v1")  # (the tag: oci-image-tool 1.0 knows no artifact to check)
+    layout = Layout.open(out)
+    index = read_index(layout, layout.resolve("v1"))
+    assert len(index.manifests) == 2
+    for child in index.manifests:
+        found = {r.artifact_type: r for r in referrers(layout, child.digest)}
+        assert set(found) == {"application/spdx+json", "application/vnd.in-toto+json"}
+        artifact = json.loads(layout.blobs.read(found["application/vnd.in-toto+json"].digest))
+        statement = json.loads(layout.blobs.read(Digest.parse(artifact["layers"][0]["digest"])))
+        assert statement["subject"][0]["digest"] == {"sha256": child.digest.encoded}
