@@ -189,6 +189,15 @@ class Pusher:
                     raise
                 self.progress("restart", desc, 0)
                 time.sleep(0.1 * attempt)
+            except RegistryError:
+                # another client pushing the same blob at the same moment: distribution's filesystem
+                # driver can answer one of them "digest invalid" while the other's copy lands. What
+                # counts is that the repository has the blob, which a HEAD says
+                if not self.registry.has_blob(self.repository, desc, self.what):
+                    raise
+                self.progress("done", desc, desc.size)
+                self._remember(desc)
+                return
 
     def _upload_once(self, layout: Layout, desc: Descriptor) -> None:
         there, session = self.present(desc)
