@@ -23,6 +23,7 @@ each, through ``warn``; the image is copied all the same.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,34 +219,42 @@ def carry_referrers(
             warn(f"cannot list the referrers of {subject} in {src.label}: {exc}")
             return []
 
-    with tempfile.TemporaryDirectory(prefix="pybuild-referrers-") as tmp:
-        staging = _Staging(src, Path(tmp))
+    staging = _Staging(src)
 
-        def put(ref: Descriptor, old_subject: Digest, new_subject: Descriptor) -> Descriptor | None:
-            try:
-                raw = src.blobs.read(ref.digest, ref.size)
-                origin = src
-                if new_subject.digest != old_subject:
-                    raw = with_subject(raw, ref, new_subject, f"referrer {ref.digest} in {src.label}")
-                    raw, origin = staging.statement_moved(ref, raw, old_subject, new_subject.digest)
-                new = Descriptor(ref.media_type, Digest.of_bytes(raw, ref.digest.algorithm), len(raw))
-                dest.put(origin, ref, raw, new, new_subject.digest)
-            except (LayoutError, BadReferrers) as exc:
-                warn(f"referrer {ref.digest} in {src.label} skipped: {exc}")
-                return None
-            return new
+    def put(ref: Descriptor, old_subject: Digest, new_subject: Descriptor) -> Descriptor | None:
+        try:
+            raw = src.blobs.read(ref.digest, ref.size)
+            origin = src
+            if new_subject.digest != old_subject:
+                raw = with_subject(raw, ref, new_subject, f"referrer {ref.digest} in {src.label}")
+                raw, origin = staging.statement_moved(ref, raw, old_subject, new_subject.digest)
+            new = Descriptor(ref.media_type, Digest.of_bytes(raw, ref.digest.algorithm), len(raw))
+            dest.put(origin, ref, raw, new, new_subject.digest)
+        except (LayoutError, BadReferrers) as exc:
+            warn(f"referrer {ref.digest} in {src.label} skipped: {exc}")
+            return None
+        return new
 
+    try:
         return _walk(moved, listing, put, warn)
+    finally:
+        staging.remove()
 
 
 class _Staging:
-    """A layout beside ``src`` for the provenance statements rewritten on the way (made when the
-    first one is): the rewritten referrer's blobs are read from there."""
+    """A temporary layout for the provenance statements rewritten on the way (made when the first
+    one is, so a carry that rewrites none touches no disk): the rewritten referrer's blobs are read
+    from there."""
 
-    def __init__(self, src: Layout, where: Path) -> None:
+    def __init__(self, src: Layout) -> None:
         self.src = src
-        self.where = where
+        self.where: Path | None = None
         self.layout: Layout | None = None
+
+    def remove(self) -> None:
+        if self.where is not None:
+            shutil.rmtree(self.where, ignore_errors=True)
+            self.where = self.layout = None
 
     def statement_moved(self, ref: Descriptor, raw: bytes, old: Digest, new: Digest) -> tuple[bytes, Layout]:
         """The referrer manifest ``raw`` (``ref`` in ``src``, its subject already ``new``) and the
@@ -269,6 +278,7 @@ class _Staging:
         if statement is None:
             return raw, self.src
         if self.layout is None:
+            self.where = Path(tempfile.mkdtemp(prefix="pybuild-referrers-"))
             self.layout = Layout.create(self.where / "staging")
         staging = self.layout
         copy_blobs(self.src, staging, manifest.config)
